@@ -48,7 +48,13 @@ SNAPPY = 2
 LZ4 = 3
 ZSTD = 4
 
-CODEC_NAMES: dict[int, str] = {NONE: "none", GZIP: "gzip", SNAPPY: "snappy", LZ4: "lz4", ZSTD: "zstd"}
+CODEC_NAMES: dict[int, str] = {
+    NONE: "none",
+    GZIP: "gzip",
+    SNAPPY: "snappy",
+    LZ4: "lz4",
+    ZSTD: "zstd",
+}
 
 Buffer = bytes | bytearray | memoryview
 
