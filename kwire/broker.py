@@ -1,0 +1,429 @@
+"""The broker's state: topics, their partitions and logs, and what persists them.
+
+Synchronous methods mutate state; the trio server calls them between awaits, so
+no locks are needed. Waiting (long-poll fetch) goes through each partition's
+waiters, which an append wakes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from kio.schema.errors import ErrorCode
+
+from kwire.config import TOPIC_CONFIGS, BrokerConfig, ConfigError, validate_topic_configs
+from kwire.coordinator.producer_state import ProducerStateManager
+from kwire.log.log import LogConfig, PartitionLog
+from kwire.protocol.records import BatchHeader, set_log_append_time
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "kwire-metadata.json"
+CLEAN_SHUTDOWN_FILE = ".kwire_clean_shutdown"
+_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+MAX_TOPIC_LENGTH = 249
+# Producer ids are handed out in blocks, and the block's end persisted, so that
+# ids stay unique across restarts without a write per InitProducerId.
+PRODUCER_ID_BLOCK = 1000
+
+
+class KafkaError(Exception):
+    """An error answered to the client with a Kafka error code."""
+
+    def __init__(self, error_code: ErrorCode, message: str | None = None) -> None:
+        super().__init__(message or error_code.name)
+        self.error_code = error_code
+        self.message = message
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def validate_topic_name(name: str) -> None:
+    if not name or name in (".", ".."):
+        raise KafkaError(ErrorCode.invalid_topic_exception, f"Topic name {name!r} is illegal")
+    if len(name) > MAX_TOPIC_LENGTH:
+        raise KafkaError(
+            ErrorCode.invalid_topic_exception,
+            f"Topic name {name!r} is longer than {MAX_TOPIC_LENGTH} characters",
+        )
+    if not _LEGAL_TOPIC.match(name):
+        raise KafkaError(
+            ErrorCode.invalid_topic_exception,
+            f"Topic name {name!r} contains characters other than ASCII alphanumerics, '.', '_' and '-'",
+        )
+
+
+@dataclass
+class Partition:
+    topic: Topic
+    index: int
+    log: PartitionLog
+    producers: ProducerStateManager = field(default_factory=ProducerStateManager)
+    # Events of fetches waiting for data here; an append sets and clears them.
+    waiters: set[trio.Event] = field(default_factory=set)
+
+    @property
+    def high_watermark(self) -> int:
+        return self.log.high_watermark
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.log.log_end_offset
+
+    @property
+    def leader_epoch(self) -> int:
+        return self.log.leader_epoch
+
+    @property
+    def last_stable_offset(self) -> int:
+        first_unstable = self.producers.first_unstable_offset()
+        hw = self.high_watermark
+        return hw if first_unstable is None else min(first_unstable, hw)
+
+    def append(self, buf: bytearray, headers: list[BatchHeader], timestamp_ms: int) -> tuple[int, int]:
+        """Append validated batches as leader. Returns (base offset, log append time or -1).
+
+        Raises KafkaError for producer-state errors; a duplicate of a recent batch
+        is not appended again, and its original offset is answered.
+        """
+        for header in headers:
+            duplicate = self.producers.check(header)
+            if duplicate is not None:
+                if len(headers) != 1:
+                    raise KafkaError(ErrorCode.invalid_record, "duplicate batch among several")
+                return duplicate, -1
+        log_append_time = -1
+        if self.topic.configs.get("message.timestamp.type") == "LogAppendTime" or (
+            "message.timestamp.type" not in self.topic.configs and self.topic.broker_config["log.message.timestamp.type"] == "LogAppendTime"
+        ):
+            log_append_time = timestamp_ms
+            for header in headers:
+                set_log_append_time(buf, header, timestamp_ms)
+        base_offset = self.log.append(buf, headers, now_ms=timestamp_ms)
+        for header in headers:
+            self.producers.update(header)
+        # One broker: every appended batch is committed at once.
+        self.log.high_watermark = self.log.log_end_offset
+        self.wake_waiters()
+        return base_offset, log_append_time
+
+    def wake_waiters(self) -> None:
+        if self.waiters:
+            for event in self.waiters:
+                event.set()
+            self.waiters.clear()
+
+
+@dataclass
+class Topic:
+    name: str
+    topic_id: uuid.UUID
+    configs: dict[str, Any]
+    broker_config: BrokerConfig
+    partitions: list[Partition] = field(default_factory=list)
+    is_internal: bool = False
+
+    def config(self, name: str) -> Any:
+        if name in self.configs:
+            return self.configs[name]
+        return self.broker_config.topic_default(name)
+
+    def log_config(self) -> LogConfig:
+        return LogConfig(
+            segment_bytes=self.config("segment.bytes"),
+            segment_ms=self.config("segment.ms"),
+            retention_ms=self.config("retention.ms"),
+            retention_bytes=self.config("retention.bytes"),
+            index_interval_bytes=self.config("index.interval.bytes"),
+            segment_index_bytes=self.config("segment.index.bytes"),
+            flush_messages=self.config("flush.messages"),
+            flush_ms=self.config("flush.ms"),
+            file_delete_delay_ms=self.config("file.delete.delay.ms"),
+            message_timestamp_type=self.config("message.timestamp.type"),
+            cleanup_policy=self.config("cleanup.policy"),
+        )
+
+
+class Broker:
+    """One broker's topics and partitions on local disk."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        config.validate()
+        self.config = config
+        self.broker_id: int = config.broker_id
+        self.log_dir: Path = config.log_dirs[0]
+        self.topics: dict[str, Topic] = {}
+        self.topics_by_id: dict[uuid.UUID, Topic] = {}
+        self.cluster_id = ""
+        self._next_producer_id = 0
+        self._producer_id_block_end = 0
+        self.started_ms = now_ms()
+        # Group coordinator and other services attach themselves here.
+        self.services: dict[str, Any] = {}
+        # Listener name -> port actually bound (a configured port 0 picks one).
+        self.bound_ports: dict[str, int] = {}
+
+    def bound_port(self, listener_name: str) -> int:
+        return self.bound_ports.get(listener_name, 0)
+
+    # ---- start-up and shut-down ------------------------------------------------
+
+    def open(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        clean_marker = self.log_dir / CLEAN_SHUTDOWN_FILE
+        clean = clean_marker.exists()
+        meta = self._read_metadata()
+        self.cluster_id = meta.get("cluster_id") or self.config["cluster.id"] or _new_cluster_id()
+        self._next_producer_id = self._producer_id_block_end = meta.get("producer_id_block_end", 0)
+        for name, info in meta.get("topics", {}).items():
+            topic = Topic(
+                name=name,
+                topic_id=uuid.UUID(info["id"]),
+                configs=validate_topic_configs(info.get("configs", {})),
+                broker_config=self.config,
+                is_internal=info.get("internal", False),
+            )
+            self._register(topic)
+            for index in range(info["partitions"]):
+                topic.partitions.append(self._open_partition(topic, index, clean))
+        # From here on, a crash is an unclean stop.
+        clean_marker.unlink(missing_ok=True)
+        self._save_metadata()
+        log.info("opened %d topics in %s (%s shutdown)", len(self.topics), self.log_dir, "clean" if clean else "unclean")
+
+    def close(self) -> None:
+        for partition in self.all_partitions():
+            partition.log.close()
+        self._save_metadata()
+        (self.log_dir / CLEAN_SHUTDOWN_FILE).write_text("")
+
+    def _open_partition(self, topic: Topic, index: int, clean: bool = True) -> Partition:
+        directory = self.log_dir / f"{topic.name}-{index}"
+        partition_log = PartitionLog.open(directory, topic.log_config(), clean_shutdown=clean)
+        partition = Partition(topic, index, partition_log)
+        partition.producers.rebuild(partition_log.batch_headers())
+        partition_log.high_watermark = partition_log.log_end_offset
+        return partition
+
+    def _read_metadata(self) -> dict[str, Any]:
+        path = self.log_dir / METADATA_FILE
+        if not path.exists():
+            return {}
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def _save_metadata(self) -> None:
+        from kwire.config import format_config_value
+
+        meta = {
+            "version": 1,
+            "cluster_id": self.cluster_id,
+            "broker_id": self.broker_id,
+            "producer_id_block_end": self._producer_id_block_end,
+            "topics": {
+                t.name: {
+                    "id": str(t.topic_id),
+                    "partitions": len(t.partitions),
+                    "configs": {k: format_config_value(v) for k, v in t.configs.items()},
+                    "internal": t.is_internal,
+                }
+                for t in self.topics.values()
+            },
+        }
+        write_atomically(self.log_dir / METADATA_FILE, json.dumps(meta, indent=1).encode())
+
+    def _register(self, topic: Topic) -> None:
+        self.topics[topic.name] = topic
+        self.topics_by_id[topic.topic_id] = topic
+
+    # ---- topics ----------------------------------------------------------------
+
+    def all_partitions(self) -> Iterator[Partition]:
+        for topic in self.topics.values():
+            yield from topic.partitions
+
+    def partition(self, topic: str, index: int) -> Partition | None:
+        t = self.topics.get(topic)
+        if t is None or not 0 <= index < len(t.partitions):
+            return None
+        return t.partitions[index]
+
+    def create_topic(
+        self,
+        name: str,
+        num_partitions: int = -1,
+        replication_factor: int = -1,
+        configs: dict[str, str | None] | None = None,
+        *,
+        validate_only: bool = False,
+        internal: bool = False,
+    ) -> Topic | None:
+        """Create a topic, Kafka's checks and error codes included."""
+        validate_topic_name(name)
+        if name in self.topics:
+            raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
+        if num_partitions == -1:
+            num_partitions = self.config["num.partitions"]
+        if num_partitions <= 0:
+            raise KafkaError(ErrorCode.invalid_partitions, "Number of partitions must be larger than 0.")
+        if replication_factor == -1:
+            replication_factor = self.config["default.replication.factor"]
+        if replication_factor <= 0:
+            raise KafkaError(ErrorCode.invalid_replication_factor, "Replication factor must be larger than 0.")
+        if replication_factor > 1:
+            raise KafkaError(
+                ErrorCode.invalid_replication_factor,
+                f"Replication factor: {replication_factor} larger than available brokers: 1.",
+            )
+        try:
+            parsed = validate_topic_configs(configs or {})
+        except ConfigError as e:
+            raise KafkaError(ErrorCode.invalid_config, str(e)) from None
+        if validate_only:
+            return None
+        topic = Topic(name, uuid.uuid4(), parsed, self.config, is_internal=internal)
+        for index in range(num_partitions):
+            topic.partitions.append(self._open_partition(topic, index))
+        self._register(topic)
+        self._save_metadata()
+        log.info("created topic %s with %d partitions", name, num_partitions)
+        return topic
+
+    def delete_topic(self, name: str) -> None:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic {name} does not exist")
+        if topic.is_internal:
+            raise KafkaError(ErrorCode.invalid_request, f"Internal topic {name} cannot be deleted")
+        del self.topics[name]
+        del self.topics_by_id[topic.topic_id]
+        for partition in topic.partitions:
+            partition.log.delete()
+            partition.wake_waiters()
+        self._save_metadata()
+        log.info("deleted topic %s", name)
+
+    def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic {name} does not exist")
+        current = len(topic.partitions)
+        if count <= current:
+            raise KafkaError(
+                ErrorCode.invalid_partitions,
+                f"Topic currently has {current} partitions, which is higher than the requested {count}."
+                if count < current
+                else f"Topic already has {current} partitions.",
+            )
+        if validate_only:
+            return
+        for index in range(current, count):
+            topic.partitions.append(self._open_partition(topic, index))
+        self._save_metadata()
+
+    def set_topic_configs(self, name: str, configs: dict[str, Any], *, validate_only: bool = False) -> None:
+        """Replace a topic's overrides (already parsed) and apply them to its logs."""
+        topic = self.topics.get(name)
+        if topic is None:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic {name} does not exist")
+        if validate_only:
+            return
+        topic.configs = dict(configs)
+        log_config = topic.log_config()
+        for partition in topic.partitions:
+            partition.log.config = log_config
+        self._save_metadata()
+
+    def auto_create_topic(self, name: str) -> Topic | None:
+        if not self.config["auto.create.topics.enable"]:
+            return None
+        return self.create_topic(name)
+
+    # ---- producer ids ----------------------------------------------------------
+
+    def next_producer_id(self) -> int:
+        if self._next_producer_id >= self._producer_id_block_end:
+            self._producer_id_block_end = self._next_producer_id + PRODUCER_ID_BLOCK
+            self._save_metadata()
+        producer_id = self._next_producer_id
+        self._next_producer_id += 1
+        return producer_id
+
+    # ---- background work -------------------------------------------------------
+
+    def retention_pass(self) -> int:
+        deleted = 0
+        timestamp = now_ms()
+        for partition in list(self.all_partitions()):
+            deleted += partition.log.apply_retention(timestamp)
+        return deleted
+
+    def flush_pass(self) -> None:
+        timestamp = now_ms()
+        for partition in self.all_partitions():
+            partition.log.maybe_flush(timestamp)
+
+    async def start_services(self, nursery: trio.Nursery) -> None:
+        """Start background work and every attached service that runs (has `run`)."""
+        await nursery.start(self.run_background)
+        for service in list(self.services.values()):
+            run = getattr(service, "run", None)
+            if run is not None:
+                await nursery.start(run)
+
+    async def run_background(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Retention and time-based flushes, each on its own interval."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_every, self.config["log.retention.check.interval.ms"], self.retention_pass)
+            flush_interval = min(self.config["log.flush.scheduler.interval.ms"], self.config.flush_ms)
+            if flush_interval < 2**62:
+                nursery.start_soon(_every, max(flush_interval, 10), self.flush_pass)
+            task_status.started()
+
+
+async def _every(interval_ms: int, action: Any) -> None:
+    while True:
+        await trio.sleep(interval_ms / 1000)
+        try:
+            action()
+        except Exception:
+            log.exception("background %s failed", getattr(action, "__name__", action))
+
+
+def _new_cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a small state file so a crash leaves the old or the new one, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+__all__ = ["Broker", "KafkaError", "Partition", "Topic", "TOPIC_CONFIGS", "now_ms"]

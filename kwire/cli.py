@@ -1,0 +1,60 @@
+"""The `kwire` command: `kwire serve [server.properties] [--override key=value]...`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import trio
+
+from kwire.config import BrokerConfig, ConfigError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from kwire.server import run_broker
+
+    try:
+        config = BrokerConfig.load(args.properties, args.override or [])
+        config.validate()
+    except ConfigError as e:
+        print(f"kwire: invalid configuration: {e}", file=sys.stderr)
+        return 2
+
+    def ready(broker: object, bound: list[tuple[str, str, int]]) -> None:
+        names = ", ".join(f"{name}://{host}:{port}" for name, host, port in bound)
+        print(f"kwire broker {config.broker_id} listening on {names}", flush=True)
+
+    try:
+        trio.run(lambda: run_broker(config, ready=ready))
+    except ConfigError as e:
+        print(f"kwire: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"kwire: cannot start: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kwire", description="A Kafka-compatible broker.")
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run a broker (as kafka-server-start.sh)")
+    serve.add_argument("properties", nargs="?", help="server.properties file")
+    serve.add_argument("--override", action="append", metavar="KEY=VALUE", help="set a broker config")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "serve":
+        return _serve(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

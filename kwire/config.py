@@ -1,0 +1,394 @@
+"""Broker and topic configuration, with Kafka's names, defaults and validation.
+
+Broker configs come from a server.properties file and `--override key=value`, as
+`kafka-server-start.sh` takes them. Topic configs are per-topic overrides whose
+defaults come from the broker (`retention.ms` <- `log.retention.ms` ...), which is
+how DescribeConfigs reports their source.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LONG_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
+
+
+class ConfigError(ValueError):
+    """A config value Kafka would refuse; the message names the key."""
+
+
+def _parse_int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"{value} is outside [{lo}, {hi}]")
+        return value
+
+    return parse
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return value == "true"
+
+
+def _parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip()
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _parse_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _parse_cleanup_policy(text: str) -> str:
+    items = _parse_list(text)
+    if not items or any(item not in ("delete", "compact") for item in items):
+        raise ValueError(f"{text!r} is not a list of delete, compact")
+    return ",".join(items)
+
+
+def _parse_str(text: str) -> str:
+    return text.strip()
+
+
+_LISTENER = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)://(?P<host>\[[^\]]*\]|[^:]*):(?P<port>\d+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.name}://{self.host}:{self.port}"
+
+
+def parse_listeners(text: str) -> list[Listener]:
+    listeners = []
+    for item in _parse_list(text):
+        match = _LISTENER.match(item)
+        if not match:
+            raise ValueError(f"{item!r} is not NAME://host:port")
+        port = int(match["port"])
+        if port > 65535:
+            raise ValueError(f"port {port} out of range")
+        listeners.append(Listener(match["name"].upper(), match["host"].strip("[]"), port))
+    if not listeners:
+        raise ValueError("no listener given")
+    return listeners
+
+
+def _parse_listeners(text: str) -> str:
+    parse_listeners(text)
+    return text.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigDef:
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    doc: str = ""
+    # Kafka's "sensitive"/"read-only" flags as DescribeConfigs reports them.
+    read_only: bool = True
+
+
+_I = _parse_int
+
+BROKER_CONFIGS: dict[str, ConfigDef] = {
+    d.name: d
+    for d in [
+        ConfigDef("broker.id", _I(-1, INT_MAX), 0, "this broker's node id"),
+        ConfigDef("node.id", _I(-1, INT_MAX), -1, "alias of broker.id"),
+        ConfigDef("listeners", _parse_listeners, "PLAINTEXT://127.0.0.1:9092"),
+        ConfigDef("advertised.listeners", _parse_str, ""),
+        ConfigDef("log.dirs", _parse_str, ""),
+        ConfigDef("log.dir", _parse_str, "kwire-data"),
+        ConfigDef("num.partitions", _I(1, INT_MAX), 1),
+        ConfigDef("default.replication.factor", _I(1, 32767), 1),
+        ConfigDef("auto.create.topics.enable", _parse_bool, True),
+        ConfigDef("delete.topic.enable", _parse_bool, True),
+        ConfigDef("log.segment.bytes", _I(14, INT_MAX), 1 << 30),
+        ConfigDef("log.roll.ms", _I(1, LONG_MAX), None),
+        ConfigDef("log.roll.hours", _I(1, INT_MAX), 168),
+        ConfigDef("log.retention.ms", _I(-1, LONG_MAX), None),
+        ConfigDef("log.retention.minutes", _I(-1, INT_MAX), None),
+        ConfigDef("log.retention.hours", _I(-1, INT_MAX), 168),
+        ConfigDef("log.retention.bytes", _I(-1, LONG_MAX), -1),
+        ConfigDef("log.retention.check.interval.ms", _I(1, LONG_MAX), 300_000),
+        ConfigDef("log.cleanup.policy", _parse_cleanup_policy, "delete"),
+        ConfigDef("log.index.interval.bytes", _I(0, INT_MAX), 4096),
+        ConfigDef("log.index.size.max.bytes", _I(4, INT_MAX), 10 * 1024 * 1024),
+        ConfigDef("log.segment.delete.delay.ms", _I(0, LONG_MAX), 60_000),
+        ConfigDef("log.flush.interval.messages", _I(1, LONG_MAX), LONG_MAX),
+        ConfigDef("log.flush.interval.ms", _I(0, LONG_MAX), None),
+        ConfigDef("log.flush.scheduler.interval.ms", _I(0, LONG_MAX), LONG_MAX),
+        ConfigDef("log.message.timestamp.type", _parse_choice("CreateTime", "LogAppendTime"), "CreateTime"),
+        ConfigDef("compression.type", _parse_choice("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"), "producer"),
+        ConfigDef("message.max.bytes", _I(0, INT_MAX), 1048588),
+        ConfigDef("socket.request.max.bytes", _I(1, INT_MAX), 104857600),
+        ConfigDef("min.insync.replicas", _I(1, INT_MAX), 1),
+        ConfigDef("log.cleaner.delete.retention.ms", _I(0, LONG_MAX), 86_400_000),
+        ConfigDef("log.cleaner.min.cleanable.ratio", float, 0.5),
+        ConfigDef("log.cleaner.min.compaction.lag.ms", _I(0, LONG_MAX), 0),
+        ConfigDef("log.cleaner.max.compaction.lag.ms", _I(1, LONG_MAX), LONG_MAX),
+        ConfigDef("log.message.timestamp.before.max.ms", _I(0, LONG_MAX), LONG_MAX),
+        ConfigDef("log.message.timestamp.after.max.ms", _I(0, LONG_MAX), LONG_MAX),
+        ConfigDef("unclean.leader.election.enable", _parse_bool, False),
+        ConfigDef("offsets.topic.num.partitions", _I(1, INT_MAX), 50),
+        ConfigDef("offsets.topic.replication.factor", _I(1, 32767), 1),
+        ConfigDef("offsets.retention.minutes", _I(1, INT_MAX), 10080),
+        ConfigDef("offsets.retention.check.interval.ms", _I(1, LONG_MAX), 600_000),
+        ConfigDef("offsets.topic.segment.bytes", _I(1, INT_MAX), 100 * 1024 * 1024),
+        ConfigDef("group.initial.rebalance.delay.ms", _I(0, INT_MAX), 3000),
+        ConfigDef("group.min.session.timeout.ms", _I(0, INT_MAX), 6000),
+        ConfigDef("group.max.session.timeout.ms", _I(0, INT_MAX), 1_800_000),
+        ConfigDef("group.max.size", _I(1, INT_MAX), INT_MAX),
+        ConfigDef("transactional.id.expiration.ms", _I(1, INT_MAX), 604_800_000),
+        ConfigDef("transaction.max.timeout.ms", _I(1, INT_MAX), 900_000),
+        ConfigDef("transaction.state.log.num.partitions", _I(1, INT_MAX), 50),
+        ConfigDef("producer.id.expiration.ms", _I(1, INT_MAX), 86_400_000),
+        ConfigDef("max.incremental.fetch.session.cache.slots", _I(0, INT_MAX), 1000),
+        ConfigDef("fetch.max.bytes", _I(1024, INT_MAX), 57_671_680),
+        ConfigDef("num.network.threads", _I(1, INT_MAX), 3),
+        ConfigDef("num.io.threads", _I(1, INT_MAX), 8),
+        ConfigDef("zookeeper.connect", _parse_str, ""),
+        ConfigDef("cluster.id", _parse_str, ""),
+    ]
+}
+
+# Names Kafka accepts that we read nowhere: no warning for them.
+_KNOWN_UNUSED = {
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "num.recovery.threads.per.data.dir",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "zookeeper.connection.timeout.ms",
+    "group.coordinator.rebalance.protocols",
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
+    "process.roles",
+    "controller.quorum.voters",
+    "controller.listener.names",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicConfigDef:
+    name: str
+    parse: Callable[[str], Any]
+    # The broker config that supplies the default (DescribeConfigs source
+    # DEFAULT_CONFIG / STATIC_BROKER_CONFIG), or None for a fixed default.
+    broker_key: str | None
+    default: Any = None
+
+
+TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
+    d.name: d
+    for d in [
+        TopicConfigDef("cleanup.policy", _parse_cleanup_policy, "log.cleanup.policy"),
+        TopicConfigDef("compression.type", BROKER_CONFIGS["compression.type"].parse, "compression.type"),
+        TopicConfigDef("delete.retention.ms", _I(0, LONG_MAX), "log.cleaner.delete.retention.ms"),
+        TopicConfigDef("file.delete.delay.ms", _I(0, LONG_MAX), "log.segment.delete.delay.ms"),
+        TopicConfigDef("flush.messages", _I(1, LONG_MAX), "log.flush.interval.messages"),
+        TopicConfigDef("flush.ms", _I(0, LONG_MAX), "log.flush.interval.ms"),
+        TopicConfigDef("index.interval.bytes", _I(0, INT_MAX), "log.index.interval.bytes"),
+        TopicConfigDef("max.message.bytes", _I(0, INT_MAX), "message.max.bytes"),
+        TopicConfigDef("message.timestamp.type", BROKER_CONFIGS["log.message.timestamp.type"].parse, "log.message.timestamp.type"),
+        TopicConfigDef("message.timestamp.before.max.ms", _I(0, LONG_MAX), "log.message.timestamp.before.max.ms"),
+        TopicConfigDef("message.timestamp.after.max.ms", _I(0, LONG_MAX), "log.message.timestamp.after.max.ms"),
+        TopicConfigDef("min.cleanable.dirty.ratio", float, "log.cleaner.min.cleanable.ratio"),
+        TopicConfigDef("min.compaction.lag.ms", _I(0, LONG_MAX), "log.cleaner.min.compaction.lag.ms"),
+        TopicConfigDef("max.compaction.lag.ms", _I(1, LONG_MAX), "log.cleaner.max.compaction.lag.ms"),
+        TopicConfigDef("min.insync.replicas", _I(1, INT_MAX), "min.insync.replicas"),
+        TopicConfigDef("retention.bytes", _I(-1, LONG_MAX), "log.retention.bytes"),
+        TopicConfigDef("retention.ms", _I(-1, LONG_MAX), "log.retention.ms"),
+        TopicConfigDef("segment.bytes", _I(14, INT_MAX), "log.segment.bytes"),
+        TopicConfigDef("segment.index.bytes", _I(4, INT_MAX), "log.index.size.max.bytes"),
+        TopicConfigDef("segment.ms", _I(1, LONG_MAX), "log.roll.ms"),
+        TopicConfigDef("unclean.leader.election.enable", _parse_bool, "unclean.leader.election.enable"),
+        TopicConfigDef("preallocate", _parse_bool, None, False),
+        TopicConfigDef("segment.jitter.ms", _I(0, LONG_MAX), None, 0),
+    ]
+}
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    """Java .properties: key=value or key:value, # and ! comments, \\ continuations."""
+    props: dict[str, str] = {}
+    pending = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = pending + raw.strip() if pending else raw.strip()
+        pending = ""
+        if not line or line[0] in "#!":
+            continue
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            pending = line[:-1]
+            continue
+        match = re.match(r"^([^=:\s]+)\s*[=:\s]\s*(.*)$", line)
+        if match:
+            props[match[1]] = match[2]
+        else:
+            props[line] = ""
+    return props
+
+
+class BrokerConfig:
+    """Validated broker configuration. Values are read with `config["log.dirs"]`."""
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        self._given: dict[str, str] = {}
+        self._values: dict[str, Any] = {name: d.default for name, d in BROKER_CONFIGS.items()}
+        for key, text in (values or {}).items():
+            self.set(key, text)
+
+    def set(self, key: str, text: str) -> None:
+        definition = BROKER_CONFIGS.get(key)
+        if definition is None:
+            if key not in _KNOWN_UNUSED:
+                log.warning("unknown config %r ignored", key)
+            return
+        try:
+            self._values[key] = definition.parse(text)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"Invalid value {text!r} for configuration {key}: {e}") from None
+        self._given[key] = text
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: Iterable[str] = ()) -> BrokerConfig:
+        values: dict[str, str] = {}
+        if path is not None:
+            try:
+                values.update(_read_properties(Path(path)))
+            except OSError as e:
+                raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"--override expects key=value, got {item!r}")
+            key, _, value = item.partition("=")
+            values[key.strip()] = value
+        return cls(values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def is_given(self, key: str) -> bool:
+        return key in self._given
+
+    # Kafka derives these from several keys; the first one given wins.
+    @property
+    def broker_id(self) -> int:
+        node_id = self["node.id"]
+        return node_id if self.is_given("node.id") and node_id >= 0 else self["broker.id"]
+
+    @property
+    def log_dirs(self) -> list[Path]:
+        dirs = self["log.dirs"] or self["log.dir"]
+        return [Path(d) for d in _parse_list(dirs)]
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return parse_listeners(self["listeners"])
+
+    @property
+    def advertised_listeners(self) -> list[Listener]:
+        text = self["advertised.listeners"]
+        return parse_listeners(text) if text else self.listeners
+
+    @property
+    def retention_ms(self) -> int:
+        if self["log.retention.ms"] is not None:
+            return self["log.retention.ms"]
+        if self["log.retention.minutes"] is not None:
+            minutes = self["log.retention.minutes"]
+            return -1 if minutes < 0 else minutes * 60_000
+        hours = self["log.retention.hours"]
+        return -1 if hours < 0 else hours * 3_600_000
+
+    @property
+    def roll_ms(self) -> int:
+        if self["log.roll.ms"] is not None:
+            return self["log.roll.ms"]
+        return self["log.roll.hours"] * 3_600_000
+
+    @property
+    def flush_ms(self) -> int:
+        value = self["log.flush.interval.ms"]
+        return LONG_MAX if value is None else value
+
+    def topic_default(self, name: str) -> Any:
+        """The broker-level default of a topic config, as a parsed value."""
+        definition = TOPIC_CONFIGS[name]
+        match definition.broker_key:
+            case None:
+                return definition.default
+            case "log.retention.ms":
+                return self.retention_ms
+            case "log.roll.ms":
+                return self.roll_ms
+            case "log.flush.interval.ms":
+                return self.flush_ms
+            case key:
+                return self[key]
+
+    def topic_default_source_is_static(self, name: str) -> bool:
+        """True when the broker default was set by the operator (STATIC_BROKER_CONFIG)."""
+        key = TOPIC_CONFIGS[name].broker_key
+        if key is None:
+            return False
+        if key == "log.retention.ms":
+            return any(self.is_given(k) for k in ("log.retention.ms", "log.retention.minutes", "log.retention.hours"))
+        if key == "log.roll.ms":
+            return self.is_given("log.roll.ms") or self.is_given("log.roll.hours")
+        return self.is_given(key)
+
+    def validate(self) -> None:
+        """Cross-key checks done once at start-up."""
+        if not self.log_dirs:
+            raise ConfigError("log.dirs is empty")
+        self.listeners  # noqa: B018 - parse to validate
+        if self["group.min.session.timeout.ms"] > self["group.max.session.timeout.ms"]:
+            raise ConfigError("group.min.session.timeout.ms exceeds group.max.session.timeout.ms")
+
+
+def validate_topic_configs(configs: Mapping[str, str | None]) -> dict[str, Any]:
+    """Parse topic config overrides; raises ConfigError naming the bad key."""
+    parsed: dict[str, Any] = {}
+    for key, text in configs.items():
+        definition = TOPIC_CONFIGS.get(key)
+        if definition is None:
+            raise ConfigError(f"Unknown topic config name: {key}")
+        if text is None:
+            raise ConfigError(f"Null value not supported for topic configs: {key}")
+        try:
+            parsed[key] = definition.parse(text)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"Invalid value {text} for configuration {key}: {e}") from None
+    return parsed
+
+
+def format_config_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,140 @@
+"""Idempotent producer state per partition (Kafka's ProducerStateManager), sans-IO.
+
+For each producer id the partition remembers its epoch and the metadata of its
+last 5 batches, enough to answer a retried duplicate with its original offset
+and to refuse a sequence gap. The state is rebuilt from batch headers at start-up.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from kio.schema.errors import ErrorCode
+
+from kwire.protocol.records import NO_SEQUENCE, BatchHeader
+
+# Kafka keeps the metadata of this many recent batches per producer; clients
+# never have more in flight (max.in.flight.requests.per.connection <= 5).
+NUM_BATCHES_TO_RETAIN = 5
+SEQUENCE_WRAP = 0x80000000
+
+
+class ProducerStateError(Exception):
+    def __init__(self, error_code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+@dataclass(slots=True)
+class BatchMetadata:
+    first_sequence: int
+    last_sequence: int
+    first_offset: int
+    last_offset: int
+    timestamp: int
+
+
+@dataclass(slots=True)
+class ProducerEntry:
+    producer_epoch: int
+    batches: deque[BatchMetadata] = field(default_factory=lambda: deque(maxlen=NUM_BATCHES_TO_RETAIN))
+    # First offset of the open transaction, for the last stable offset (transactions).
+    current_txn_first_offset: int = -1
+    last_timestamp: int = -1
+
+    @property
+    def last_sequence(self) -> int:
+        return self.batches[-1].last_sequence if self.batches else NO_SEQUENCE
+
+
+class ProducerStateManager:
+    """Sequence and epoch checks for the batches of one partition."""
+
+    def __init__(self) -> None:
+        self.producers: dict[int, ProducerEntry] = {}
+
+    def check(self, header: BatchHeader) -> int | None:
+        """Validate a batch before it is appended.
+
+        Returns the original base offset when the batch duplicates one of the
+        producer's recent batches (the caller must not append it again), None
+        when the batch is new. Raises ProducerStateError for a fenced epoch or a
+        sequence gap, with Kafka's error code.
+        """
+        if header.producer_id < 0 or header.is_control:
+            return None
+        entry = self.producers.get(header.producer_id)
+        if entry is None:
+            # Unknown producer (new, or its state expired): any sequence starts it.
+            return None
+        if header.producer_epoch < entry.producer_epoch:
+            raise ProducerStateError(
+                ErrorCode.invalid_producer_epoch,
+                f"producer epoch {header.producer_epoch} is older than {entry.producer_epoch}",
+            )
+        if header.producer_epoch > entry.producer_epoch:
+            if header.base_sequence != 0:
+                raise ProducerStateError(
+                    ErrorCode.out_of_order_sequence_number,
+                    f"new epoch {header.producer_epoch} must start at sequence 0, "
+                    f"got {header.base_sequence}",
+                )
+            return None
+        for batch in entry.batches:
+            if (
+                batch.first_sequence == header.base_sequence
+                and batch.last_sequence == header.last_sequence
+            ):
+                return batch.first_offset
+        last = entry.last_sequence
+        if last != NO_SEQUENCE and header.base_sequence != (last + 1) % SEQUENCE_WRAP:
+            raise ProducerStateError(
+                ErrorCode.out_of_order_sequence_number,
+                f"expected sequence {(last + 1) % SEQUENCE_WRAP}, got {header.base_sequence}",
+            )
+        return None
+
+    def update(self, header: BatchHeader) -> None:
+        """Record an appended batch (its offsets assigned)."""
+        if header.producer_id < 0:
+            return
+        entry = self.producers.get(header.producer_id)
+        if entry is None or header.producer_epoch > entry.producer_epoch:
+            entry = ProducerEntry(header.producer_epoch)
+            self.producers[header.producer_id] = entry
+        elif header.producer_epoch < entry.producer_epoch:
+            # Only reachable through replayed history; the newer epoch stands.
+            return
+        entry.last_timestamp = header.max_timestamp
+        if header.is_control:
+            entry.current_txn_first_offset = -1
+            return
+        if header.is_transactional and entry.current_txn_first_offset < 0:
+            entry.current_txn_first_offset = header.base_offset
+        if header.base_sequence != NO_SEQUENCE:
+            entry.batches.append(
+                BatchMetadata(
+                    header.base_sequence,
+                    header.last_sequence,
+                    header.base_offset,
+                    header.last_offset,
+                    header.max_timestamp,
+                )
+            )
+
+    def rebuild(self, headers: Iterable[BatchHeader]) -> None:
+        """Replay the log's batch headers, oldest first."""
+        self.producers.clear()
+        for header in headers:
+            self.update(header)
+
+    def truncate(self) -> None:
+        """Forget everything; used when the log is truncated and replayed."""
+        self.producers.clear()
+
+    def first_unstable_offset(self) -> int | None:
+        """First offset of the oldest open transaction, if any."""
+        offsets = [e.current_txn_first_offset for e in self.producers.values() if e.current_txn_first_offset >= 0]
+        return min(offsets) if offsets else None

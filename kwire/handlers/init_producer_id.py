@@ -1,0 +1,39 @@
+"""InitProducerId (key 22): a producer id and epoch for an idempotent producer.
+
+Without a transactional id every call gets a fresh producer id at epoch 0, as
+Kafka does; producer ids are unique across restarts (see Broker.next_producer_id).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kwire.handlers import RequestContext
+from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.protocol.apis import api
+from kwire.protocol.messages import make, response_module
+
+
+@api(22, 0, 5)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    module = response_module(22, ctx.api_version)
+    coordinator = ctx.broker.services.get("transactions")
+    if request.transactional_id is not None:
+        if coordinator is None:
+            return make(
+                module.InitProducerIdResponse,
+                throttle_time=NO_THROTTLE,
+                error_code=ErrorCode.coordinator_not_available,
+                producer_id=-1,
+                producer_epoch=-1,
+            )
+        return await coordinator.init_producer_id(ctx, request, module)
+    return make(
+        module.InitProducerIdResponse,
+        throttle_time=NO_THROTTLE,
+        error_code=ErrorCode.none,
+        producer_id=ctx.broker.next_producer_id(),
+        producer_epoch=0,
+    )

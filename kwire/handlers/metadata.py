@@ -1,0 +1,117 @@
+"""Metadata (key 3): brokers, the controller, topics and their partitions.
+
+Auto-creates requested topics when the request and `auto.create.topics.enable`
+allow it, as Kafka does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kwire.broker import KafkaError, Topic
+from kwire.handlers import RequestContext
+from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.protocol.apis import api
+from kwire.protocol.messages import make, response_module
+
+# Kafka's "not requested" value for authorized operations.
+AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+# With no authorizer every operation is allowed: READ, WRITE, CREATE, DELETE,
+# ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (AclOperation codes 3-8, 10, 11).
+TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
+# CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE
+CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
+
+
+def broker_entries(ctx: RequestContext, broker_class: Any) -> tuple[Any, ...]:
+    """This broker as the listener the client came in on advertises it."""
+    broker = ctx.broker
+    listeners = broker.config.advertised_listeners
+    chosen = next((item for item in listeners if item.name == ctx.listener_name), listeners[0])
+    port = chosen.port or broker.bound_port(ctx.listener_name)
+    return (make(broker_class, node_id=broker.broker_id, host=chosen.host, port=port, rack=None),)
+
+
+def topic_entry(module: Any, broker_id: int, topic: Topic, include_operations: bool) -> Any:
+    partitions = tuple(
+        make(
+            module.MetadataResponsePartition,
+            error_code=ErrorCode.none,
+            partition_index=p.index,
+            leader_id=broker_id,
+            leader_epoch=p.leader_epoch,
+            replica_nodes=(broker_id,),
+            isr_nodes=(broker_id,),
+            offline_replicas=(),
+        )
+        for p in topic.partitions
+    )
+    return make(
+        module.MetadataResponseTopic,
+        error_code=ErrorCode.none,
+        name=topic.name,
+        topic_id=topic.topic_id,
+        is_internal=topic.is_internal,
+        partitions=partitions,
+        topic_authorized_operations=TOPIC_OPERATIONS if include_operations else AUTHORIZED_OPERATIONS_OMITTED,
+    )
+
+
+def error_entry(module: Any, name: str | None, topic_id: Any, error: ErrorCode) -> Any:
+    return make(
+        module.MetadataResponseTopic,
+        error_code=error,
+        name=name,
+        topic_id=topic_id,
+        is_internal=False,
+        partitions=(),
+        topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+    )
+
+
+@api(3, 0, 12)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    broker = ctx.broker
+    module = response_module(3, ctx.api_version)
+    include_operations = bool(getattr(request, "include_topic_authorized_operations", False))
+    # v0 had no null: an empty list asked for every topic.
+    all_topics = request.topics is None or (ctx.api_version == 0 and not request.topics)
+    allow_auto_create = getattr(request, "allow_auto_topic_creation", True)
+    entries = []
+    if all_topics:
+        for topic in broker.topics.values():
+            entries.append(topic_entry(module, broker.broker_id, topic, include_operations))
+    else:
+        for wanted in request.topics:
+            name = wanted.name
+            topic_id = getattr(wanted, "topic_id", None)
+            if name is None:
+                topic = broker.topics_by_id.get(topic_id) if topic_id is not None else None
+                if topic is None:
+                    entries.append(error_entry(module, None, topic_id, ErrorCode.unknown_topic_id))
+                    continue
+            else:
+                topic = broker.topics.get(name)
+                if topic is None:
+                    try:
+                        topic = broker.auto_create_topic(name) if allow_auto_create else None
+                    except KafkaError as e:
+                        entries.append(error_entry(module, name, None, e.error_code))
+                        continue
+                    if topic is None:
+                        entries.append(error_entry(module, name, None, ErrorCode.unknown_topic_or_partition))
+                        continue
+            entries.append(topic_entry(module, broker.broker_id, topic, include_operations))
+    return make(
+        module.MetadataResponse,
+        throttle_time=NO_THROTTLE,
+        brokers=broker_entries(ctx, module.MetadataResponseBroker),
+        cluster_id=broker.cluster_id,
+        controller_id=broker.broker_id,
+        topics=tuple(entries),
+        cluster_authorized_operations=CLUSTER_OPERATIONS
+        if getattr(request, "include_cluster_authorized_operations", False)
+        else AUTHORIZED_OPERATIONS_OMITTED,
+    )

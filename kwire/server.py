@@ -1,0 +1,157 @@
+"""The trio server: listeners, connections, request dispatch in order.
+
+A connection reads requests while earlier ones are being served (a long-poll
+fetch does not stop the next request from being read) and answers strictly in
+request order, as Kafka clients require.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from kwire.broker import Broker
+from kwire.config import BrokerConfig
+from kwire.handlers import RequestContext, dispatch
+from kwire.protocol.framing import FrameBuffer, FrameError
+from kwire.protocol.headers import MalformedRequest
+
+log = logging.getLogger(__name__)
+
+# Requests read ahead per connection before reading pauses (Kafka clients keep
+# at most 5 in flight by default; this bounds memory for a misbehaving one).
+MAX_PIPELINED_REQUESTS = 64
+RECEIVE_SIZE = 256 * 1024
+
+
+class _Slot:
+    """One request's place in the connection's answer order."""
+
+    __slots__ = ("done", "payload")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.payload: bytes | list[Any] | None = None
+
+
+class Connection:
+    def __init__(self, server: KafkaServer, stream: trio.SocketStream, listener_name: str) -> None:
+        self.server = server
+        self.stream = stream
+        self.listener_name = listener_name
+        try:
+            host, port = stream.socket.getpeername()[:2]
+            self.peer = f"{host}:{port}"
+        except OSError:
+            self.peer = "?"
+
+    async def run(self) -> None:
+        broker = self.server.broker
+        frames = FrameBuffer(broker.config["socket.request.max.bytes"])
+        send, receive = trio.open_memory_channel[_Slot](MAX_PIPELINED_REQUESTS)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_answers, receive, nursery.cancel_scope)
+                async with send:
+                    while True:
+                        data = await self.stream.receive_some(RECEIVE_SIZE)
+                        if not data:
+                            break
+                        frames.feed(data)
+                        while (frame := frames.next_frame()) is not None:
+                            slot = _Slot()
+                            await send.send(slot)
+                            nursery.start_soon(self._serve, frame, slot, nursery.cancel_scope)
+        except FrameError as e:
+            log.warning("closing connection from %s: %s", self.peer, e)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+        finally:
+            with trio.move_on_after(1) as cleanup:
+                cleanup.shield = True
+                await self.stream.aclose()
+
+    async def _serve(self, frame: bytes, slot: _Slot, connection_scope: trio.CancelScope) -> None:
+        context = RequestContext(self.server.broker, self.peer, self.listener_name)
+        try:
+            slot.payload = await dispatch(context, frame)
+        except MalformedRequest as e:
+            log.warning("closing connection from %s: malformed request: %s", self.peer, e)
+            connection_scope.cancel()
+        except Exception:
+            log.exception("closing connection from %s: request failed", self.peer)
+            connection_scope.cancel()
+        finally:
+            slot.done.set()
+
+    async def _write_answers(self, receive: trio.MemoryReceiveChannel[_Slot], scope: trio.CancelScope) -> None:
+        try:
+            async with receive:
+                async for slot in receive:
+                    await slot.done.wait()
+                    if slot.payload is not None:
+                        await self.stream.send_all(slot.payload)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            scope.cancel()
+
+
+class KafkaServer:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.bound: list[tuple[str, str, int]] = []
+
+    async def serve(self, task_status: trio.TaskStatus[list[tuple[str, str, int]]] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for listener in self.broker.config.listeners:
+                listeners = await trio.open_tcp_listeners(listener.port, host=listener.host or None)
+                port = listeners[0].socket.getsockname()[1]
+                self.bound.append((listener.name, listener.host, port))
+                self.broker.bound_ports[listener.name] = port
+                handler = self._handler(listener.name)
+                nursery.start_soon(trio.serve_listeners, handler, listeners)
+            await self.broker.start_services(nursery)
+            task_status.started(self.bound)
+
+    def _handler(self, name: str) -> Callable[[trio.SocketStream], Awaitable[None]]:
+        async def handle(stream: trio.SocketStream) -> None:
+            await Connection(self, stream, name).run()
+
+        return handle
+
+
+async def run_broker(
+    config: BrokerConfig,
+    *,
+    ready: Callable[[Broker, list[tuple[str, str, int]]], None] | None = None,
+    task_status: trio.TaskStatus[Broker] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Open the broker, serve until cancelled or signalled, then close it cleanly."""
+    broker = Broker(config)
+    broker.open()
+    try:
+        async with trio.open_nursery() as nursery:
+            server = KafkaServer(broker)
+            bound = await nursery.start(server.serve)
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            if ready is not None:
+                ready(broker, bound)
+            task_status.started(broker)
+    finally:
+        broker.close()
+        log.info("broker %d stopped cleanly", broker.broker_id)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                scope.cancel()
+                return
+    except RuntimeError:
+        # Not the main thread (in-process test servers): the owner cancels instead.
+        await trio.sleep_forever()
