@@ -1,0 +1,130 @@
+"""Framing, headers and every served API version, without sockets."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kio.schema.errors import ErrorCode
+
+from kwire.handlers import RequestContext, dispatch
+from kwire.protocol.apis import API_TABLE
+from kwire.protocol.framing import FrameBuffer, FrameError, frame
+from kwire.protocol.headers import MalformedRequest, parse_request_header, response_header
+from kwire.protocol.messages import decode_request, encode, is_flexible, request_class, response_class
+
+SERVED = [(a.key, v) for a in sorted(API_TABLE.values(), key=lambda a: a.key) for v in range(a.min_version, a.max_version + 1)]
+
+
+def request_header_bytes(api_key: int, version: int, correlation_id: int, client_id: str | None, flexible: bool) -> bytes:
+    out = struct.pack(">hhi", api_key, version, correlation_id)
+    if client_id is None:
+        out += struct.pack(">h", -1)
+    else:
+        raw = client_id.encode()
+        out += struct.pack(">h", len(raw)) + raw
+    if flexible:
+        # One unknown tagged field, which a reader must skip.
+        out += b"\x01" + b"\x05" + b"\x02" + b"hi"
+    return out
+
+
+@given(chunks=st.lists(st.binary(max_size=50), max_size=20), cut=st.integers(1, 17))
+def test_frames_survive_any_split(chunks: list[bytes], cut: int) -> None:
+    stream = b"".join(frame(c) for c in chunks)
+    buffer = FrameBuffer(max_size=1000)
+    out = []
+    for i in range(0, len(stream), cut):
+        buffer.feed(stream[i : i + cut])
+        while (f := buffer.next_frame()) is not None:
+            out.append(f)
+    assert out == chunks
+    assert buffer.pending_bytes == 0
+
+
+def test_oversize_and_negative_frames_are_refused() -> None:
+    buffer = FrameBuffer(max_size=100)
+    buffer.feed(struct.pack(">i", 101))
+    with pytest.raises(FrameError):
+        buffer.next_frame()
+    buffer = FrameBuffer(max_size=100)
+    buffer.feed(struct.pack(">i", -5))
+    with pytest.raises(FrameError):
+        buffer.next_frame()
+
+
+@given(client_id=st.one_of(st.none(), st.text(max_size=30)), correlation_id=st.integers(-(2**31), 2**31 - 1), flexible=st.booleans())
+def test_request_header_round_trip(client_id: str | None, correlation_id: int, flexible: bool) -> None:
+    raw = request_header_bytes(3, 12, correlation_id, client_id, flexible) + b"BODY"
+    header = parse_request_header(raw, flexible)
+    assert (header.api_key, header.api_version, header.correlation_id) == (3, 12, correlation_id)
+    assert header.client_id == client_id
+    assert raw[header.body_offset :] == b"BODY"
+
+
+@pytest.mark.parametrize("size", [0, 5, 9])
+def test_truncated_header_is_malformed(size: int) -> None:
+    with pytest.raises(MalformedRequest):
+        parse_request_header(b"\x00" * size, True)
+
+
+def test_response_headers() -> None:
+    assert response_header(7, False) == b"\x00\x00\x00\x07"
+    # v1: an empty tagged-field section, no tag spelled out.
+    assert response_header(7, True) == b"\x00\x00\x00\x07\x00"
+
+
+@pytest.mark.parametrize(("api_key", "version"), SERVED)
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_served_version_round_trips(api_key: int, version: int, data: st.DataObject) -> None:
+    """Requests written in every served version read back equal; responses too."""
+    request = data.draw(st.from_type(request_class(api_key, version)))
+    assert decode_request(api_key, version, encode(request), 0) == request
+    response = data.draw(st.from_type(response_class(api_key, version)))
+    assert encode(response)  # writable
+
+
+def _dispatch(frame_bytes: bytes) -> bytes | None:
+    import trio
+
+    async def run() -> bytes | None:
+        return await dispatch(RequestContext(None, "test", "PLAINTEXT"), frame_bytes)  # type: ignore[arg-type]
+
+    return trio.run(run)
+
+
+def test_api_versions_of_unknown_version_answers_v0_with_ranges() -> None:
+    raw = request_header_bytes(18, 99, 42, "probe", False)
+    answer = _dispatch(raw)
+    assert answer is not None
+    size, correlation_id = struct.unpack_from(">ii", answer)
+    assert size == len(answer) - 4 and correlation_id == 42
+    # Header v0, then the v0 body: error_code, api_keys array.
+    error_code, count = struct.unpack_from(">hi", answer, 8)
+    assert error_code == ErrorCode.unsupported_version
+    keys = {struct.unpack_from(">hhh", answer, 14 + 6 * i)[0] for i in range(count)}
+    assert keys == set(API_TABLE)
+
+
+def test_api_versions_v3_header_has_no_tagged_fields() -> None:
+    """librdkafka before 2.1 cannot read a v3 ApiVersions response with header v1."""
+    raw = request_header_bytes(18, 3, 9, "probe", True)
+    answer = _dispatch(raw + b"\x06kwire\x040.1\x00")
+    assert answer is not None
+    # correlation id then straight to error_code (int16 0): no tag byte in between.
+    assert answer[4:8] == struct.pack(">i", 9)
+    assert answer[8:10] == b"\x00\x00"
+
+
+def test_unknown_api_key_is_malformed() -> None:
+    with pytest.raises(MalformedRequest):
+        _dispatch(request_header_bytes(999, 0, 1, None, False))
+
+
+def test_flexible_table_matches_kafka() -> None:
+    assert not is_flexible(0, 8) and is_flexible(0, 9)
+    assert not is_flexible(1, 11) and is_flexible(1, 12)
+    assert not is_flexible(3, 8) and is_flexible(3, 9)
