@@ -97,7 +97,7 @@ def table_rows(plan, specs, results):
     for phase, metrics in phase_rows(plan):
         if not any(results.get(n, {}).get(phase) for n in names):
             continue
-        for key, label, scale, dec, lower in metrics:
+        for key, label, scale, dec, _lower in metrics:
             cells = [cell(results.get(n, {}).get(phase), key, scale, dec) for n in names]
             ratio = target = met = ""
             if len(names) >= 2:
@@ -127,7 +127,7 @@ def console_table(plan, specs, results) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     out = []
     for r in [header, ["-" * w for w in widths], *rows]:
-        out.append("  ".join(str(c).rjust(w) if i >= 2 else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        out.append("  ".join(str(c).rjust(w) if i >= 2 else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))))
     return "\n".join(out)
 
 
