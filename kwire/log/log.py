@@ -1,0 +1,858 @@
+"""The partition log: Kafka's UnifiedLog over LogSegments, sans-IO (plain file I/O).
+
+One folder per partition, `<log.dir>/<topic>-<partition>/`, holding segments named
+by base offset (`00000000000000000000.log`, `.index`, `.timeindex`) and two small
+checkpoint files (`kwire-log-state`, `leader-epoch-checkpoint`, see checkpoint.py).
+The broker's trio code calls these synchronous methods between awaits.
+
+Public API::
+
+    LogConfig(segment_bytes, segment_ms, retention_ms, retention_bytes,
+              index_interval_bytes, segment_index_bytes, flush_messages, flush_ms,
+              file_delete_delay_ms, message_timestamp_type, cleanup_policy)
+    LogConfig.from_topic_configs(configs: Mapping[str, object]) -> LogConfig
+
+    PartitionLog.open(directory, config, *, now_ms=None, clean_shutdown=None) -> PartitionLog
+        topic, partition, directory, config (assignable), segments
+        log_start_offset, log_end_offset, recovery_point, size_bytes
+        high_watermark (settable, kept in [log start, LEO]), leader_epoch (settable, persisted)
+        append(buf, headers, *, now_ms) -> first offset     # as leader: assigns offsets
+        append_as_follower(buf, headers, *, now_ms) -> first offset   # keeps offsets
+        read(fetch_offset, max_bytes, *, max_offset=None, min_one_batch=True) -> LogRead
+        offset_for_timestamp(timestamp_ms) -> (offset, timestamp) | None
+        max_timestamp() -> (timestamp, offset)            # (-1, -1) if empty
+        batch_headers(from_offset=0) -> Iterator[BatchHeader]
+        end_offset_for_epoch(epoch) -> (epoch, end offset)  # OffsetForLeaderEpoch
+        truncate_to(offset, *, now_ms=None)
+        delete_records_before(offset, *, now_ms=None) -> new log start offset
+        apply_retention(now_ms) -> segments deleted
+        roll(now_ms=None), flush(up_to=None), maybe_flush(now_ms), close(), delete()
+
+    LogRead: regions (list[FileRegion(file, position, size)]), size, first_offset,
+             log_start_offset, log_end_offset, high_watermark; tobytes()
+    OffsetOutOfRangeError
+
+Hot path: append() rewrites each batch's baseOffset and partitionLeaderEpoch in
+place (both outside the CRC), then writes all batches with one write(); read()
+finds positions through the sparse offset index and 61-byte header reads, and
+hands back file regions, never the data itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kwire.log.checkpoint import TMP_SUFFIX, LeaderEpochCache, LogState
+from kwire.log.segment import (
+    DELETED_SUFFIX,
+    INDEX_SUFFIX,
+    INT32_MAX,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    FileRegion,
+    LogSegment,
+)
+from kwire.protocol.records import (
+    BatchHeader,
+    iter_records,
+    set_base_offset,
+    set_partition_leader_epoch,
+)
+
+# Leftovers of interrupted operations (Kafka's compaction/split names included).
+_STRAY_SUFFIXES = (DELETED_SUFFIX, TMP_SUFFIX, ".cleaned", ".swap")
+# How often a flush also rewrites the state file with the new recovery point
+# (Kafka: log.flush.offset.checkpoint.interval.ms). A stale one only means more
+# to rescan after a crash.
+_CHECKPOINT_INTERVAL_MS = 60_000
+_LONG_MAX = (1 << 63) - 1
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class OffsetOutOfRangeError(Exception):
+    """Kafka's OFFSET_OUT_OF_RANGE: an offset outside [log start offset, log end offset]."""
+
+    def __init__(self, message: str, *, log_start_offset: int, log_end_offset: int) -> None:
+        super().__init__(message)
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+
+
+@dataclass
+class LogConfig:
+    """Per-topic log settings, under their Kafka topic config names."""
+
+    segment_bytes: int = 1 << 30  # segment.bytes
+    segment_ms: int = 7 * 24 * 3600 * 1000  # segment.ms
+    retention_ms: int = 7 * 24 * 3600 * 1000  # retention.ms; -1 = forever
+    retention_bytes: int = -1  # retention.bytes, per partition; -1 = no limit
+    index_interval_bytes: int = 4096  # index.interval.bytes
+    segment_index_bytes: int = 10 * 1024 * 1024  # segment.index.bytes; a full index rolls
+    flush_messages: int = _LONG_MAX  # flush.messages
+    flush_ms: int = _LONG_MAX  # flush.ms
+    file_delete_delay_ms: int = 60_000  # file.delete.delay.ms
+    message_timestamp_type: str = "CreateTime"  # message.timestamp.type (the handler stamps)
+    cleanup_policy: str = "delete"  # cleanup.policy
+
+    _NAMES = {
+        "segment.bytes": "segment_bytes",
+        "segment.ms": "segment_ms",
+        "retention.ms": "retention_ms",
+        "retention.bytes": "retention_bytes",
+        "index.interval.bytes": "index_interval_bytes",
+        "segment.index.bytes": "segment_index_bytes",
+        "flush.messages": "flush_messages",
+        "flush.ms": "flush_ms",
+        "file.delete.delay.ms": "file_delete_delay_ms",
+        "message.timestamp.type": "message_timestamp_type",
+        "cleanup.policy": "cleanup_policy",
+    }
+
+    @classmethod
+    def from_topic_configs(cls, configs: Mapping[str, object]) -> LogConfig:
+        """From Kafka config names (values parsed or strings); others are ignored."""
+        config = cls()
+        for name, attr in cls._NAMES.items():
+            value = configs.get(name)
+            if value is None:
+                continue
+            if isinstance(getattr(config, attr), int):
+                value = int(value)  # type: ignore[call-overload]
+            elif isinstance(value, list | tuple):
+                value = ",".join(str(v) for v in value)
+            setattr(config, attr, value)
+        return config
+
+    @property
+    def deletes(self) -> bool:
+        return "delete" in str(self.cleanup_policy)
+
+
+@dataclass(slots=True)
+class LogRead:
+    """What a fetch gets: whole batches as file regions, plus the log's offsets then."""
+
+    regions: list[FileRegion] = field(default_factory=list)
+    size: int = 0
+    # Base offset of the first batch returned (may be below the fetch offset), -1 if none.
+    first_offset: int = -1
+    log_start_offset: int = 0
+    log_end_offset: int = 0
+    high_watermark: int = 0
+
+    def tobytes(self) -> bytes:
+        if len(self.regions) == 1:
+            return self.regions[0].tobytes()
+        return b"".join(region.tobytes() for region in self.regions)
+
+
+def parse_partition_dir(name: str) -> tuple[str, int]:
+    """`<topic>-<partition>`: topics may contain '-' and '.', so split on the last '-'."""
+    topic, sep, partition = name.rpartition("-")
+    if not sep or not topic or not partition.isdigit():
+        raise ValueError(f"not a partition directory name: {name!r}")
+    return topic, int(partition)
+
+
+class PartitionLog:
+    """A partition's segments, offsets and checkpoints. Create with `open()`."""
+
+    def __init__(
+        self, directory: Path, config: LogConfig, segments: list[LogSegment], now_ms: int
+    ) -> None:
+        self.directory = directory
+        self.topic, self.partition = parse_partition_dir(directory.name)
+        self.config = config
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+        self._log_start_offset = segments[0].base_offset
+        self._log_end_offset = segments[-1].base_offset
+        self._high_watermark = 0
+        self._recovery_point = 0
+        self._leader_epoch = -1
+        self._epochs = LeaderEpochCache(directory)
+        self._pending_deletes: list[tuple[int, LogSegment]] = []
+        self._last_flush_ms = now_ms
+        self._last_checkpoint_ms = now_ms
+        # Position of the batch at the read bound (high watermark / LSO) last asked for:
+        # (bound, segment, position). Fetches at the same bound skip the header scan.
+        self._bound_cache: tuple[int, LogSegment, int] | None = None
+        self._closed = False
+
+    # ---- opening and recovery ------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        config: LogConfig,
+        *,
+        now_ms: int | None = None,
+        clean_shutdown: bool | None = None,
+    ) -> PartitionLog:
+        """Create the partition folder, or load it.
+
+        The log is trusted as is (indexes and all) only after a clean shutdown: the
+        partition's own state says so (close() records it), and the caller did not
+        pass clean_shutdown=False (the broker does when its own marker is missing).
+        Otherwise every segment from the recovery point on is validated batch by
+        batch, cut at the first torn or corrupt batch, and its indexes rebuilt.
+        """
+        now = _now_ms() if now_ms is None else now_ms
+        directory = Path(directory)
+        parse_partition_dir(directory.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = LogState.read(directory)
+        clean = clean_shutdown is not False and state is not None and state.clean_shutdown
+        if state is None:
+            state = LogState()
+
+        bases: list[int] = []
+        logs: set[int] = set()
+        index_files: list[tuple[int, Path]] = []
+        for path in directory.iterdir():
+            name = path.name
+            if name.endswith(_STRAY_SUFFIXES):
+                path.unlink(missing_ok=True)
+                continue
+            stem, dot, suffix = name.partition(".")
+            if not (len(stem) == 20 and stem.isdigit()):
+                continue
+            if dot + suffix == LOG_SUFFIX:
+                logs.add(int(stem))
+            elif dot + suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+                index_files.append((int(stem), path))
+        for base, path in index_files:
+            if base not in logs:
+                path.unlink(missing_ok=True)  # an index without its log
+        bases = sorted(logs)
+
+        def new_segment(base: int, active: bool) -> LogSegment:
+            return LogSegment(
+                directory,
+                base,
+                index_interval_bytes=config.index_interval_bytes,
+                max_index_bytes=config.segment_index_bytes,
+                now_ms=now,
+                active=active,
+            )
+
+        if not bases:
+            segments = [new_segment(state.log_start_offset, True)]
+            segments[0].next_offset = None
+            segments[0]._max_timestamp = -1
+            segments[0]._rolling_timestamp = -1
+        else:
+            segments = [new_segment(b, i == len(bases) - 1) for i, b in enumerate(bases)]
+            cls._recover_segments(segments, state.recovery_point, clean)
+
+        log = cls(directory, config, segments, now)
+        active = segments[-1]
+        log._log_end_offset = active.next_offset if active.next_offset is not None else active.base_offset
+        log._log_start_offset = max(state.log_start_offset, segments[0].base_offset)
+        log._leader_epoch = state.leader_epoch
+        if log._log_start_offset > log._log_end_offset:
+            # Data up to the log start offset is gone (lost in a crash): start over there.
+            log._truncate_fully_and_start_at(log._log_start_offset, now)
+        log._recovery_point = log._log_end_offset if clean else min(state.recovery_point, log._log_end_offset)
+        log._high_watermark = min(max(state.high_watermark, log._log_start_offset), log._log_end_offset)
+        log._epochs.truncate_from_end(log._log_end_offset)
+        log._epochs.truncate_from_start(log._log_start_offset)
+        if log._leader_epoch >= 0:
+            log._epochs.assign(log._leader_epoch, log._log_end_offset)
+        # From here on a crash is an unclean stop for this partition.
+        log._write_state(clean_shutdown=False)
+        return log
+
+    @staticmethod
+    def _recover_segments(segments: list[LogSegment], recovery_point: int, clean: bool) -> None:
+        """Trust what is flushed, validate the rest; the segments list is cut in place
+        if a segment other than the last had to be truncated."""
+        if clean:
+            first_unflushed = len(segments)
+        else:
+            # The segment holding the recovery point and all after it may be torn.
+            first_unflushed = max(0, bisect_right([s.base_offset for s in segments], recovery_point) - 1)
+        for i, segment in enumerate(segments):
+            if i >= first_unflushed:
+                cut = segment.recover()
+                if cut and i < len(segments) - 1:
+                    # Everything after a torn batch is unreliable: drop later segments.
+                    for later in segments[i + 1 :]:
+                        later.delete_files()
+                    del segments[i + 1 :]
+                    break
+            elif segment.indexes_need_rebuild():
+                segment.rebuild_indexes()
+            elif segment.active:
+                segment.load_tail_state()
+        active = segments[-1]
+        if not active.active:
+            active.make_active()
+            active.load_tail_state()
+
+    # ---- offsets and state -----------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        """The next offset to assign."""
+        return self._log_end_offset
+
+    @property
+    def high_watermark(self) -> int:
+        return self._high_watermark
+
+    @high_watermark.setter
+    def high_watermark(self, offset: int) -> None:
+        self._high_watermark = min(max(offset, self._log_start_offset), self._log_end_offset)
+
+    @property
+    def leader_epoch(self) -> int:
+        return self._leader_epoch
+
+    @leader_epoch.setter
+    def leader_epoch(self, epoch: int) -> None:
+        if epoch == self._leader_epoch:
+            return
+        self._leader_epoch = epoch
+        # As Kafka on becoming leader: the new epoch starts at the log end offset.
+        self._epochs.assign(epoch, self._log_end_offset)
+        self._write_state()
+
+    @property
+    def recovery_point(self) -> int:
+        return self._recovery_point
+
+    @property
+    def segments(self) -> list[LogSegment]:
+        return list(self._segments)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    @property
+    def leader_epoch_entries(self) -> list[tuple[int, int]]:
+        return list(self._epochs.entries)
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """OffsetForLeaderEpoch: (largest epoch <= `epoch`, its end offset), (-1, -1) if unknown."""
+        return self._epochs.end_offset_for(epoch, self._log_end_offset)
+
+    def _write_state(self, *, clean_shutdown: bool = False) -> None:
+        LogState(
+            log_start_offset=self._log_start_offset,
+            recovery_point=self._recovery_point,
+            high_watermark=self._high_watermark,
+            leader_epoch=self._leader_epoch,
+            clean_shutdown=clean_shutdown,
+        ).write(self.directory)
+
+    def _segment_index(self, offset: int) -> int:
+        """Index of the segment whose range holds `offset` (0 if below all)."""
+        return max(0, bisect_right(self._bases, offset) - 1)
+
+    # ---- append ---------------------------------------------------------------------
+
+    def append(self, buf: bytearray, headers: list[BatchHeader], *, now_ms: int) -> int:
+        """Append validated batches as leader; returns the first offset assigned.
+
+        `buf` holds the batches listed in `headers`, contiguous, at their positions.
+        Each gets consecutive offsets from the log end offset and this leader epoch,
+        written into `buf` in place; then one write to the active segment.
+        """
+        if not headers:
+            raise ValueError("append of no batches")
+        first_offset = offset = self._log_end_offset
+        epoch = self._leader_epoch
+        start = end = headers[0].position
+        max_timestamp = -1
+        for header in headers:
+            if header.position != end:
+                raise ValueError("batches to append must be contiguous in the buffer")
+            set_base_offset(buf, header, offset)
+            set_partition_leader_epoch(buf, header, epoch)
+            offset = header.next_offset
+            end += header.size
+            if header.max_timestamp > max_timestamp:
+                max_timestamp = header.max_timestamp
+        segment = self._maybe_roll(end - start, max_timestamp, offset - 1, now_ms)
+        segment.append(memoryview(buf)[start:end], headers)
+        self._log_end_offset = offset
+        if epoch > self._epochs.latest_epoch:
+            self._epochs.assign(epoch, first_offset)
+        self._flush_if_due(now_ms)
+        return first_offset
+
+    def append_as_follower(self, buf: bytes | bytearray, headers: list[BatchHeader], *, now_ms: int) -> int:
+        """Append batches fetched from the leader, keeping their offsets and epochs.
+
+        Offsets must start at or after the log end offset and rise. Returns the
+        first batch's base offset.
+        """
+        if not headers:
+            raise ValueError("append of no batches")
+        first_offset = headers[0].base_offset
+        if first_offset < self._log_end_offset:
+            raise ValueError(
+                f"follower append at offset {first_offset} below log end offset {self._log_end_offset}"
+            )
+        start = end = headers[0].position
+        next_offset = first_offset
+        max_timestamp = -1
+        for header in headers:
+            if header.position != end:
+                raise ValueError("batches to append must be contiguous in the buffer")
+            if header.base_offset < next_offset:
+                raise ValueError(f"batch offsets go back at {header.base_offset}")
+            next_offset = header.next_offset
+            end += header.size
+            if header.max_timestamp > max_timestamp:
+                max_timestamp = header.max_timestamp
+        segment = self._maybe_roll(end - start, max_timestamp, next_offset - 1, now_ms)
+        segment.append(memoryview(buf)[start:end], headers)
+        self._log_end_offset = next_offset
+        for header in headers:
+            if header.partition_leader_epoch > self._epochs.latest_epoch:
+                self._epochs.assign(header.partition_leader_epoch, header.base_offset)
+        self._flush_if_due(now_ms)
+        return first_offset
+
+    # ---- rolling ----------------------------------------------------------------------
+
+    def _maybe_roll(self, size: int, max_timestamp: int, last_offset: int, now_ms: int) -> LogSegment:
+        segment = self._segments[-1]
+        if segment.size == 0:
+            return segment  # an empty segment takes anything (never two at one base offset)
+        config = self.config
+        if (
+            segment.size > config.segment_bytes - size
+            or segment.size + size > INT32_MAX  # positions are int32 in the index
+            or last_offset - segment.base_offset > INT32_MAX  # so are relative offsets
+            or segment.indexes_full
+            or self._time_waited_for_roll(segment, max_timestamp, now_ms) > config.segment_ms
+        ):
+            return self._roll(now_ms)
+        return segment
+
+    @staticmethod
+    def _time_waited_for_roll(segment: LogSegment, max_timestamp: int, now_ms: int) -> int:
+        # As Kafka: measured in record time from the first batch's max timestamp,
+        # or in broker time since the segment was created if there is none.
+        first = segment.rolling_timestamp
+        if first >= 0:
+            return max_timestamp - first
+        return now_ms - segment.created_ms
+
+    def roll(self, now_ms: int | None = None) -> None:
+        """Start a new active segment at the log end offset (no-op if the active one is empty)."""
+        self._roll(_now_ms() if now_ms is None else now_ms)
+
+    def _roll(self, now_ms: int) -> LogSegment:
+        old = self._segments[-1]
+        if old.size == 0:
+            return old
+        base = self._log_end_offset
+        new = LogSegment(
+            self.directory,
+            base,
+            index_interval_bytes=self.config.index_interval_bytes,
+            max_index_bytes=self.config.segment_index_bytes,
+            now_ms=now_ms,
+            active=True,
+        )
+        if new.size:
+            new.file.close()
+            raise RuntimeError(f"segment {new.log_path} already exists and is not empty")
+        # A fresh segment: stale index files (if any) must not be counted.
+        new.offset_index.reset()
+        new.time_index.reset()
+        new._max_timestamp = -1
+        new._rolling_timestamp = -1
+        old.make_inactive()
+        self._segments.append(new)
+        self._bases.append(base)
+        return new
+
+    # ---- flushing -------------------------------------------------------------------------
+
+    def _flush_if_due(self, now_ms: int) -> None:
+        config = self.config
+        unflushed = self._log_end_offset - self._recovery_point
+        if unflushed and (
+            unflushed >= config.flush_messages or now_ms - self._last_flush_ms >= config.flush_ms
+        ):
+            self.flush(now_ms=now_ms)
+
+    def maybe_flush(self, now_ms: int) -> None:
+        """Periodic check: flush.messages / flush.ms, and segments rolled since the last flush
+        (as Kafka flushes a segment once it is rolled, so recovery need not rescan it)."""
+        self._flush_if_due(now_ms)
+        active_base = self._segments[-1].base_offset
+        if self._recovery_point < active_base:
+            self.flush(active_base, now_ms=now_ms)
+
+    def flush(self, up_to: int | None = None, *, now_ms: int | None = None, checkpoint: bool = False) -> None:
+        """fsync the segments holding offsets [recovery point, up_to) and move the
+        recovery point there. The state file follows at most once a minute unless
+        `checkpoint`."""
+        now = _now_ms() if now_ms is None else now_ms
+        target = self._log_end_offset if up_to is None else min(up_to, self._log_end_offset)
+        if target > self._recovery_point:
+            segments = self._segments
+            first = self._segment_index(self._recovery_point)
+            for i in range(first, len(segments)):
+                if segments[i].base_offset >= target:
+                    break
+                segments[i].flush()
+            self._recovery_point = target
+            self._last_flush_ms = now
+        if checkpoint or now - self._last_checkpoint_ms >= _CHECKPOINT_INTERVAL_MS:
+            self._write_state()
+            self._last_checkpoint_ms = now
+
+    # ---- reads ------------------------------------------------------------------------
+
+    def read(
+        self,
+        fetch_offset: int,
+        max_bytes: int,
+        *,
+        max_offset: int | None = None,
+        min_one_batch: bool = True,
+    ) -> LogRead:
+        """Whole batches from the one holding `fetch_offset`, up to `max_bytes`.
+
+        Only batches entirely below `max_offset` (high watermark or last stable
+        offset; default the log end offset) are returned. With `min_one_batch`, the
+        first batch is returned even if larger than `max_bytes`. May continue into
+        the following segments while room remains. Raises OffsetOutOfRangeError
+        unless log start offset <= fetch_offset <= log end offset.
+        """
+        leo = self._log_end_offset
+        lso = self._log_start_offset
+        if fetch_offset < lso or fetch_offset > leo:
+            raise OffsetOutOfRangeError(
+                f"offset {fetch_offset} out of range [{lso}, {leo}] for {self.topic}-{self.partition}",
+                log_start_offset=lso,
+                log_end_offset=leo,
+            )
+        result = LogRead(log_start_offset=lso, log_end_offset=leo, high_watermark=self._high_watermark)
+        bound = leo if max_offset is None else min(max_offset, leo)
+        if fetch_offset >= bound:
+            return result
+        segments = self._segments
+        i = self._segment_index(fetch_offset)
+        offset = fetch_offset
+        regions = result.regions
+        total = 0
+        while i < len(segments):
+            segment = segments[i]
+            header = segment.find_batch(offset)
+            if header is None:
+                i += 1
+                if i < len(segments):
+                    offset = segments[i].base_offset
+                continue
+            if header.last_offset >= bound:
+                break
+            if result.first_offset < 0:
+                result.first_offset = header.base_offset
+            end = self._bound_position(i, bound)
+            available = end - header.position
+            room = max_bytes - total
+            if available <= room:
+                take = available
+            else:
+                take = 0
+                if room > 0:
+                    take = segment.last_boundary_within(header.position, header.position + room) - header.position
+                if take == 0:
+                    if not (min_one_batch and not regions):
+                        break
+                    take = header.size
+            regions.append(segment.region(header.position, take))
+            total += take
+            if take < available or end < segment.size:
+                break  # max_bytes or the bound reached
+            i += 1
+            if i < len(segments):
+                offset = segments[i].base_offset
+        result.size = total
+        if not regions:
+            result.first_offset = -1
+        return result
+
+    def _bound_position(self, i: int, bound: int) -> int:
+        """Position in segment i where batches reaching `bound` start (its size if none)."""
+        segments = self._segments
+        segment = segments[i]
+        segment_end = segments[i + 1].base_offset if i + 1 < len(segments) else self._log_end_offset
+        if bound >= segment_end:
+            return segment.size
+        cached = self._bound_cache
+        if cached is not None and cached[0] == bound and cached[1] is segment:
+            return cached[2]
+        header = segment.find_batch(bound)
+        position = header.position if header is not None else segment.size
+        self._bound_cache = (bound, segment, position)
+        return position
+
+    def batch_headers(self, from_offset: int = 0) -> Iterator[BatchHeader]:
+        """Headers of the batches holding offsets >= `from_offset`, in order.
+
+        Positions are relative to each batch's segment file. For rebuilding producer
+        state at start-up; reads headers only.
+        """
+        segments = list(self._segments)
+        first = self._segment_index(from_offset)
+        for i in range(first, len(segments)):
+            segment = segments[i]
+            position = segment.offset_index.lookup(from_offset)[1] if i == first else 0
+            for header in segment.iter_headers(position):
+                if header.last_offset >= from_offset:
+                    yield header
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after the log start offset with
+        timestamp >= `timestamp_ms`; None if there is none (ListOffsets by time)."""
+        start_offset = self._log_start_offset
+        segments = list(self._segments)
+        for segment in segments[self._segment_index(start_offset) :]:
+            if segment.max_timestamp < timestamp_ms:
+                continue
+            _, time_offset = segment.time_index.lookup(timestamp_ms)
+            _, position = segment.offset_index.lookup(max(time_offset, start_offset))
+            for header in segment.iter_headers(position):
+                if header.max_timestamp < timestamp_ms or header.last_offset < start_offset:
+                    continue
+                found = _first_record(segment, header, lambda r: r[1] >= timestamp_ms and r[0] >= start_offset)
+                if found is not None:
+                    return found
+        return None
+
+    def max_timestamp(self) -> tuple[int, int]:
+        """(timestamp, offset) of the first record with the largest timestamp; (-1, -1)
+        if there is none (ListOffsets MAX_TIMESTAMP, KIP-734)."""
+        best: LogSegment | None = None
+        best_timestamp = -1
+        for segment in self._segments:
+            if segment.max_timestamp > best_timestamp:
+                best, best_timestamp = segment, segment.max_timestamp
+        if best is None:
+            return -1, -1
+        header = best.find_batch(best.offset_of_max_timestamp)
+        if header is None:
+            return best_timestamp, best.offset_of_max_timestamp
+        found = _first_record(best, header, lambda r: r[1] >= header.max_timestamp)
+        if found is None:
+            return header.max_timestamp, header.last_offset
+        return found[1], found[0]
+
+    # ---- truncation and deletion --------------------------------------------------------
+
+    def truncate_to(self, offset: int, *, now_ms: int | None = None) -> None:
+        """Drop everything at and above `offset` (replication): whole batches, so the
+        log end offset becomes `offset`, or the base of the batch holding it if
+        `offset` falls inside a batch."""
+        if offset >= self._log_end_offset:
+            return
+        now = _now_ms() if now_ms is None else now_ms
+        if offset < self._log_start_offset:
+            self._truncate_fully_and_start_at(offset, now)
+        else:
+            i = self._segment_index(offset)
+            for segment in self._segments[i + 1 :]:
+                self._schedule_delete(segment, now)
+            del self._segments[i + 1 :]
+            del self._bases[i + 1 :]
+            segment = self._segments[i]
+            segment.truncate_to(offset)
+            self._log_end_offset = segment.next_offset if segment.next_offset is not None else segment.base_offset
+        self._bound_cache = None
+        self._high_watermark = min(self._high_watermark, self._log_end_offset)
+        self._recovery_point = min(self._recovery_point, self._log_end_offset)
+        self._epochs.truncate_from_end(self._log_end_offset)
+        self._write_state()
+
+    def _truncate_fully_and_start_at(self, offset: int, now_ms: int) -> None:
+        for segment in self._segments:
+            self._schedule_delete(segment, now_ms)
+        segment = LogSegment(
+            self.directory,
+            offset,
+            index_interval_bytes=self.config.index_interval_bytes,
+            max_index_bytes=self.config.segment_index_bytes,
+            now_ms=now_ms,
+            active=True,
+        )
+        segment._max_timestamp = -1
+        segment._rolling_timestamp = -1
+        self._segments = [segment]
+        self._bases = [offset]
+        self._log_start_offset = self._log_end_offset = offset
+        self._high_watermark = self._recovery_point = offset
+        self._bound_cache = None
+        self._epochs.clear()
+
+    def delete_records_before(self, offset: int, *, now_ms: int | None = None) -> int:
+        """DeleteRecords: move the log start offset up to `offset` (at most the high
+        watermark), deleting segments wholly below it. Returns the log start offset."""
+        if offset > self._high_watermark:
+            raise OffsetOutOfRangeError(
+                f"cannot delete records before {offset}: above the high watermark {self._high_watermark}",
+                log_start_offset=self._log_start_offset,
+                log_end_offset=self._log_end_offset,
+            )
+        if offset > self._log_start_offset:
+            self._log_start_offset = offset
+            self._epochs.truncate_from_start(offset)
+            self._delete_old_segments(
+                lambda segment, after: after is not None and after.base_offset <= self._log_start_offset,
+                _now_ms() if now_ms is None else now_ms,
+            )
+            self._write_state()
+        return self._log_start_offset
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Retention pass: delete the oldest segments past retention.ms or beyond
+        retention.bytes, and those below the log start offset; finish delayed
+        deletions; flush rolled segments. Returns the number of segments deleted.
+
+        As Kafka, a segment goes only once all of it is below the high watermark;
+        the active segment too (after a roll) if it is expired and non-empty.
+        """
+        self._finish_pending_deletes(now_ms)
+        config = self.config
+        deleted = 0
+        if config.deletes:
+            if config.retention_ms >= 0:
+                retention_ms = config.retention_ms
+                deleted += self._delete_old_segments(
+                    lambda segment, after: now_ms - segment.largest_timestamp > retention_ms, now_ms
+                )
+            if config.retention_bytes >= 0:
+                excess = self.size_bytes - config.retention_bytes
+
+                def over_size(segment: LogSegment, after: LogSegment | None) -> bool:
+                    nonlocal excess
+                    if excess - segment.size >= 0:
+                        excess -= segment.size
+                        return True
+                    return False
+
+                if excess > 0:
+                    deleted += self._delete_old_segments(over_size, now_ms)
+        deleted += self._delete_old_segments(
+            lambda segment, after: after is not None and after.base_offset <= self._log_start_offset,
+            now_ms,
+        )
+        self.maybe_flush(now_ms)
+        return deleted
+
+    def _delete_old_segments(
+        self, predicate: Callable[[LogSegment, LogSegment | None], bool], now_ms: int
+    ) -> int:
+        segments = self._segments
+        deletable: list[LogSegment] = []
+        for i, segment in enumerate(segments):
+            after = segments[i + 1] if i + 1 < len(segments) else None
+            upper = after.base_offset if after is not None else self._log_end_offset
+            if self._high_watermark < upper:
+                break  # not all of it is committed yet
+            if after is None and segment.size == 0:
+                break
+            if not predicate(segment, after):
+                break
+            deletable.append(segment)
+        if not deletable:
+            return 0
+        if len(deletable) == len(segments):
+            self._roll(now_ms)  # there is always an active segment
+        for segment in deletable:
+            self._schedule_delete(segment, now_ms)
+        del self._segments[: len(deletable)]
+        del self._bases[: len(deletable)]
+        self._bound_cache = None
+        first_base = self._segments[0].base_offset
+        if first_base > self._log_start_offset:
+            self._log_start_offset = first_base
+            self._epochs.truncate_from_start(first_base)
+            self._write_state()
+        return len(deletable)
+
+    def _schedule_delete(self, segment: LogSegment, now_ms: int) -> None:
+        """Kafka's async delete: rename to `.deleted` now, unlink after file.delete.delay.ms,
+        so file regions handed to fetches stay readable meanwhile."""
+        segment.rename_to_deleted()
+        if self.config.file_delete_delay_ms <= 0:
+            segment.delete_files()
+        else:
+            self._pending_deletes.append((now_ms + self.config.file_delete_delay_ms, segment))
+
+    def _finish_pending_deletes(self, now_ms: int) -> None:
+        if not self._pending_deletes:
+            return
+        keep = []
+        for deadline, segment in self._pending_deletes:
+            if deadline <= now_ms:
+                segment.delete_files()
+            else:
+                keep.append((deadline, segment))
+        self._pending_deletes = keep
+
+    # ---- shutting down ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Clean close: flush, seal and trim indexes, record the clean shutdown."""
+        if self._closed:
+            return
+        self.flush()
+        for _, segment in self._pending_deletes:
+            segment.delete_files()
+        self._pending_deletes = []
+        for segment in self._segments:
+            segment.close()
+        self._write_state(clean_shutdown=True)
+        self._closed = True
+
+    def delete(self) -> None:
+        """Topic deletion: close the files and remove the partition folder."""
+        for _, segment in self._pending_deletes:
+            segment.delete_files()
+        self._pending_deletes = []
+        for segment in self._segments:
+            segment.delete_files()
+        self._closed = True
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"PartitionLog({self.topic}-{self.partition}, start={self._log_start_offset}, "
+            f"end={self._log_end_offset}, hw={self._high_watermark}, segments={len(self._segments)})"
+        )
+
+
+def _first_record(
+    segment: LogSegment, header: BatchHeader, match: Callable[[tuple[int, int]], bool]
+) -> tuple[int, int] | None:
+    """(offset, timestamp) of the first record of the batch that matches: the only
+    place the log decodes records (timestamp lookups)."""
+    data = segment.region(header.position, header.size).tobytes()
+    for record in iter_records(data):
+        pair = (record.offset, record.timestamp)
+        if match(pair):
+            return pair
+    return None
