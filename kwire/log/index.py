@@ -11,10 +11,10 @@ named after the segment, memory-mapped, looked up by binary search.
 
 The active segment's index files are preallocated (sparse) to
 `segment.index.bytes` and trimmed to their entries when the segment is rolled
-or closed. Entry counts are recovered from the file by finding the all-zero
-tail: no real entry is all zeros (offset entries always have a position > 0,
-since the first batch of a segment is never indexed; a time entry (0, 0) is
-possible in theory and would merely be dropped, the index being an accelerator).
+or closed, so a trimmed file's entry count is its size. An untrimmed one (left
+by a crash) is counted by finding the all-zero tail: no real offset entry is all
+zeros (positions are > 0, the first batch of a segment is never indexed); only a
+first time entry (0, 0) could be mistaken for fill, and would merely be dropped.
 """
 
 from __future__ import annotations
@@ -39,10 +39,14 @@ class _Index:
         self.base_offset = base_offset
         self.writable = writable
         size = self.entry.size
-        exists = path.exists()
         fd = os.open(path, os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY, 0o644)
         try:
             length = os.fstat(fd).st_size
+            stored = length - length % size
+            # A trimmed file (clean roll or close) holds exactly its entries; a zero
+            # last entry means preallocated fill, whose real end must be searched
+            # (a lone entry may be a time entry (0, 0): entries after the first never are).
+            trimmed = stored <= size or os.pread(fd, size, stored - size) != bytes(size)
             if writable:
                 # Room for at least one entry; sparse, so the disk is not used yet.
                 target = max(size, max_index_size - max_index_size % size)
@@ -56,18 +60,20 @@ class _Index:
         finally:
             os.close(fd)
         self.max_entries = (len(self._mm) // size) if self._mm is not None else 0
-        self.entries = self._count_entries() if exists else 0
+        self.entries = stored // size if trimmed else self._count_entries(stored // size)
 
-    def _count_entries(self) -> int:
+    def _count_entries(self, limit: int) -> int:
         mm = self._mm
         if mm is None:
             return 0
         size = self.entry.size
         zero = bytes(size)
-        # Entries are a non-zero prefix followed by a zero fill: bisect the boundary.
-        return bisect_right(
-            range(self.max_entries), False, key=lambda i: mm[i * size : i * size + size] == zero
-        )
+        # Entries are a non-zero prefix followed by a zero fill: bisect the boundary,
+        # from the second entry on (only the first could be all zeros).
+        rest = bisect_right(range(1, limit), False, key=lambda i: mm[i * size : i * size + size] == zero)
+        if rest:
+            return 1 + rest
+        return 1 if limit and mm[:size] != zero else 0
 
     @property
     def is_full(self) -> bool:
