@@ -1,0 +1,75 @@
+"""CreatePartitions (key 37): raise a topic's partition count, as Kafka's controller does.
+
+New partitions get this broker as their one replica; a manual assignment must
+say so. validate_only checks everything and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kwire.broker import Broker, KafkaError
+from kwire.handlers import RequestContext
+from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.handlers.create_topics import check_manual_assignment
+from kwire.protocol.apis import api
+from kwire.protocol.messages import make, response_module
+
+
+def create_partitions(broker: Broker, wanted: Any, validate_only: bool) -> None:
+    topic = broker.topics.get(wanted.name)
+    if topic is None:
+        # Kafka answers this one without a message.
+        raise KafkaError(ErrorCode.unknown_topic_or_partition)
+    current = len(topic.partitions)
+    if wanted.count == current:
+        raise KafkaError(ErrorCode.invalid_partitions, f"Topic already has {current} partition(s).")
+    if wanted.count < current:
+        raise KafkaError(
+            ErrorCode.invalid_partitions,
+            f"The topic {wanted.name} currently has {current} partition(s); {wanted.count} would not be an increase.",
+        )
+    additional = wanted.count - current
+    if wanted.assignments is not None:
+        if len(wanted.assignments) != additional:
+            raise KafkaError(
+                ErrorCode.invalid_replica_assignment,
+                f"Attempted to add {additional} additional partition(s), "
+                f"but only {len(wanted.assignments)} assignment(s) were specified.",
+            )
+        for assignment in wanted.assignments:
+            # Every partition of a topic here has one replica.
+            check_manual_assignment(broker, assignment.broker_ids, 1)
+    broker.create_partitions(wanted.name, wanted.count, validate_only=validate_only)
+
+
+@api(37, 0, 3)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    module = response_module(37, ctx.api_version)
+    counts = Counter(topic.name for topic in request.topics)
+    answered: set[str] = set()
+    results = []
+    for wanted in request.topics:
+        if wanted.name in answered:
+            continue
+        answered.add(wanted.name)
+        error, message = ErrorCode.none, None
+        if counts[wanted.name] > 1:
+            error, message = ErrorCode.invalid_request, "Duplicate topic name."
+        else:
+            try:
+                create_partitions(ctx.broker, wanted, request.validate_only)
+            except KafkaError as e:
+                error, message = e.error_code, e.message
+        results.append(
+            make(
+                module.CreatePartitionsTopicResult,
+                name=wanted.name,
+                error_code=error,
+                error_message=message,
+            )
+        )
+    return make(module.CreatePartitionsResponse, throttle_time=NO_THROTTLE, results=tuple(results))

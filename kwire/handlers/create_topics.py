@@ -1,0 +1,218 @@
+"""CreateTopics (key 19): names, counts, replica assignments and configs checked as
+Kafka's controller checks them, with its error codes and messages.
+
+On one broker a topic has one replica, on this broker: a replication factor above
+1, or a manual assignment naming another broker, is refused. From v5 the answer
+carries the topic's id, counts and every effective config (as DescribeConfigs).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kwire.broker import Broker, KafkaError
+from kwire.config import ConfigError, validate_topic_configs
+from kwire.handlers import RequestContext
+from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.handlers.describe_configs import topic_config_entries, topic_name_error
+from kwire.protocol.apis import api
+from kwire.protocol.messages import make, response_module
+
+# A topic Kafka keeps for itself; CreateTopics may not make it.
+CLUSTER_METADATA_TOPIC = "__cluster_metadata"
+
+
+def check_manual_assignment(
+    broker: Broker, broker_ids: Sequence[int], replication_factor: int | None
+) -> None:
+    """Kafka's validateManualPartitionAssignment, with this broker the only one registered."""
+    if not broker_ids:
+        raise KafkaError(
+            ErrorCode.invalid_replica_assignment,
+            "The manual partition assignment includes an empty replica list.",
+        )
+    previous = None
+    for broker_id in sorted(broker_ids):
+        if broker_id != broker.broker_id:
+            raise KafkaError(
+                ErrorCode.invalid_replica_assignment,
+                f"The manual partition assignment includes broker {broker_id}, but no such broker is registered.",
+            )
+        if broker_id == previous:
+            raise KafkaError(
+                ErrorCode.invalid_replica_assignment,
+                f"The manual partition assignment includes the broker {broker_id} more than once.",
+            )
+        previous = broker_id
+    if replication_factor is not None and len(broker_ids) != replication_factor:
+        raise KafkaError(
+            ErrorCode.invalid_replica_assignment,
+            f"The manual partition assignment includes a partition with {len(broker_ids)} replica(s), "
+            f"but this is not consistent with previous partitions, which have {replication_factor} replica(s).",
+        )
+
+
+def check_replication_factor(replication_factor: int) -> None:
+    if replication_factor > 1:
+        raise KafkaError(
+            ErrorCode.invalid_replication_factor,
+            f"Unable to replicate the partition {replication_factor} time(s): The target replication factor "
+            f"of {replication_factor} cannot be reached because only 1 broker(s) are registered.",
+        )
+
+
+def _check_name(broker: Broker, name: str) -> None:
+    message = topic_name_error(name)
+    if message is not None:
+        raise KafkaError(ErrorCode.invalid_topic_exception, message)
+    if name == CLUSTER_METADATA_TOPIC:
+        raise KafkaError(
+            ErrorCode.invalid_request, f"Creation of internal topic {name} is prohibited."
+        )
+    # '.' and '_' collide in metric names, so Kafka refuses a name that differs
+    # from an existing one only by them.
+    if "." in name or "_" in name:
+        unified = name.replace(".", "_")
+        for existing in broker.topics:
+            if existing != name and existing.replace(".", "_") == unified:
+                raise KafkaError(
+                    ErrorCode.invalid_topic_exception,
+                    f"Topic '{name}' collides with existing topic: {existing}",
+                )
+    if name in broker.topics:
+        raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
+
+
+def _counts(broker: Broker, topic: Any) -> tuple[int, int]:
+    """(partitions, replication factor) the topic would get, checked."""
+    if topic.assignments:
+        if topic.replication_factor != -1:
+            raise KafkaError(
+                ErrorCode.invalid_request,
+                "A manual partition assignment was specified, but replication factor was not set to -1.",
+            )
+        if topic.num_partitions != -1:
+            raise KafkaError(
+                ErrorCode.invalid_request,
+                "A manual partition assignment was specified, but numPartitions was not set to -1.",
+            )
+        indexes: set[int] = set()
+        replication_factor: int | None = None
+        for assignment in topic.assignments:
+            if assignment.partition_index in indexes:
+                raise KafkaError(
+                    ErrorCode.invalid_replica_assignment,
+                    f"Found multiple manual partition assignments for partition {assignment.partition_index}",
+                )
+            check_manual_assignment(broker, assignment.broker_ids, replication_factor)
+            replication_factor = len(assignment.broker_ids)
+            indexes.add(assignment.partition_index)
+        if indexes != set(range(len(indexes))):
+            raise KafkaError(
+                ErrorCode.invalid_replica_assignment,
+                "partitions should be a consecutive 0-based integer sequence",
+            )
+        return len(indexes), replication_factor or 1
+    if topic.replication_factor < -1 or topic.replication_factor == 0:
+        raise KafkaError(
+            ErrorCode.invalid_replication_factor,
+            "Replication factor must be larger than 0, or -1 to use the default value.",
+        )
+    if topic.num_partitions < -1 or topic.num_partitions == 0:
+        raise KafkaError(
+            ErrorCode.invalid_partitions,
+            "Number of partitions was set to an invalid non-positive value.",
+        )
+    num_partitions = (
+        broker.config["num.partitions"] if topic.num_partitions == -1 else topic.num_partitions
+    )
+    replication_factor = (
+        broker.config["default.replication.factor"]
+        if topic.replication_factor == -1
+        else topic.replication_factor
+    )
+    check_replication_factor(replication_factor)
+    return num_partitions, replication_factor
+
+
+def _create(ctx: RequestContext, module: Any, topic: Any, validate_only: bool) -> Any:
+    broker = ctx.broker
+    _check_name(broker, topic.name)
+    configs = {config.name: config.value for config in topic.configs}
+    null_configs = [name for name, value in configs.items() if value is None]
+    if null_configs:
+        raise KafkaError(
+            ErrorCode.invalid_config,
+            f"Null value not supported for topic configs: {','.join(null_configs)}",
+        )
+    try:
+        parsed = validate_topic_configs(configs)
+    except ConfigError as e:
+        raise KafkaError(ErrorCode.invalid_config, str(e)) from None
+    num_partitions, replication_factor = _counts(broker, topic)
+    created = broker.create_topic(
+        topic.name, num_partitions, replication_factor, configs, validate_only=validate_only
+    )
+    # v5+ answers with the topic's configs.
+    configs_class = getattr(module, "CreatableTopicConfigs", None)
+    config_entries = tuple(
+        make(
+            configs_class,
+            name=entry.name,
+            value=entry.value,
+            read_only=entry.read_only,
+            config_source=entry.source,
+            is_sensitive=entry.is_sensitive,
+        )
+        for entry in (topic_config_entries(broker.config, parsed) if configs_class else ())
+    )
+    return make(
+        module.CreatableTopicResult,
+        name=topic.name,
+        # A validate-only request creates no topic, so names no id.
+        topic_id=created.topic_id if created is not None else None,
+        error_code=ErrorCode.none,
+        error_message=None,
+        num_partitions=num_partitions,
+        replication_factor=replication_factor,
+        configs=config_entries,
+    )
+
+
+def _error(module: Any, name: str, error: ErrorCode, message: str | None) -> Any:
+    return make(
+        module.CreatableTopicResult,
+        name=name,
+        topic_id=None,
+        error_code=error,
+        error_message=message,
+        num_partitions=-1,
+        replication_factor=-1,
+        configs=(),
+    )
+
+
+@api(19, 2, 7)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    module = response_module(19, ctx.api_version)
+    counts = Counter(topic.name for topic in request.topics)
+    answered: set[str] = set()
+    results = []
+    for topic in request.topics:
+        if topic.name in answered:
+            continue
+        answered.add(topic.name)
+        if counts[topic.name] > 1:
+            results.append(
+                _error(module, topic.name, ErrorCode.invalid_request, "Duplicate topic name.")
+            )
+            continue
+        try:
+            results.append(_create(ctx, module, topic, request.validate_only))
+        except KafkaError as e:
+            results.append(_error(module, topic.name, e.error_code, e.message))
+    return make(module.CreateTopicsResponse, throttle_time=NO_THROTTLE, topics=tuple(results))

@@ -1,0 +1,115 @@
+"""DeleteTopics (key 20): by name, or from v6 by topic id, as Kafka's controller answers.
+
+A topic named twice in one request is refused (INVALID_REQUEST) and not deleted;
+unknown names get UNKNOWN_TOPIC_OR_PARTITION, unknown ids UNKNOWN_TOPIC_ID.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kwire.broker import KafkaError, Topic
+from kwire.handlers import RequestContext
+from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.protocol.apis import api
+from kwire.protocol.messages import make, response_module
+
+# Kafka's default messages of these errors (ApiError without a message of its own).
+UNKNOWN_TOPIC_MESSAGE = "This server does not host this topic-partition."
+UNKNOWN_TOPIC_ID_MESSAGE = "This server does not host this topic ID."
+
+
+def _requested(request: Any) -> list[tuple[str | None, uuid.UUID | None]]:
+    """(name, id) pairs asked for; the zero id reads as None."""
+    if hasattr(request, "topics"):
+        return [
+            (
+                topic.name,
+                None if topic.topic_id is None or topic.topic_id.int == 0 else topic.topic_id,
+            )
+            for topic in request.topics
+        ]
+    return [(name, None) for name in request.topic_names]
+
+
+@api(20, 1, 6)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    broker = ctx.broker
+    module = response_module(20, ctx.api_version)
+    requested = _requested(request)
+    results: list[Any] = []
+
+    def answer(
+        name: str | None, topic_id: uuid.UUID | None, error: ErrorCode, message: str | None = None
+    ) -> None:
+        results.append(
+            make(
+                module.DeletableTopicResult,
+                name=name,
+                topic_id=topic_id,
+                error_code=error,
+                error_message=message,
+            )
+        )
+
+    if not broker.config["delete.topic.enable"]:
+        disabled = (
+            (ErrorCode.invalid_request, "Topic deletion is disabled.")
+            if ctx.api_version < 3
+            else (ErrorCode.topic_deletion_disabled, "Topic deletion is disabled.")
+        )
+        for name, topic_id in requested:
+            answer(name, topic_id, *disabled)
+        return make(
+            module.DeleteTopicsResponse, throttle_time=NO_THROTTLE, responses=tuple(results)
+        )
+
+    names = Counter(name for name, topic_id in requested if topic_id is None)
+    ids = Counter(topic_id for name, topic_id in requested if name is None)
+    duplicates_answered: set[str | uuid.UUID] = set()
+    found: list[Topic] = []
+    for name, topic_id in requested:
+        if name is None and topic_id is None:
+            answer(
+                None, None, ErrorCode.invalid_request, "Neither topic name nor id were specified."
+            )
+            continue
+        if name is not None and topic_id is not None:
+            answer(
+                name,
+                topic_id,
+                ErrorCode.invalid_request,
+                "You may not specify both topic name and topic id.",
+            )
+            continue
+        key: str | uuid.UUID = name if name is not None else topic_id  # type: ignore[assignment]
+        if (names[name] if name is not None else ids[topic_id]) > 1:
+            if key not in duplicates_answered:
+                duplicates_answered.add(key)
+                what = "name" if name is not None else "id"
+                answer(name, topic_id, ErrorCode.invalid_request, f"Duplicate topic {what}.")
+            continue
+        topic = broker.topics.get(name) if name is not None else broker.topics_by_id.get(topic_id)
+        if topic is None:
+            if name is not None:
+                answer(name, None, ErrorCode.unknown_topic_or_partition, UNKNOWN_TOPIC_MESSAGE)
+            else:
+                answer(None, topic_id, ErrorCode.unknown_topic_id, UNKNOWN_TOPIC_ID_MESSAGE)
+            continue
+        found.append(topic)
+    # Every topic is looked up before any is deleted: one named both by name and
+    # by id is deleted once, and both get the answer.
+    outcome: dict[str, tuple[ErrorCode, str | None]] = {}
+    for topic in found:
+        if topic.name not in outcome:
+            try:
+                broker.delete_topic(topic.name)
+                outcome[topic.name] = (ErrorCode.none, None)
+            except KafkaError as e:
+                outcome[topic.name] = (e.error_code, e.message)
+        answer(topic.name, topic.topic_id, *outcome[topic.name])
+    return make(module.DeleteTopicsResponse, throttle_time=NO_THROTTLE, responses=tuple(results))

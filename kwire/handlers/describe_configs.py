@@ -1,0 +1,301 @@
+"""DescribeConfigs (key 32): topic and broker configs, with value, source and synonyms.
+
+A topic config's value is its override if it has one (source TOPIC_CONFIG), else
+the broker default that stands in for it (STATIC_BROKER_CONFIG when the operator
+set that broker config, DEFAULT_CONFIG otherwise). Synonyms list, most specific
+first, every place the value could come from: the override, the broker keys that
+were set, and their defaults. CreateTopics (v5+) answers with the same entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kwire.broker import Broker, KafkaError
+from kwire.config import BROKER_CONFIGS, INT_MAX, TOPIC_CONFIGS, BrokerConfig, format_config_value
+from kwire.handlers import RequestContext
+from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.protocol.apis import api
+from kwire.protocol.messages import make, response_module
+
+# ConfigResource.Type ids.
+TOPIC = 2
+BROKER = 4
+BROKER_LOGGER = 8
+RESOURCE_TYPE_NAMES = {
+    0: "UNKNOWN",
+    2: "TOPIC",
+    4: "BROKER",
+    8: "BROKER_LOGGER",
+    16: "CLIENT_METRICS",
+    32: "GROUP",
+}
+
+# DescribeConfigsResponse.ConfigSource ids.
+TOPIC_CONFIG = 1
+DYNAMIC_BROKER_CONFIG = 2
+DYNAMIC_DEFAULT_BROKER_CONFIG = 3
+STATIC_BROKER_CONFIG = 4
+DEFAULT_CONFIG = 5
+
+# DescribeConfigsResponse.ConfigType ids.
+BOOLEAN, STRING, INT, SHORT, LONG, DOUBLE, LIST, CLASS, PASSWORD = range(1, 10)
+
+# Kafka's ConfigDef types of the topic configs (LogConfig).
+TOPIC_CONFIG_TYPES: dict[str, int] = {
+    "cleanup.policy": LIST,
+    "compression.type": STRING,
+    "delete.retention.ms": LONG,
+    "file.delete.delay.ms": LONG,
+    "flush.messages": LONG,
+    "flush.ms": LONG,
+    "index.interval.bytes": INT,
+    "max.message.bytes": INT,
+    "message.timestamp.type": STRING,
+    "message.timestamp.before.max.ms": LONG,
+    "message.timestamp.after.max.ms": LONG,
+    "min.cleanable.dirty.ratio": DOUBLE,
+    "min.compaction.lag.ms": LONG,
+    "max.compaction.lag.ms": LONG,
+    "min.insync.replicas": INT,
+    "retention.bytes": LONG,
+    "retention.ms": LONG,
+    "segment.bytes": INT,
+    "segment.index.bytes": INT,
+    "segment.ms": LONG,
+    "unclean.leader.election.enable": BOOLEAN,
+    "preallocate": BOOLEAN,
+    "segment.jitter.ms": LONG,
+}
+
+# Kafka's types of the broker configs whose type the default does not tell.
+_BROKER_CONFIG_TYPES: dict[str, int] = {
+    "log.roll.ms": LONG,
+    "log.retention.ms": LONG,
+    "log.retention.bytes": LONG,
+    "log.retention.check.interval.ms": LONG,
+    "log.segment.delete.delay.ms": LONG,
+    "log.flush.interval.messages": LONG,
+    "log.flush.interval.ms": LONG,
+    "log.flush.scheduler.interval.ms": LONG,
+    "log.cleaner.delete.retention.ms": LONG,
+    "log.cleaner.min.compaction.lag.ms": LONG,
+    "log.cleaner.max.compaction.lag.ms": LONG,
+    "log.message.timestamp.before.max.ms": LONG,
+    "log.message.timestamp.after.max.ms": LONG,
+    "offsets.retention.check.interval.ms": LONG,
+    "log.retention.minutes": INT,
+    "log.retention.hours": INT,
+    "log.cleanup.policy": LIST,
+    "offsets.topic.replication.factor": SHORT,
+}
+
+# Broker configs that stand for one another, in Kafka's order of precedence.
+_BROKER_SYNONYMS: dict[str, list[str]] = {
+    "log.retention.ms": ["log.retention.ms", "log.retention.minutes", "log.retention.hours"],
+    "log.roll.ms": ["log.roll.ms", "log.roll.hours"],
+}
+
+
+@dataclass(slots=True)
+class ConfigEntry:
+    name: str
+    value: str | None
+    source: int
+    config_type: int
+    read_only: bool = False
+    is_sensitive: bool = False
+    # (name, value, source), most specific first.
+    synonyms: list[tuple[str, str | None, int]] = field(default_factory=list)
+    documentation: str | None = None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else format_config_value(value)
+
+
+def broker_config_type(name: str) -> int:
+    if name in _BROKER_CONFIG_TYPES:
+        return _BROKER_CONFIG_TYPES[name]
+    default = BROKER_CONFIGS[name].default
+    if isinstance(default, bool):
+        return BOOLEAN
+    if isinstance(default, float):
+        return DOUBLE
+    if isinstance(default, int):
+        return LONG if default > INT_MAX else INT
+    return STRING
+
+
+def _broker_synonyms(
+    config: BrokerConfig, keys: Iterable[str]
+) -> list[tuple[str, str | None, int]]:
+    """Where the broker keys' values come from: those the operator set, then defaults."""
+    keys = list(keys)
+    synonyms = [
+        (key, _text(config[key]), STATIC_BROKER_CONFIG) for key in keys if config.is_given(key)
+    ]
+    synonyms += [
+        (key, _text(BROKER_CONFIGS[key].default), DEFAULT_CONFIG)
+        for key in keys
+        if BROKER_CONFIGS[key].default is not None
+    ]
+    return synonyms
+
+
+def topic_config_entries(config: BrokerConfig, overrides: Mapping[str, Any]) -> list[ConfigEntry]:
+    """Every topic config, effective value first, for a topic with these (parsed) overrides."""
+    entries = []
+    for name in sorted(TOPIC_CONFIGS):
+        broker_key = TOPIC_CONFIGS[name].broker_key
+        keys = [] if broker_key is None else _BROKER_SYNONYMS.get(broker_key, [broker_key])
+        synonyms = _broker_synonyms(config, keys)
+        if name in overrides:
+            value = _text(overrides[name])
+            source = TOPIC_CONFIG
+            synonyms.insert(0, (name, value, TOPIC_CONFIG))
+        else:
+            value = _text(config.topic_default(name))
+            source = (
+                STATIC_BROKER_CONFIG
+                if config.topic_default_source_is_static(name)
+                else DEFAULT_CONFIG
+            )
+        entries.append(
+            ConfigEntry(
+                name, value, source, TOPIC_CONFIG_TYPES.get(name, STRING), synonyms=synonyms
+            )
+        )
+    return entries
+
+
+def broker_config_entries(config: BrokerConfig) -> list[ConfigEntry]:
+    """This broker's configs; none is dynamic, so all are read-only."""
+    entries = []
+    for name in sorted(BROKER_CONFIGS):
+        definition = BROKER_CONFIGS[name]
+        group = next((keys for keys in _BROKER_SYNONYMS.values() if name in keys), [name])
+        synonyms = _broker_synonyms(config, group)
+        # As Kafka: only the synonyms from this key on (log.retention.hours does not
+        # list log.retention.ms), and the source is the first of them.
+        while synonyms and synonyms[0][0] != name:
+            synonyms.pop(0)
+        entries.append(
+            ConfigEntry(
+                name,
+                _text(config[name]),
+                synonyms[0][2] if synonyms else DEFAULT_CONFIG,
+                broker_config_type(name),
+                read_only=definition.read_only,
+                synonyms=synonyms,
+                documentation=definition.doc or None,
+            )
+        )
+    return entries
+
+
+def check_broker_resource(broker: Broker, name: str, *, allow_default: bool = True) -> None:
+    """A broker resource names this broker, or "" for the cluster-wide defaults."""
+    if name == "" and allow_default:
+        return
+    try:
+        broker_id = int(name)
+    except ValueError:
+        raise KafkaError(
+            ErrorCode.invalid_request, f"Broker id must be an integer, but it is: {name}"
+        ) from None
+    if broker_id != broker.broker_id:
+        expected = f"{broker.broker_id} or empty string" if allow_default else str(broker.broker_id)
+        raise KafkaError(
+            ErrorCode.invalid_request,
+            f"Unexpected broker id, expected {expected}, but received {name}",
+        )
+
+
+def topic_name_error(name: str) -> str | None:
+    """Kafka's Topic.validate message for an illegal topic name, or None."""
+    if not name:
+        return "Topic name is illegal, it can't be empty"
+    if name in (".", ".."):
+        return 'Topic name cannot be "." or ".."'
+    if len(name) > 249:
+        return f"Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
+    if not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
+        return f"Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+    return None
+
+
+def describe_resource(broker: Broker, resource_type: int, name: str) -> list[ConfigEntry]:
+    if resource_type == TOPIC:
+        message = topic_name_error(name)
+        if message is not None:
+            raise KafkaError(ErrorCode.invalid_topic_exception, message)
+        topic = broker.topics.get(name)
+        if topic is None:
+            # Kafka answers this one without a message.
+            raise KafkaError(ErrorCode.unknown_topic_or_partition)
+        return topic_config_entries(broker.config, topic.configs)
+    if resource_type == BROKER:
+        check_broker_resource(broker, name)
+        # "" asks for the cluster-wide dynamic defaults, and there are none.
+        return broker_config_entries(broker.config) if name else []
+    if resource_type == BROKER_LOGGER:
+        raise KafkaError(
+            ErrorCode.invalid_request, "BROKER_LOGGER resources are not supported by this broker"
+        )
+    raise KafkaError(
+        ErrorCode.invalid_request,
+        f"Unsupported resource type: {RESOURCE_TYPE_NAMES.get(resource_type, resource_type)}",
+    )
+
+
+@api(32, 1, 4)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    module = response_module(32, ctx.api_version)
+    include_synonyms = getattr(request, "include_synonyms", False)
+    include_documentation = getattr(request, "include_documentation", False)
+    results = []
+    for resource in request.resources:
+        error, message = ErrorCode.none, None
+        try:
+            entries = describe_resource(ctx.broker, resource.resource_type, resource.resource_name)
+        except KafkaError as e:
+            entries, error, message = [], e.error_code, e.message
+        if resource.configuration_keys:
+            wanted = set(resource.configuration_keys)
+            entries = [entry for entry in entries if entry.name in wanted]
+        configs = tuple(
+            make(
+                module.DescribeConfigsResourceResult,
+                name=entry.name,
+                value=entry.value,
+                read_only=entry.read_only,
+                config_source=entry.source,
+                is_default=entry.source == DEFAULT_CONFIG,
+                is_sensitive=entry.is_sensitive,
+                synonyms=tuple(
+                    make(module.DescribeConfigsSynonym, name=name, value=value, source=source)
+                    for name, value, source in entry.synonyms
+                )
+                if include_synonyms
+                else (),
+                config_type=entry.config_type,
+                documentation=entry.documentation if include_documentation else None,
+            )
+            for entry in entries
+        )
+        results.append(
+            make(
+                module.DescribeConfigsResult,
+                error_code=error,
+                error_message=message,
+                resource_type=resource.resource_type,
+                resource_name=resource.resource_name,
+                configs=configs,
+            )
+        )
+    return make(module.DescribeConfigsResponse, throttle_time=NO_THROTTLE, results=tuple(results))
