@@ -1,0 +1,116 @@
+"""AlterConfigs (key 33): replace a topic's config overrides, as Kafka does.
+
+The listed configs become the topic's overrides and every other override is
+removed (set semantics). The new configs reach the partition logs and persist
+with the topic metadata. This broker has no dynamic broker configs: a broker
+resource that tries to change one is refused with Kafka's INVALID_REQUEST
+"Cannot update these configs dynamically".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kwire.broker import Broker, KafkaError
+from kwire.config import ConfigError, validate_topic_configs
+from kwire.handlers import RequestContext
+from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.handlers.describe_configs import BROKER, TOPIC, check_broker_resource, topic_name_error
+from kwire.protocol.apis import api
+from kwire.protocol.messages import make, response_module
+
+
+def check_resources(resources: Iterable[Any]) -> dict[int, KafkaError]:
+    """Errors for resources named more than once (by position), or whose keys repeat."""
+    resources = list(resources)
+    seen = Counter((r.resource_type, r.resource_name) for r in resources)
+    errors: dict[int, KafkaError] = {}
+    for i, resource in enumerate(resources):
+        if seen[(resource.resource_type, resource.resource_name)] > 1:
+            errors[i] = KafkaError(
+                ErrorCode.invalid_request, "Each resource must appear at most once."
+            )
+        elif len({c.name for c in resource.configs}) != len(resource.configs):
+            errors[i] = KafkaError(ErrorCode.invalid_request, "Error due to duplicate config keys")
+    return errors
+
+
+def refuse_null_values(names: list[str]) -> None:
+    if names:
+        raise KafkaError(
+            ErrorCode.invalid_request, f"Null value not supported for : {', '.join(names)}"
+        )
+
+
+def refuse_broker_changes(broker: Broker, name: str, changed: list[str]) -> None:
+    """Broker resources: the name must be this broker or ""; nothing can change."""
+    check_broker_resource(broker, name)
+    if changed:
+        raise KafkaError(
+            ErrorCode.invalid_request,
+            f"Cannot update these configs dynamically: Set({', '.join(changed)})",
+        )
+
+
+def set_topic_overrides(
+    broker: Broker, name: str, overrides: Mapping[str, str], validate_only: bool
+) -> None:
+    """Validate a topic's complete new overrides (strings) and apply them."""
+    if not name:
+        raise KafkaError(ErrorCode.invalid_request, "Default topic resources are not allowed.")
+    message = topic_name_error(name)
+    if message is not None:
+        raise KafkaError(ErrorCode.invalid_topic_exception, message)
+    try:
+        parsed = validate_topic_configs(overrides)
+    except ConfigError as e:
+        raise KafkaError(ErrorCode.invalid_config, str(e)) from None
+    if name not in broker.topics:
+        raise KafkaError(
+            ErrorCode.unknown_topic_or_partition, f"The topic '{name}' does not exist."
+        )
+    broker.set_topic_configs(name, parsed, validate_only=validate_only)
+
+
+def unknown_resource_type(resource_type: int) -> KafkaError:
+    return KafkaError(ErrorCode.invalid_request, f"Unknown resource type {resource_type}")
+
+
+def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
+    refuse_null_values([c.name for c in resource.configs if c.value is None])
+    configs = {c.name: c.value for c in resource.configs}
+    if resource.resource_type == TOPIC:
+        set_topic_overrides(broker, resource.resource_name, configs, validate_only)
+    elif resource.resource_type == BROKER:
+        refuse_broker_changes(broker, resource.resource_name, list(configs))
+    else:
+        raise unknown_resource_type(resource.resource_type)
+
+
+@api(33, 0, 2)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    module = response_module(33, ctx.api_version)
+    errors = check_resources(request.resources)
+    responses = []
+    for i, resource in enumerate(request.resources):
+        try:
+            if i in errors:
+                raise errors[i]
+            _alter(ctx.broker, resource, request.validate_only)
+            error, message = ErrorCode.none, None
+        except KafkaError as e:
+            error, message = e.error_code, e.message
+        responses.append(
+            make(
+                module.AlterConfigsResourceResponse,
+                error_code=error,
+                error_message=message,
+                resource_type=resource.resource_type,
+                resource_name=resource.resource_name,
+            )
+        )
+    return make(module.AlterConfigsResponse, throttle_time=NO_THROTTLE, responses=tuple(responses))

@@ -1,0 +1,122 @@
+"""IncrementalAlterConfigs (key 44): SET, DELETE, APPEND, SUBTRACT on topic configs.
+
+Each operation changes one override and leaves the others; APPEND and SUBTRACT
+work on list configs only (cleanup.policy), starting from the effective value
+when the topic has no override. The result is validated as a whole, then
+applied to the partition logs and persisted, unless validate_only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kwire.broker import Broker, KafkaError
+from kwire.config import TOPIC_CONFIGS, format_config_value
+from kwire.handlers import RequestContext
+from kwire.handlers.alter_configs import (
+    check_resources,
+    refuse_broker_changes,
+    refuse_null_values,
+    set_topic_overrides,
+    unknown_resource_type,
+)
+from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.handlers.describe_configs import BROKER, BROKER_LOGGER, LIST, TOPIC, TOPIC_CONFIG_TYPES
+from kwire.protocol.apis import api
+from kwire.protocol.messages import make, response_module
+
+SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+OPERATION_NAMES = {SET: "SET", DELETE: "DELETE", APPEND: "APPEND", SUBTRACT: "SUBTRACT"}
+
+
+def _parts(value: str | None) -> list[str]:
+    return [] if value is None else [part for part in value.split(",") if part]
+
+
+def apply_operations(broker: Broker, topic_name: str, configs: Any) -> dict[str, str]:
+    """The topic's overrides (as strings) after these operations."""
+    topic = broker.topics.get(topic_name)
+    overrides = (
+        {} if topic is None else {k: format_config_value(v) for k, v in topic.configs.items()}
+    )
+    for config in configs:
+        name, op, value = config.name, config.config_operation, config.value
+        if op == SET:
+            overrides[name] = value
+        elif op == DELETE:
+            overrides.pop(name, None)
+        else:
+            if TOPIC_CONFIG_TYPES.get(name) != LIST:
+                raise KafkaError(
+                    ErrorCode.invalid_config,
+                    f"Can't {OPERATION_NAMES[op]} to key {name} because its type is not LIST.",
+                )
+            current = overrides.get(name)
+            if current is None and topic is not None and name in TOPIC_CONFIGS:
+                current = format_config_value(topic.config(name))
+            items = _parts(current)
+            for item in value.split(","):
+                if op == APPEND and item not in items:
+                    items.append(item)
+                elif op == SUBTRACT and item in items:
+                    items.remove(item)
+            overrides[name] = ",".join(items)
+    return overrides
+
+
+def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
+    for config in resource.configs:
+        if config.config_operation not in OPERATION_NAMES:
+            raise KafkaError(
+                ErrorCode.invalid_request, f"Unknown operations type {config.config_operation}"
+            )
+    refuse_null_values(
+        [c.name for c in resource.configs if c.value is None and c.config_operation != DELETE]
+    )
+    if resource.resource_type == TOPIC:
+        overrides = apply_operations(broker, resource.resource_name, resource.configs)
+        set_topic_overrides(broker, resource.resource_name, overrides, validate_only)
+    elif resource.resource_type == BROKER:
+        # Deleting a dynamic config that cannot exist changes nothing.
+        refuse_broker_changes(
+            broker,
+            resource.resource_name,
+            [c.name for c in resource.configs if c.config_operation != DELETE],
+        )
+    elif resource.resource_type == BROKER_LOGGER:
+        raise KafkaError(
+            ErrorCode.invalid_request, "BROKER_LOGGER resources are not supported by this broker"
+        )
+    else:
+        raise unknown_resource_type(resource.resource_type)
+
+
+@api(44, 0, 1)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    module = response_module(44, ctx.api_version)
+    errors = check_resources(request.resources)
+    responses = []
+    for i, resource in enumerate(request.resources):
+        try:
+            if i in errors:
+                raise errors[i]
+            _alter(ctx.broker, resource, request.validate_only)
+            error, message = ErrorCode.none, None
+        except KafkaError as e:
+            error, message = e.error_code, e.message
+        responses.append(
+            make(
+                module.AlterConfigsResourceResponse,
+                error_code=error,
+                error_message=message,
+                resource_type=resource.resource_type,
+                resource_name=resource.resource_name,
+            )
+        )
+    return make(
+        module.IncrementalAlterConfigsResponse,
+        throttle_time=NO_THROTTLE,
+        responses=tuple(responses),
+    )
