@@ -1,0 +1,82 @@
+"""DescribeCluster (key 60): this broker, the cluster id, and the controller.
+
+One broker is the whole cluster and its own controller. Only the broker
+endpoint type is served (v1 asks which one is wanted), as a Kafka broker does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kwire.handlers import RequestContext
+from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.handlers.metadata import AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS
+from kwire.protocol.apis import api
+from kwire.protocol.messages import make, response_module
+
+# EndpointType ids.
+BROKER_ENDPOINT = 1
+CONTROLLER_ENDPOINT = 2
+
+
+def _endpoint_error(version: int, endpoint_type: int) -> tuple[ErrorCode, str] | None:
+    if endpoint_type == BROKER_ENDPOINT:
+        return None
+    if endpoint_type == CONTROLLER_ENDPOINT:
+        return (
+            ErrorCode.invalid_request if version == 0 else ErrorCode.mismatched_endpoint_type,
+            "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER",
+        )
+    return (
+        ErrorCode.invalid_request if version == 0 else ErrorCode.unsupported_endpoint_type,
+        f"Unsupported endpoint type {endpoint_type}",
+    )
+
+
+def _this_broker(ctx: RequestContext, module: Any) -> Any:
+    """This broker as the listener the client came in on advertises it."""
+    broker = ctx.broker
+    listeners = broker.config.advertised_listeners
+    chosen = next((item for item in listeners if item.name == ctx.listener_name), listeners[0])
+    port = chosen.port or broker.bound_port(ctx.listener_name)
+    return make(
+        module.DescribeClusterBroker,
+        broker_id=broker.broker_id,
+        host=chosen.host,
+        port=port,
+        rack=None,
+    )
+
+
+@api(60, 0, 1)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    module = response_module(60, ctx.api_version)
+    broker = ctx.broker
+    error = _endpoint_error(ctx.api_version, getattr(request, "endpoint_type", BROKER_ENDPOINT))
+    if error is not None:
+        return make(
+            module.DescribeClusterResponse,
+            throttle_time=NO_THROTTLE,
+            error_code=error[0],
+            error_message=error[1],
+            endpoint_type=BROKER_ENDPOINT,
+            cluster_id="",
+            controller_id=-1,
+            brokers=(),
+            cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+        )
+    return make(
+        module.DescribeClusterResponse,
+        throttle_time=NO_THROTTLE,
+        error_code=ErrorCode.none,
+        error_message=None,
+        endpoint_type=BROKER_ENDPOINT,
+        cluster_id=broker.cluster_id,
+        controller_id=broker.broker_id,
+        brokers=(_this_broker(ctx, module),),
+        cluster_authorized_operations=CLUSTER_OPERATIONS
+        if request.include_cluster_authorized_operations
+        else AUTHORIZED_OPERATIONS_OMITTED,
+    )
