@@ -107,25 +107,29 @@ class _Index:
     def reset(self) -> None:
         self._truncate_entries(0)
 
-    def flush(self) -> None:
-        if self._mm is not None and self.writable:
-            self._mm.flush()
-
     def close(self, *, trim: bool = True) -> None:
-        """Unmap; a writable index is trimmed to its entries (as on a clean roll/close)."""
+        """Unmap; a writable index is trimmed to its entries (as on a roll or clean close).
+
+        No fsync here (a roll is on the append path): the segment's flush syncs the file.
+        """
         if self._mm is not None:
-            if self.writable:
-                self._mm.flush()
             self._mm.close()
             self._mm = None
         if self.writable and trim and self.path.exists():
-            fd = os.open(self.path, os.O_RDWR)
-            try:
-                os.ftruncate(fd, self.entries * self.entry.size)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            os.truncate(self.path, self.entries * self.entry.size)
         self.max_entries = 0
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file by name (its mmapped pages included), if it exists."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class OffsetIndex(_Index):

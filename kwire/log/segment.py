@@ -15,7 +15,7 @@ from pathlib import Path
 
 from crc32c import crc32c
 
-from kwire.log.index import OffsetIndex, TimeIndex
+from kwire.log.index import OffsetIndex, TimeIndex, fsync_path
 from kwire.protocol.records import (
     ATTRIBUTES_OFFSET,
     BATCH_HEADER_SIZE,
@@ -437,18 +437,18 @@ class LogSegment:
         self.active = True
 
     def flush(self) -> None:
+        """fsync the log and both index files (open or not: a roll trims without syncing)."""
         os.fsync(self.file.fileno())
-        if self._offset_index is not None:
-            self._offset_index.flush()
-        if self._time_index is not None:
-            self._time_index.flush()
+        fsync_path(self.index_path)
+        fsync_path(self.time_index_path)
 
     def close(self) -> None:
-        """Clean close: the final time entry and trimmed indexes, as after a roll."""
+        """Clean close: the final time entry and trimmed indexes, as after a roll, synced."""
         if self.file.closed:
             return
         if self.active:
             self._seal_indexes()
+            self.flush()
         else:
             self._close_indexes(trim=False)
         self.file.close()

@@ -1,0 +1,342 @@
+"""PartitionLog recovery: torn and corrupt segments, recovery point, lost indexes,
+leftover files, and the LogManager's clean-shutdown marker."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kwire.log import LogConfig, LogManager, PartitionLog
+from kwire.log.manager import CLEAN_SHUTDOWN_FILE, LogDirLockedError
+from kwire.log.segment import LogSegment
+from kwire.protocol.records import BatchHeader, build_batch, parse_batch_header, validate_batches
+
+# ---- helpers ---------------------------------------------------------------------
+
+
+def batch(n: int = 1, *, ts: int = 1_000, size: int = 10) -> bytearray:
+    return bytearray(build_batch([(b"k", bytes([66]) * size, (), ts + i) for i in range(n)]))
+
+
+def append(log: PartitionLog, data: bytearray) -> int:
+    return log.append(data, validate_batches(data), now_ms=0)
+
+
+def headers_of(data: bytes) -> list[BatchHeader]:
+    out, position = [], 0
+    while position < len(data):
+        out.append(parse_batch_header(data, position))
+        position += out[-1].size
+    return out
+
+
+def read_all(log: PartitionLog) -> list[bytes]:
+    log.high_watermark = log.log_end_offset
+    offset, batches = log.log_start_offset, []
+    while offset < log.log_end_offset:
+        data = log.read(offset, 1 << 20).tobytes()
+        for header in headers_of(data):
+            batches.append(data[header.position : header.position + header.size])
+            offset = header.next_offset
+    return batches
+
+
+def crash(log: PartitionLog) -> None:
+    """Drop the log as a killed process would: no flush, no trim, no state write."""
+    for segment in log.segments:
+        segment._close_indexes(trim=False)
+        segment.file.close()
+
+
+@contextmanager
+def recovered_segments() -> Iterator[list[int]]:
+    """Base offsets of the segments recover() scans while the block runs."""
+    seen: list[int] = []
+    original = LogSegment.recover
+
+    def spy(self: LogSegment) -> int:
+        seen.append(self.base_offset)
+        return original(self)
+
+    LogSegment.recover = spy  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        LogSegment.recover = original  # type: ignore[method-assign]
+
+
+CONFIG = {"segment_bytes": 800, "index_interval_bytes": 100}
+
+
+def filled_log(directory: Path, n: int, seed: int) -> tuple[PartitionLog, list[bytes]]:
+    log = PartitionLog.open(directory, LogConfig(**CONFIG))  # type: ignore[arg-type]
+    rng = random.Random(seed)
+    for i in range(n):
+        append(log, batch(rng.randint(1, 4), ts=i * 10, size=rng.randint(0, 150)))
+    return log, read_all(log)
+
+
+def reopen(directory: Path, **kw: object) -> PartitionLog:
+    return PartitionLog.open(directory, LogConfig(**CONFIG), **kw)  # type: ignore[arg-type]
+
+
+def check_appends_after(log: PartitionLog, kept: list[bytes]) -> None:
+    """The recovered log holds `kept`, and takes and serves new batches after it."""
+    assert read_all(log) == kept
+    expected_end = parse_batch_header(kept[-1]).next_offset if kept else 0
+    assert log.log_end_offset == expected_end
+    assert append(log, batch(2, ts=10**6)) == expected_end
+    got = read_all(log)
+    assert got[:-1] == kept
+    assert parse_batch_header(got[-1]).base_offset == expected_end
+    assert log.max_timestamp() == (10**6 + 1, expected_end + 1)
+
+
+# ---- torn and corrupt logs ----------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 30), seed=st.integers(0, 1000), cut=st.floats(0, 1))
+def test_recovery_from_log_cut_at_random_point(n: int, seed: int, cut: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "t-0"
+        log, sent = filled_log(directory, n, seed)
+        active = log.segments[-1]
+        before_active = len(read_all(log)) - len(list(active.iter_headers()))
+        crash(log)
+        path = active.log_path
+        size = path.stat().st_size
+        cut_at = int(size * cut)
+        os.truncate(path, cut_at)
+        log = reopen(directory)
+        # Batches wholly before the cut survive, the torn one goes.
+        survivors = before_active
+        position = 0
+        for data in sent[before_active:]:
+            if position + len(data) > cut_at:
+                break
+            survivors += 1
+            position += len(data)
+        assert log.segments[-1].size == position
+        check_appends_after(log, sent[:survivors])
+        log.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 30), seed=st.integers(0, 1000), where=st.floats(0, 1), xor=st.integers(1, 255))
+def test_recovery_from_flipped_byte_in_last_batch(n: int, seed: int, where: float, xor: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "t-0"
+        log, sent = filled_log(directory, n, seed)
+        path = log.segments[-1].log_path
+        crash(log)
+        last = len(sent[-1])
+        # From the magic byte on, everything is checked (magic, then the CRC over the rest).
+        offset_in_batch = 16 + int((last - 17) * where)
+        position = path.stat().st_size - last + offset_in_batch
+        with open(path, "r+b") as f:
+            f.seek(position)
+            byte = f.read(1)[0]
+            f.seek(position)
+            f.write(bytes([byte ^ xor]))
+        log = reopen(directory)
+        check_appends_after(log, sent[:-1])
+        log.close()
+
+
+def test_flip_in_base_offset_going_backwards_is_caught(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 5, 1)
+    path = log.segments[-1].log_path
+    crash(log)
+    # The base offset is outside the CRC; offsets that go backwards are still caught.
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size - len(sent[-1]))
+        f.write((0).to_bytes(8, "big"))
+    log = reopen(directory)
+    check_appends_after(log, sent[:-1])
+
+
+def test_unclean_stop_without_damage_keeps_everything(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 40, 2)
+    crash(log)
+    log = reopen(directory)
+    check_appends_after(log, sent)
+
+
+def test_corrupt_middle_segment_drops_the_rest(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 40, 3)
+    segments = log.segments
+    assert len(segments) >= 4
+    victim = segments[1]
+    first_in_victim = sum(1 for b in sent if parse_batch_header(b).base_offset < victim.base_offset)
+    batches_in_victim = list(victim.iter_headers())
+    crash(log)
+    # Garbage from the second batch of segment 1 on.
+    with open(victim.log_path, "r+b") as f:
+        f.seek(batches_in_victim[1].position + 20)
+        f.write(b"\xff" * 8)
+    with recovered_segments() as seen:
+        log = reopen(directory)
+    assert seen[:2] == [0, victim.base_offset]
+    assert [s.base_offset for s in log.segments] == [0, victim.base_offset]
+    assert not segments[2].log_path.exists()
+    check_appends_after(log, sent[: first_in_victim + 1])
+
+
+def test_recovery_starts_at_the_recovery_point(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, _ = filled_log(directory, 30, 4)
+    log.flush(checkpoint=True)
+    flushed = log.recovery_point
+    rng = random.Random(5)
+    for _ in range(30):
+        append(log, batch(rng.randint(1, 3), size=100))
+    sent = read_all(log)
+    bases = [s.base_offset for s in log.segments]
+    crash(log)
+    with recovered_segments() as seen:
+        log = reopen(directory)
+    holding_flushed = max(b for b in bases if b <= flushed)
+    assert seen == [b for b in bases if b >= holding_flushed]
+    assert read_all(log) == sent
+    assert log.recovery_point == flushed
+
+
+def test_forced_recovery_after_clean_close(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 20, 6)
+    log.close()
+    with recovered_segments() as seen:
+        log = reopen(directory, clean_shutdown=False)
+    # Closed cleanly, so everything up to the end was flushed: only the active segment.
+    assert seen == [log.segments[-1].base_offset]
+    check_appends_after(log, sent)
+
+
+def test_log_start_offset_beyond_lost_data(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, _ = filled_log(directory, 3, 7)
+    log.delete_records_before(4)
+    crash(log)
+    for segment in directory.glob("*.log"):
+        os.truncate(segment, 0)
+    log = reopen(directory)
+    assert log.log_start_offset == log.log_end_offset == 4
+    assert append(log, batch(1)) == 4
+
+
+# ---- indexes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["delete", "empty"])
+def test_lost_indexes_are_rebuilt(tmp_path: Path, how: str) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 40, 8)
+    log.high_watermark = log.log_end_offset
+    offsets = [h.base_offset for h in log.batch_headers()]
+    expected = {o: log.read(o, 1).tobytes() for o in range(log.log_end_offset)}
+    log.close()
+    sizes = {p.name: p.stat().st_size for p in directory.glob("*index")}
+    for path in directory.glob("*index"):
+        if how == "delete":
+            path.unlink()
+        else:
+            os.truncate(path, 0)
+    log = reopen(directory)
+    assert read_all(log) == sent
+    assert {o: log.read(o, 1).tobytes() for o in range(log.log_end_offset)} == expected
+    assert [h.base_offset for h in log.batch_headers()] == offsets
+    log.close()
+    assert {p.name: p.stat().st_size for p in directory.glob("*index")} == sizes
+    log = reopen(directory)
+    check_appends_after(log, sent)
+
+
+def test_crashed_active_index_is_rebuilt_not_trusted(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 10, 9)
+    active = log.segments[-1]
+    assert active.offset_index.entries > 0
+    crash(log)
+    # Point the active index somewhere wrong: recovery must not care.
+    with open(active.index_path, "r+b") as f:
+        f.write((1).to_bytes(4, "big") + (3).to_bytes(4, "big"))
+    log = reopen(directory)
+    check_appends_after(log, sent)
+
+
+def test_leftover_files_are_cleaned_up(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 5, 10)
+    log.close()
+    for name in (
+        "00000000000000000003.log.deleted",
+        "00000000000000000003.index.deleted",
+        "kwire-log-state.tmp",
+        "00000000000000000000.log.swap",
+        "00000000000000099999.index",
+        "00000000000000099999.timeindex",
+    ):
+        (directory / name).write_bytes(b"junk")
+    log = reopen(directory)
+    names = sorted(p.name for p in directory.iterdir())
+    assert not [n for n in names if n.endswith((".deleted", ".tmp", ".swap")) or "99999" in n]
+    check_appends_after(log, sent)
+
+
+# ---- LogManager ----------------------------------------------------------------------
+
+
+def test_log_manager_lifecycle(tmp_path: Path) -> None:
+    manager = LogManager(tmp_path, LogConfig(segment_bytes=500))
+    manager.startup()
+    a = manager.get_or_create("orders.eu-west", 0)
+    b = manager.get_or_create("orders.eu-west", 1)
+    assert manager.get_or_create("orders.eu-west", 0) is a
+    for i in range(20):
+        append(a, batch(2, ts=i))
+        append(b, batch(1, ts=i))
+    sent_a = read_all(a)
+    (tmp_path / "not-a-partition").mkdir()
+    (tmp_path / "x-0.abc-delete").mkdir()
+    manager.close()
+    assert (tmp_path / CLEAN_SHUTDOWN_FILE).exists()
+
+    manager = LogManager(tmp_path, LogConfig(segment_bytes=500))
+    with recovered_segments() as seen:
+        manager.startup()
+    assert seen == []
+    assert manager.had_clean_shutdown
+    assert not (tmp_path / CLEAN_SHUTDOWN_FILE).exists()
+    assert not (tmp_path / "x-0.abc-delete").exists()
+    assert sorted(manager.logs) == [("orders.eu-west", 0), ("orders.eu-west", 1)]
+    a = manager.get("orders.eu-west", 0)
+    assert a is not None and read_all(a) == sent_a
+    with pytest.raises(LogDirLockedError):
+        LogManager(tmp_path).startup()
+
+    manager.delete_partition("orders.eu-west", 1)
+    assert not (tmp_path / "orders.eu-west-1").exists()
+    assert manager.get("orders.eu-west", 1) is None
+    a.config.retention_ms = 1
+    assert manager.retention_pass(now_ms=10**9) > 0
+    manager.flush_pass(now_ms=10**9)
+    # A crash: no marker, so every log is recovered from its recovery point.
+    crash(a)
+    manager._lock_fd and os.close(manager._lock_fd)
+    manager = LogManager(tmp_path)
+    with recovered_segments() as seen:
+        manager.startup()
+    assert seen
+    assert not manager.had_clean_shutdown
