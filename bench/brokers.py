@@ -49,14 +49,23 @@ class BrokerSpec:
     cmd_prefix: list[str]
     extra_args: list[str] = field(default_factory=list)
     unavailable: str | None = None  # reason the broker cannot be run at all
+    # Learnt from ApiVersions at the first start: does the broker serve CreateTopics?
+    create_topics: bool | None = None
 
-    def command(self, port: int, data_dir: Path) -> list[str]:
+    @property
+    def takes_overrides(self) -> bool:
+        """Can the harness pass broker config (num.partitions for auto-create)?"""
+        return self.kind == "kwire"
+
+    def command(self, port: int, data_dir: Path, overrides: dict | None = None) -> list[str]:
         if self.kind == "kwire":
+            extra = [x for k, v in (overrides or {}).items() for x in ("--override", f"{k}={v}")]
             return [
                 *self.cmd_prefix,
                 "serve",
                 "--override", f"listeners=PLAINTEXT://127.0.0.1:{port}",
                 "--override", f"log.dirs={data_dir}",
+                *extra,
                 *self.extra_args,
             ]
         if self.kind == "tansu":
@@ -123,14 +132,19 @@ class BrokerFailed(RuntimeError):
 class BrokerProcess:
     """One fresh broker: own port, own data dir, stdout+stderr to a log file."""
 
-    def __init__(self, spec: BrokerSpec, workdir: Path, label: str):
+    def __init__(self, spec: BrokerSpec, workdir: Path, label: str, overrides: dict | None = None,
+                 data_dir: Path | None = None):
         self.spec = spec
+        self.overrides = dict(overrides or {})
         self.port = free_port()
+        self.workdir = workdir
         self.dir = workdir / label
         if self.dir.exists():
             shutil.rmtree(self.dir)
-        self.data_dir = self.dir / "data"
-        self.data_dir.mkdir(parents=True)
+        self.dir.mkdir(parents=True)
+        # data_dir given: a restart on the data of an earlier process (same topics).
+        self.data_dir = data_dir or self.dir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.dir / "broker.log"
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None
@@ -167,14 +181,16 @@ class BrokerProcess:
 
     def start(self, timeout: float) -> float:
         """Start; return seconds from process start to the first answered Metadata request."""
-        cmd = self.spec.command(self.port, self.data_dir)
+        cmd = self.spec.command(self.port, self.data_dir, self.overrides)
         (self.dir / "cmd.txt").write_text(" ".join(cmd) + "\n")
         logf = open(self.log_path, "wb")
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         t0 = time.monotonic()
+        # The working directory is shared by all brokers of one harness run (not one per
+        # start): caches a broker keeps in its cwd then behave as on a server restarted in place.
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=self.dir, env=env, start_new_session=True)
+                                     cwd=self.workdir, env=env, start_new_session=True)
         logf.close()
         try:
             t1 = wire.wait_first_metadata("127.0.0.1", self.port, t0 + timeout, alive=self.alive)

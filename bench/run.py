@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench import report  # noqa: E402
+from bench import report, wire  # noqa: E402
 from bench.brokers import REPO, BrokerFailed, BrokerProcess, BrokerSpec, kwire_spec, tansu_spec  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
@@ -53,7 +53,7 @@ class Plan:
 def quick_plan() -> Plan:
     return Plan(messages=50_000, reps=1, latency_duration=2.0, startup_samples=5,
                 scale_topics=10, scale_partitions_per_topic=50, idle_window=2.0,
-                join_timeout=15.0, start_timeout=15.0, produce_timeout=30.0, consume_timeout=30.0,
+                join_timeout=10.0, start_timeout=15.0, produce_timeout=30.0, consume_timeout=30.0,
                 latency_timeout=30.0, scale_timeout=45.0, quick=True)
 
 
@@ -84,19 +84,35 @@ class Runner:
 
     # ------------------------------------------------------------------ processes
 
-    def start_broker(self, spec: BrokerSpec, label: str) -> BrokerProcess:
+    def start_broker(self, spec: BrokerSpec, label: str, overrides: dict | None = None,
+                     data_from: BrokerProcess | None = None) -> BrokerProcess:
+        """Start a broker; fresh (own data dir) unless data_from is given (a restart on its data)."""
         self._seq += 1
-        b = BrokerProcess(spec, self.workdir, f"{self._seq:03d}-{spec.name}-{label}")
+        b = BrokerProcess(spec, self.workdir, f"{self._seq:03d}-{spec.name}-{label}", overrides,
+                          data_from.data_dir if data_from else None)
         t = b.start(self.plan.start_timeout)
-        self.record(spec.name, "startup", {"ok": True, "startup_s": t})
-        log(f"  {spec.name} up on :{b.port} (pid {b.pid}) in {t * 1000:.0f} ms")
+        if data_from is None:  # only fresh starts are start-up samples
+            self.record(spec.name, "startup", {"ok": True, "startup_s": t})
+        extra = f" with {b.overrides}" if b.overrides else ""
+        log(f"  {spec.name} up on :{b.port} (pid {b.pid}) in {t * 1000:.0f} ms{extra}")
+        if spec.create_topics is None:
+            try:
+                keys = wire.api_versions("127.0.0.1", b.port)
+                spec.create_topics = 19 in keys
+                if not spec.create_topics:
+                    how = ("auto-create with --override num.partitions=N, restarting the broker on its "
+                           "data when N changes" if spec.takes_overrides else "auto-create")
+                    self.note(spec.name, f"CreateTopics is not in ApiVersions: topics are made by {how}")
+            except Exception as e:  # noqa: BLE001
+                self.note(spec.name, f"ApiVersions probe failed: {e!r}")
         return b
 
-    def stop_broker(self, b: BrokerProcess) -> None:
+    def stop_broker(self, b: BrokerProcess, keep_data: bool = False) -> None:
         b.stop()
         if b.stop_note:
             self.note(b.spec.name, f"stop ({b.dir.name}): {b.stop_note}")
-        b.cleanup()
+        if not keep_data:
+            b.cleanup()
 
     def worker(self, b: BrokerProcess, phase: str, args: dict, timeout: float) -> dict:
         args = {**args, "bootstrap": b.bootstrap, "broker_pid": b.pid, "timeout": timeout}
@@ -152,44 +168,53 @@ class Runner:
         peak = 0.0
         restarts = 0
 
-        def ensure_alive() -> BrokerProcess | None:
+        def restart(why: str, overrides: dict) -> BrokerProcess | None:
+            """Stop (if running) and start again on the same data, with `overrides`."""
             nonlocal b, peak, restarts
-            if b.alive():
-                return b
             peak = max(peak, b.peak_mb())
-            self.note(name, f"broker died ({b.describe_death()}); restarting for the next phase")
-            self.stop_broker(b)
+            self.note(name, f"restart on the same data: {why}")
+            self.stop_broker(b, keep_data=True)
             restarts += 1
             try:
-                b = self.start_broker(spec, f"r{rep}-restart{restarts}")
+                b = self.start_broker(spec, f"r{rep}-restart{restarts}", overrides, data_from=b)
                 return b
             except BrokerFailed as e:
                 self.note(name, f"restart failed: {e}")
                 return None
 
-        produced: dict[int, str] = {}
+        def ensure_alive(partitions: int | None = None) -> BrokerProcess | None:
+            if not b.alive():
+                return restart(f"the broker died ({b.describe_death()})", b.overrides)
+            if (partitions is not None and spec.create_topics is False and spec.takes_overrides
+                    and int(b.overrides.get("num.partitions", 1)) != partitions):
+                return restart(f"num.partitions={partitions} for auto-created topics",
+                               {**b.overrides, "num.partitions": partitions})
+            return b
+
+        produced: dict[int, tuple[str, int]] = {}
         for parts, acks in produce_phases:
             phase = f"produce {parts}p acks={acks}"
-            if ensure_alive() is None:
+            if ensure_alive(parts) is None:
                 self.record(name, phase, {"ok": False, "error": "broker down"})
                 continue
             topic = f"bench-r{rep}-p{parts}-a{acks}"
             log(f"{name} r{rep}: {phase} ({p.messages:,} x {p.size} B)")
             res = self.worker(b, "produce", {"topic": topic, "messages": p.messages, "size": p.size,
-                                             "acks": acks, "partitions": parts}, p.produce_timeout)
+                                             "acks": acks, "partitions": parts,
+                                             "create": spec.create_topics is not False}, p.produce_timeout)
             self.record(name, phase, res)
             if res.get("ok"):
                 log(f"  {res['msgs_per_s']:,.0f} msgs/s  {res['mb_per_s']:.1f} MB/s  "
                     f"broker {res['cpu_s_per_m']:.2f} CPU s/M")
                 if parts not in produced or acks == "all":
-                    produced[parts] = (topic, res["messages"])
+                    produced[parts] = (topic, res["in_topic"])
 
         for parts in consume_phases:
             phase = f"consume {parts}p group"
             if parts not in produced:
                 self.record(name, phase, {"ok": False, "error": "skipped: no produced data for this topic"})
                 continue
-            if ensure_alive() is None or produced[parts][0] is None:
+            if ensure_alive() is None:
                 self.record(name, phase, {"ok": False, "error": "broker down"})
                 continue
             topic, count = produced[parts]
@@ -220,6 +245,7 @@ class Runner:
             log(f"{name} r{rep}: latency ({p.latency_rate}/s for {p.latency_duration:g} s)")
             res = self.worker(b, "latency", {"topic": f"bench-r{rep}-latency", "size": p.size,
                                              "rate": p.latency_rate, "duration": p.latency_duration,
+                                             "create": spec.create_topics is not False,
                                              "group": f"bench-lat-{time.time_ns()}"}, p.latency_timeout)
             self.record(name, "latency", res)
             if res.get("ok"):
@@ -229,21 +255,26 @@ class Runner:
         peak = max(peak, b.peak_mb())
         self.record(name, "memory", {"ok": True, "idle_mb": idle_mb, "peak_mb": peak,
                                      "restarts": restarts})
-        log(f"  {name} RSS idle {idle_mb:.1f} MB, peak {peak:.1f} MB")
+        log(f"  {name} RSS idle {idle_mb:.1f} MB, peak {peak:.1f} MB"
+            + (f" (over {restarts + 1} processes)" if restarts else ""))
         self.stop_broker(b)
 
     def run_scale(self, spec: BrokerSpec, rep: int) -> None:
         p = self.plan
         name = spec.name
+        overrides = {}
+        if spec.create_topics is False and spec.takes_overrides:
+            overrides = {"num.partitions": p.scale_partitions_per_topic}
         try:
-            b = self.start_broker(spec, f"r{rep}-scale")
+            b = self.start_broker(spec, f"r{rep}-scale", overrides)
         except BrokerFailed as e:
             self.record(name, "startup", {"ok": False, "error": f"broker did not start: {e}"})
             self.record(name, "scale", {"ok": False, "error": "broker did not start"}, quiet=True)
             return
         total = p.scale_topics * p.scale_partitions_per_topic
-        log(f"{name} r{rep}: scale ({p.scale_topics} topics x {p.scale_partitions_per_topic} partitions)")
-        res = self.worker(b, "scale", {"topics": p.scale_topics,
+        how = "CreateTopics" if spec.create_topics is not False else "auto-create"
+        log(f"{name} r{rep}: scale ({p.scale_topics} topics x {p.scale_partitions_per_topic} partitions, {how})")
+        res = self.worker(b, "scale", {"topics": p.scale_topics, "create": spec.create_topics is not False,
                                        "partitions_per_topic": p.scale_partitions_per_topic}, p.scale_timeout)
         if res.get("ok") and b.alive():
             c0, t0 = b.cpu_seconds(), time.monotonic()

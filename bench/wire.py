@@ -38,6 +38,16 @@ def api_versions_v0_request(correlation_id: int) -> bytes:
     return _request(18, 0, correlation_id, b"")
 
 
+def metadata_v4_autocreate_request(correlation_id: int, topics: list[str]) -> bytes:
+    """Metadata v4 naming `topics` with allow_auto_topic_creation=true."""
+    parts = [struct.pack(">i", len(topics))]
+    for t in topics:
+        b = t.encode()
+        parts.append(struct.pack(">h", len(b)) + b)
+    parts.append(b"\x01")
+    return _request(3, 4, correlation_id, b"".join(parts))
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
@@ -154,3 +164,24 @@ def metadata_all(host: str, port: int, timeout: float = 30.0) -> tuple[float, di
         body = roundtrip(s, metadata_v1_request(2), 2)
         dt = time.perf_counter() - t0
     return dt, parse_metadata_v1(body)
+
+
+def api_versions(host: str, port: int, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """ApiVersions v0: {api_key: (min_version, max_version)}."""
+    with connect(host, port, timeout=timeout) as s:
+        body = roundtrip(s, api_versions_v0_request(1), 1)
+    (err,) = struct.unpack_from(">h", body, 0)
+    (n,) = struct.unpack_from(">i", body, 2)
+    out = {}
+    for i in range(n):
+        k, lo, hi = struct.unpack_from(">hhh", body, 6 + 6 * i)
+        out[k] = (lo, hi)
+    if err and not out:
+        raise ValueError(f"ApiVersions error {err}")
+    return out
+
+
+def auto_create(host: str, port: int, topics: list[str], timeout: float = 60.0) -> None:
+    """Ask the broker to auto-create `topics` (Metadata v4, allow_auto_topic_creation)."""
+    with connect(host, port, timeout=timeout) as s:
+        roundtrip(s, metadata_v4_autocreate_request(1, topics), 1)

@@ -89,9 +89,12 @@ def wait_partitions(client, topic: str, want: int, timeout: float) -> int:
 def phase_produce(a: dict) -> dict:
     bs, topic, n, size, parts = a["bootstrap"], a["topic"], a["messages"], a["size"], a["partitions"]
     notes = []
-    cr = create_topics(bs, [(topic, parts)], a["timeout"] / 4)
-    if cr["errors"]:
-        notes.append("CreateTopics failed (" + "; ".join(cr["errors"])[:200] + "); relying on auto-create")
+    cr = {"errors": ["not served by the broker"]}
+    if a.get("create", True):
+        cr = create_topics(bs, [(topic, parts)], a["timeout"] / 4)
+        if cr["errors"]:
+            notes.append("CreateTopics failed (" + "; ".join(cr["errors"])[:200] + "); relying on auto-create")
+    in_topic = n
     errors: list[str] = []
     failed = [0]
 
@@ -148,7 +151,7 @@ def phase_produce(a: dict) -> dict:
         raise PhaseError(f"{failed[0]} messages failed: {errors[:3]}")
     dt = t1 - t0
     return {
-        "messages": n, "seconds": dt,
+        "messages": n, "in_topic": in_topic, "seconds": dt,
         "msgs_per_s": n / dt, "mb_per_s": n * size / dt / 1e6,
         "broker_cpu_s": cpu1 - cpu0,
         "cpu_s_per_m": (cpu1 - cpu0) / n * 1e6,
@@ -157,6 +160,45 @@ def phase_produce(a: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- consume
+
+def diagnose_fetch(bootstrap: str, topic: str, seconds: float = 3.0) -> str:
+    """After a consume failure: what does librdkafka's fetch debug log say? (a few distinct lines)"""
+    import logging
+    lines: list[str] = []
+
+    class H(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if any(k in msg for k in ("FETCHERR", "Fetch failed", "error", "Error", "FAIL")):
+                # drop the "%7|ts|FAC|rdkafka#consumer-1| [thrd:...]: " prefix
+                short = msg.split("]: ", 1)[-1][:220]
+                if short not in lines and len(lines) < 4:
+                    lines.append(short)
+
+    logger = logging.getLogger("bench.diag")
+    logger.propagate = False
+    logger.addHandler(H())
+    logger.setLevel(logging.DEBUG)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-diag-{time.time_ns()}",
+                  "debug": "fetch,protocol", "logger": logger, "enable.auto.commit": False})
+    try:
+        md = c.list_topics(topic, timeout=5)
+        parts = sorted(md.topics[topic].partitions) if topic in md.topics else [0]
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts[:1]])
+        end = time.monotonic() + seconds
+        got = 0
+        while time.monotonic() < end and not got:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                got += 1
+    except Exception as e:  # noqa: BLE001
+        lines.append(f"diagnosis failed: {e!r}")
+    finally:
+        c.close()
+    if not lines:
+        return f"fetch debug log shows no error ({'a message arrived' if got else 'no message'})"
+    return "librdkafka fetch log: " + " | ".join(lines)
+
 
 def phase_consume(a: dict) -> dict:
     bs, topic, n, size = a["bootstrap"], a["topic"], a["messages"], a["size"]
@@ -204,8 +246,10 @@ def phase_consume(a: dict) -> dict:
             if not msgs:
                 now = time.monotonic()
                 if t_first is None and now > join_deadline:
+                    c.close()
+                    c = None
                     raise PhaseError(f"no message within {a['join_timeout']:.0f}s of {mode} "
-                                     f"(errors: {errors[:3]})")
+                                     f"(errors: {errors[:3]}); {diagnose_fetch(bs, topic)}")
                 if now > deadline:
                     raise PhaseError(f"only {count} of {n} messages before the deadline (errors: {errors[:3]})")
                 m = poll(0.1)  # block for the next one
@@ -227,7 +271,8 @@ def phase_consume(a: dict) -> dict:
         cpu_end = procstat.cpu_seconds(a["broker_pid"])
     finally:
         t_close = time.monotonic()
-        c.close()
+        if c is not None:
+            c.close()
         close_s = time.monotonic() - t_close
     # The throughput window runs from the assignment (group joined, or assign() called) to the
     # last message: it includes the offset look-ups and the first fetch, not the group join.
@@ -294,9 +339,13 @@ def _latency_consumer(a: dict, ready, results) -> None:
 def phase_latency(a: dict) -> dict:
     bs, topic, size = a["bootstrap"], a["topic"], a["size"]
     notes = []
-    cr = create_topics(bs, [(topic, 1)], 15)
-    if cr["errors"]:
-        notes.append("CreateTopics failed; relying on auto-create")
+    if a.get("create", True):
+        cr = create_topics(bs, [(topic, 1)], 15)
+        if cr["errors"]:
+            notes.append("CreateTopics failed; relying on auto-create")
+    else:
+        wire_host, wire_port = bs.rsplit(":", 1)
+        wire.auto_create(wire_host, int(wire_port), [topic])
     ctx = mp.get_context("fork")  # fork before any librdkafka instance exists in this process
     ready, results = ctx.Event(), ctx.Queue()
     proc = ctx.Process(target=_latency_consumer, args=(a, ready, results), daemon=True)
@@ -312,17 +361,19 @@ def phase_latency(a: dict) -> dict:
     produce, poll, now_ns = p.produce, p.poll, time.monotonic_ns
     try:
         # Warm-up: until the consumer has a message in hand, then a little more.
-        deadline = time.monotonic() + 30
+        warm = min(30.0, a["timeout"] / 3)
+        deadline = time.monotonic() + warm
         seq = 0
         while not ready.is_set():
             if time.monotonic() > deadline or not proc.is_alive():
-                raise PhaseError(f"consumer received no warm-up message within 30 s (errors: {errors[:3]})")
-            produce(topic, _HDR.pack(now_ns(), seq, WARM) + pad)
+                raise PhaseError(f"consumer received no warm-up message within {warm:.0f} s "
+                                 f"(errors: {errors[:3]}); {diagnose_fetch(bs, topic)}")
+            produce(topic, _HDR.pack(now_ns(), seq, WARM) + pad, partition=0)
             poll(0.02)
             seq += 1
         t_end_warm = time.monotonic() + 0.5
         while time.monotonic() < t_end_warm:
-            produce(topic, _HDR.pack(now_ns(), seq, WARM) + pad)
+            produce(topic, _HDR.pack(now_ns(), seq, WARM) + pad, partition=0)
             poll(0.01)
             seq += 1
         p.flush(10)
@@ -336,7 +387,7 @@ def phase_latency(a: dict) -> dict:
         while sent < n:
             due = min(n, int((time.perf_counter() - t0) / interval) + 1)
             while sent < due:
-                produce(topic, _HDR.pack(now_ns(), sent, STEADY) + pad)
+                produce(topic, _HDR.pack(now_ns(), sent, STEADY) + pad, partition=0)
                 sent += 1
             poll(0)
             sleep_for = t0 + sent * interval - time.perf_counter()
@@ -344,7 +395,7 @@ def phase_latency(a: dict) -> dict:
                 time.sleep(sleep_for)
         t1 = time.perf_counter()
         cpu1 = procstat.cpu_seconds(a["broker_pid"])
-        produce(topic, _HDR.pack(now_ns(), n, END) + pad)
+        produce(topic, _HDR.pack(now_ns(), n, END) + pad, partition=0)
         left = p.flush(10)
         try:
             r = results.get(timeout=max(5.0, a["timeout"] * 0.9 - (time.perf_counter() - t0)))
@@ -386,10 +437,15 @@ def phase_scale(a: dict) -> dict:
     topics = [(f"scale-{i:04d}", a["partitions_per_topic"]) for i in range(a["topics"])]
     total = sum(p for _, p in topics)
     t0 = time.perf_counter()
-    cr = create_topics(bs, topics, a["timeout"] * 0.6)
+    if a.get("create", True):
+        cr = create_topics(bs, topics, a["timeout"] * 0.6)
+        if cr["errors"]:
+            raise PhaseError(f"CreateTopics: {cr['created']} of {len(topics)} created; "
+                             + "; ".join(cr["errors"][:3]))
+    else:
+        # The broker was started with num.partitions = partitions_per_topic.
+        wire.auto_create(host, port, [t for t, _ in topics], timeout=a["timeout"] * 0.6)
     t_create_answer = time.perf_counter() - t0
-    if cr["errors"]:
-        raise PhaseError(f"CreateTopics: {cr['created']} of {len(topics)} created; " + "; ".join(cr["errors"][:3]))
     # Created means: Metadata for all topics shows every partition with a leader.
     deadline = time.monotonic() + a["timeout"] * 0.3
     seen = 0
@@ -410,6 +466,7 @@ def phase_scale(a: dict) -> dict:
         dt, md = wire.metadata_all(host, port, timeout=30)
         times.append(dt)
     return {
+        "notes": [] if a.get("create", True) else ["topics auto-created by Metadata v4 (no CreateTopics)"],
         "partitions": total, "topics": len(topics),
         "create_s": t_created, "create_answer_s": t_create_answer,
         "metadata_s": statistics.median(times), "metadata_times": times,
