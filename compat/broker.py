@@ -1,0 +1,147 @@
+"""Start and stop a fresh kwire broker for one client's run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+DEFAULT_OVERRIDES = [
+    "group.initial.rebalance.delay.ms=0",
+    "num.partitions=3",
+]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class BrokerError(Exception):
+    pass
+
+
+class KwireBroker:
+    """`python -m kwire serve` on a free loopback port with a temporary log.dirs."""
+
+    def __init__(self, log_path: Path, overrides: list[str] | None = None,
+                 start_timeout: float = 30.0):
+        self.log_path = log_path
+        self.overrides = DEFAULT_OVERRIDES + list(overrides or [])
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen | None = None
+        self.dir: str | None = None
+        self.port = 0
+        self.starts = 0
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="kwire-compat-")
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "kwire", "serve",
+               "--override", f"listeners=PLAINTEXT://127.0.0.1:{self.port}",
+               "--override", f"log.dirs={self.dir}"]
+        for o in self.overrides:
+            cmd += ["--override", o]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        log.write(f"\n=== start {' '.join(cmd)}\n".encode())
+        log.flush()
+        self.starts += 1
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        ready = threading.Event()
+        lines: list[str] = []
+
+        def pump():
+            assert self.proc and self.proc.stdout
+            for raw in self.proc.stdout:
+                line = raw.decode(errors="replace")
+                lines.append(line)
+                log.write(raw)
+                log.flush()
+                ready.set()
+            log.close()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"kwire exited with {self.proc.returncode} at start "
+                                  f"(see {self.log_path})")
+            if ready.is_set() and port_open("127.0.0.1", self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"kwire not ready in {self.start_timeout:g}s (see {self.log_path})")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def exit_status(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, timeout: float = 10.0) -> str:
+        """SIGTERM, wait; SIGKILL if it does not stop. Returns a note if not clean."""
+        note = ""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                    if self.proc.returncode not in (0, -signal.SIGTERM):
+                        note = f"broker exited {self.proc.returncode} on SIGTERM"
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait()
+                    note = f"broker did not stop {timeout:g}s after SIGTERM (killed)"
+            self.proc = None
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+        return note
+
+
+class ExternalBroker:
+    """A broker someone else runs (--bootstrap), e.g. Tansu while developing."""
+
+    def __init__(self, bootstrap: str):
+        self._bootstrap = bootstrap
+        self.starts = 0
+
+    @property
+    def bootstrap(self) -> str:
+        return self._bootstrap
+
+    def start(self) -> None:
+        host, port = self._bootstrap.rsplit(":", 1)
+        if not port_open(host, int(port), 2):
+            raise BrokerError(f"nothing listens on {self._bootstrap}")
+
+    def alive(self) -> bool:
+        return True
+
+    def exit_status(self) -> int | None:
+        return None
+
+    def stop(self, timeout: float = 10.0) -> str:
+        return ""

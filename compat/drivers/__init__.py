@@ -1,0 +1,1 @@
+"""Python-side scenario drivers, one module per client (run as subprocesses)."""

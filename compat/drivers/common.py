@@ -1,0 +1,164 @@
+"""Plumbing shared by the Python drivers: steps with a watchdog, the JSON result line.
+
+A driver module defines ``SCENARIOS = {"metadata": fn, ...}`` (fn takes a Ctx) and ends
+with ``common.main(SCENARIOS)``.  Each ``ctx.step(name, timeout)`` arms a watchdog: if
+the step is still running when it fires, the process prints
+``{"status": "fail", "detail": "timeout in <step> (Ns)"}`` and exits at once, whatever
+the client library is blocked in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+
+from compat import scenarios as S
+
+
+class Fail(Exception):
+    """A check did not hold."""
+
+
+class NotApplicable(Exception):
+    """The client itself lacks the feature."""
+
+
+_out_lock = threading.Lock()
+_done = False
+
+
+def _emit(status: str, detail: str = "") -> None:
+    global _done
+    with _out_lock:
+        if _done:
+            return
+        _done = True
+        sys.stdout.write(json.dumps({"status": status, "detail": detail}) + "\n")
+        sys.stdout.flush()
+
+
+class Ctx:
+    def __init__(self, scenario: str, bootstrap: str, prefix: str):
+        self.scenario = scenario
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.topic = f"{prefix}-{scenario}"
+        self.group = f"{prefix}-{scenario}-g"
+        self.current = "start"
+        self._timer: threading.Timer | None = None
+        self.t0 = time.monotonic()
+
+    def name(self, suffix: str) -> str:
+        return f"{self.prefix}-{self.scenario}-{suffix}"
+
+    def step(self, name: str, timeout: float = 20.0) -> None:
+        self.current = name
+        if self._timer is not None:
+            self._timer.cancel()
+        print(f"##step {name}", flush=True)
+        t = threading.Timer(timeout, self._expired, args=(name, timeout))
+        t.daemon = True
+        t.start()
+        self._timer = t
+
+    def _expired(self, name: str, timeout: float) -> None:
+        _emit("fail", f"timeout in {name} ({timeout:g}s)")
+        os._exit(0)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise Fail(msg)
+
+
+def wait_until(fn, timeout: float, what: str, interval: float = 0.2):
+    """Call fn until it returns a truthy value; Fail with the last error otherwise."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # keep trying until the deadline
+            last = e
+        if time.monotonic() >= deadline:
+            if last is not None:
+                raise Fail(f"{what}: {short_exc(last)}")
+            raise Fail(f"{what}: not reached in {timeout:g}s")
+        time.sleep(interval)
+
+
+def short_exc(e: BaseException) -> str:
+    s = str(e).strip() or repr(e)
+    name = type(e).__name__
+    if name not in ("Fail", "NotApplicable") and not s.startswith(name):
+        s = f"{name}: {s}"
+    return " ".join(s.split())
+
+
+def check_in_order(records, expect_total: int) -> None:
+    """records: [(partition, offset, value_str)], values 'm<i>' / 'v<i>' with an index.
+
+    Each partition's records must have increasing offsets and increasing indexes, and
+    there must be expect_total distinct values."""
+    vals = [r[2] for r in records]
+    check(len(set(vals)) == len(vals), f"duplicates among {len(vals)} records")
+    check(len(vals) == expect_total, f"got {len(vals)} records, expected {expect_total}")
+    by_p: dict[int, list] = {}
+    for p, o, v in records:
+        by_p.setdefault(p, []).append((o, index_of(v)))
+    for p, lst in by_p.items():
+        offs = [o for o, _ in lst]
+        idx = [i for _, i in lst]
+        check(offs == sorted(offs) and len(set(offs)) == len(offs),
+              f"partition {p}: offsets out of order {offs[:8]}")
+        check(idx == sorted(idx), f"partition {p}: records out of produce order {idx[:8]}")
+
+
+def index_of(v: str) -> int:
+    digits = "".join(ch for ch in v.split("-")[0] if ch.isdigit())
+    return int(digits) if digits else -1
+
+
+def payload(kind: str, i: int) -> str:
+    """Values for the compression rows: compressible, index first."""
+    return f"z{i}-" + kind * 40
+
+
+def main(table: dict) -> None:
+    if len(sys.argv) != 4:
+        print("usage: DRIVER SCENARIO BOOTSTRAP PREFIX", file=sys.stderr)
+        sys.exit(2)
+    scenario, bootstrap, prefix = sys.argv[1:4]
+    ctx = Ctx(scenario, bootstrap, prefix)
+    fn = table.get(scenario)
+    if scenario not in S.SCENARIO_IDS:
+        _emit("fail", f"unknown scenario {scenario}")
+    elif fn is None:
+        _emit("na", "not implemented by this client")
+    else:
+        try:
+            fn(ctx)
+            ctx.disarm()
+            _emit("pass")
+        except NotApplicable as e:
+            ctx.disarm()
+            _emit("na", str(e))
+        except Exception as e:
+            ctx.disarm()
+            traceback.print_exc(file=sys.stderr)
+            _emit("fail", f"{ctx.current}: {short_exc(e)}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Don't let a client library's background threads hold the process open.
+    os._exit(0)

@@ -1,0 +1,302 @@
+"""Run every scenario through every client against a fresh kwire broker; write RESULTS.md.
+
+    python -m compat                      # install what is missing, run all, write RESULTS.md
+    python -m compat --clients java,kcat --scenarios transactions
+    python -m compat --bootstrap 127.0.0.1:9092 --output /tmp/r.md   # an already running broker
+
+Exits 0 whenever the harness itself ran: failing cells are data, not errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python compat/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "compat"
+
+from compat import scenarios as S  # noqa: E402
+from compat.broker import BrokerError, ExternalBroker, KwireBroker  # noqa: E402
+from compat.clients import BY_ID, CLIENTS, ROOT, WORK, Client, log  # noqa: E402
+
+LOGS = WORK / "logs"
+
+
+class Cell:
+    def __init__(self, status: str, detail: str = "", seconds: float = 0.0):
+        self.status = status  # pass | fail | na
+        self.detail = detail
+        self.seconds = seconds
+
+    def text(self, limit: int = 90) -> str:
+        if self.status == "pass":
+            return "pass"
+        word = "fail" if self.status == "fail" else "n.a."
+        d = " ".join(self.detail.split())
+        if len(d) > limit:
+            d = d[: limit - 1] + "…"
+        d = d.replace("|", "\\|")
+        return f"{word}: {d}" if d else word
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "detail": self.detail, "seconds": round(self.seconds, 2)}
+
+
+def run_scenario(client: Client, scenario: str, bootstrap: str, prefix: str,
+                 timeout: float, logdir: Path) -> Cell:
+    cmd = client.command(scenario, bootstrap, prefix)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONUNBUFFERED="1", **client.env)
+    logdir.mkdir(parents=True, exist_ok=True)
+    errpath = logdir / f"{scenario}.log"
+    t0 = time.monotonic()
+    with open(errpath, "wb") as err:
+        err.write((" ".join(cmd) + "\n").encode())
+        err.flush()
+        try:
+            p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+        except OSError as e:
+            return Cell("fail", f"cannot start driver: {e}")
+        last_step = "start"
+        result = None
+        lines: list[str] = []
+
+        def reader():
+            nonlocal last_step, result
+            assert p.stdout
+            for raw in p.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                lines.append(line)
+                if line.startswith("##step "):
+                    last_step = line[7:]
+                elif line.startswith("{"):
+                    try:
+                        obj = json.loads(line)
+                        if "status" in obj:
+                            result = obj
+                    except ValueError:
+                        pass
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+            th.join(2)
+            if result is None:
+                return Cell("fail", f"timeout in {last_step} (scenario limit {timeout:g}s)",
+                            time.monotonic() - t0)
+        th.join(5)
+        err.write(("\n--- stdout\n" + "\n".join(lines) + "\n").encode())
+    secs = time.monotonic() - t0
+    if result is None:
+        tail = [ln for ln in errpath.read_text(errors="replace").splitlines()
+                if ln.strip() and not ln.startswith("---")]
+        why = tail[-1] if len(tail) > 1 else ""
+        return Cell("fail", f"driver crashed (exit {p.returncode}) in {last_step}: {why}", secs)
+    return Cell(result["status"], result.get("detail", ""), secs)
+
+
+def run_client(client: Client, args, runid: str) -> dict:
+    """Install, start a fresh broker, run the scenarios one by one, stop the broker."""
+    t0 = time.monotonic()
+    out: dict = {"client": client.id, "title": client.title, "cells": {}, "notes": []}
+    try:
+        reason = None if args.no_install else client.install()
+    except Exception as e:  # an installer bug must not stop the matrix
+        reason = f"installer error: {type(e).__name__}: {e}"
+    try:
+        out["version"] = client.version() if reason is None else "-"
+    except Exception:
+        out["version"] = "?"
+    if reason is not None:
+        log(f"{client.id}: not available: {reason}")
+        out["unavailable"] = reason
+        for s in args.scenarios:
+            out["cells"][s] = Cell("na", f"client not installed: {reason}")
+        return out
+    logdir = LOGS / client.id
+    if args.bootstrap:
+        broker = ExternalBroker(args.bootstrap)
+    else:
+        broker = KwireBroker(logdir / "broker.log", args.override)
+    prefix = f"c{runid}-{client.id}"
+    log(f"{client.id} {out['version']}: running {len(args.scenarios)} scenarios")
+    budget_end = t0 + args.client_timeout
+    started = False
+    for s in args.scenarios:
+        if time.monotonic() >= budget_end:
+            out["cells"][s] = Cell("fail", f"timeout: client budget of {args.client_timeout:g}s "
+                                           "used up before this scenario")
+            continue
+        if not started or not broker.alive():
+            if started:
+                note = f"broker died (exit {broker.exit_status()}) before {s}; restarted"
+                out["notes"].append(note)
+                broker.stop()
+            try:
+                broker.start()
+                started = True
+            except BrokerError as e:
+                out["cells"][s] = Cell("fail", f"broker did not start: {e}")
+                started = False
+                continue
+        limit = min(args.scenario_timeout, max(5.0, budget_end - time.monotonic()))
+        cell = run_scenario(client, s, broker.bootstrap, prefix, limit, logdir)
+        if not broker.alive():
+            cell = Cell("fail", f"broker died (exit {broker.exit_status()}); "
+                                f"client saw: {cell.detail or cell.status}", cell.seconds)
+        out["cells"][s] = cell
+        mark = "ok  " if cell.status == "pass" else cell.status
+        log(f"  {client.id:16} {s:20} {mark:4} {cell.seconds:5.1f}s {cell.text(120) if cell.status != 'pass' else ''}")
+    note = broker.stop()
+    if note:
+        out["notes"].append(note)
+    out["seconds"] = time.monotonic() - t0
+    return out
+
+
+def write_results(path: Path, results: list[dict], scenarios: list[str], args, started: str,
+                  wall: float) -> None:
+    cols = results
+    head = "| scenario | " + " | ".join(c["title"] for c in cols) + " |"
+    sep = "|---|" + "---|" * len(cols)
+    rows = []
+    for sid in scenarios:
+        cells = [c["cells"][sid].text() if sid in c["cells"] else "" for c in cols]
+        rows.append(f"| {S.BY_ID[sid].title} | " + " | ".join(cells) + " |")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        commit = "?"
+    target = f"an external broker at {args.bootstrap}" if args.bootstrap else \
+        "a fresh kwire broker per client (`python -m kwire serve`, temporary log.dirs, " \
+        "overrides " + ", ".join(f"`{o}`" for o in (["group.initial.rebalance.delay.ms=0",
+                                                    "num.partitions=3"] + args.override)) + ")"
+    lines = [
+        "# kwire client compatibility matrix",
+        "",
+        f"Generated by `python -m compat` on {started} against {target}, kwire commit `{commit}`, "
+        f"in {wall:.0f}s. What each row checks: [README.md](README.md#scenarios).",
+        "",
+        head,
+        sep,
+        *rows,
+        "",
+        "## Clients",
+        "",
+        "| client | version | time |",
+        "|---|---|---|",
+    ]
+    for c in cols:
+        t = f"{c['seconds']:.0f}s" if "seconds" in c else "-"
+        v = c.get("version", "?")
+        if c.get("unavailable"):
+            v = f"not available: {c['unavailable']}"
+        lines.append(f"| {c['title']} | {v} | {t} |")
+    fails = [(c, sid) for c in cols for sid in scenarios
+             if sid in c["cells"] and c["cells"][sid].status == "fail"]
+    notes = [(c, n) for c in cols for n in c.get("notes", [])]
+    if fails or notes:
+        lines += ["", "## Failures in full", ""]
+        for c, sid in fails:
+            d = " ".join(c["cells"][sid].detail.split())
+            if len(d) > 400:
+                d = d[:399] + "…"
+            lines.append(f"- **{c['title']}**, {S.BY_ID[sid].title}: `{d.replace('`', chr(39))}`")
+        for c, n in notes:
+            lines.append(f"- **{c['title']}**: {n}")
+    lines += ["", "pass = the scenario's checks held; fail: the first check or step that "
+              "did not (\"timeout in <step>\" when a step ran out of time); n.a. = the client "
+              "itself lacks the feature.", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m compat", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", default=",".join(c.id for c in CLIENTS),
+                    help="comma-separated: " + ", ".join(c.id for c in CLIENTS))
+    ap.add_argument("--scenarios", default=",".join(S.SCENARIO_IDS),
+                    help="comma-separated: " + ", ".join(S.SCENARIO_IDS))
+    ap.add_argument("--bootstrap", help="use this running broker instead of starting kwire")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra kwire broker config (repeatable)")
+    ap.add_argument("--jobs", type=int, default=2, help="clients run in parallel (2)")
+    ap.add_argument("--scenario-timeout", type=float, default=60.0,
+                    help="hard limit per scenario, seconds (60)")
+    ap.add_argument("--client-timeout", type=float, default=420.0,
+                    help="limit for all of one client's scenarios, seconds (420)")
+    ap.add_argument("--no-install", action="store_true", help="do not install missing clients")
+    ap.add_argument("--install-only", action="store_true", help="install the clients and stop")
+    ap.add_argument("--output", default=str(Path(__file__).resolve().parent / "RESULTS.md"))
+    args = ap.parse_args(argv)
+    try:
+        clients = [BY_ID[c] for c in args.clients.split(",") if c]
+        args.scenarios = [s for s in args.scenarios.split(",") if s]
+        bad = [s for s in args.scenarios if s not in S.BY_ID]
+        if bad:
+            raise KeyError(bad[0])
+    except KeyError as e:
+        ap.error(f"unknown client or scenario {e}")
+
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    t0 = time.monotonic()
+    WORK.mkdir(parents=True, exist_ok=True)
+    if args.install_only:
+        for c in clients:
+            r = c.install()
+            log(f"{c.id}: {'ready' if r is None else r}")
+        return 0
+    # Installs share apt/npm: do them one client at a time, before the runs.
+    if not args.no_install:
+        pre: dict[str, str | None] = {}
+        for c in clients:
+            t = time.monotonic()
+            try:
+                pre[c.id] = c.install()
+            except Exception as e:
+                pre[c.id] = f"installer error: {type(e).__name__}: {e}"
+            log(f"{c.id}: {'ready' if pre[c.id] is None else pre[c.id]} "
+                f"({time.monotonic() - t:.1f}s)")
+        for c in clients:
+            c.install = (lambda r: (lambda: r))(pre[c.id])
+    runid = secrets.token_hex(3)
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+        results = list(ex.map(lambda c: run_client(c, args, runid), clients))
+    wall = time.monotonic() - t0
+    out = Path(args.output)
+    write_results(out, results, args.scenarios, args, started, wall)
+    (WORK / "results.json").write_text(json.dumps(
+        [{**r, "cells": {k: v.as_dict() for k, v in r["cells"].items()}} for r in results],
+        indent=1))
+    counts = {"pass": 0, "fail": 0, "na": 0}
+    for r in results:
+        for cell in r["cells"].values():
+            counts[cell.status] = counts.get(cell.status, 0) + 1
+    log(f"wrote {out} in {wall:.0f}s")
+    print(f"compat: {counts['pass']} passed, {counts['fail']} failed, {counts['na']} n.a.",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
