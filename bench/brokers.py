@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import re
 import shutil
 import signal
 import socket
@@ -149,6 +150,7 @@ class BrokerProcess:
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None
         self.peak_rss_mb = 0.0
+        self.hwm_rss_mb = 0.0
         self._sampler: threading.Thread | None = None
         self._stop_sampling = threading.Event()
         self.stop_note: str | None = None
@@ -175,7 +177,15 @@ class BrokerProcess:
     def describe_death(self) -> str:
         code = self.proc.poll() if self.proc else None
         tail = self.log_tail(10).strip("\n")
-        last = tail.splitlines()[-1].strip()[:200] if tail else ""
+        last = ""
+        # The most telling line: the last "SomeError: ..." of the log (tracebacks, exception groups).
+        for line in reversed(self.log_tail(200).splitlines()):
+            line = line.strip().lstrip("|+ ").strip()
+            if re.match(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*", line):
+                last = line[:200]
+                break
+        if not last and tail:
+            last = tail.splitlines()[-1].strip()[:200]
         return (f"broker exited with code {code}" + (f" ({last})" if last else "")
                 + (f"; log tail ({self.log_path}):\n{tail}" if tail else ""))
 
@@ -209,6 +219,7 @@ class BrokerProcess:
                 if not self.alive():
                     return
                 self.peak_rss_mb = max(self.peak_rss_mb, procstat.rss_mb(self.pid))
+                self.hwm_rss_mb = max(self.hwm_rss_mb, procstat.hwm_mb(self.pid))
         self._sampler = threading.Thread(target=run, daemon=True)
         self._sampler.start()
 
@@ -216,9 +227,17 @@ class BrokerProcess:
         return procstat.rss_mb(self.pid) if self.alive() else 0.0
 
     def peak_mb(self) -> float:
+        """Largest VmRSS sampled (every 100 ms) since the broker answered its first request."""
         if self.alive():
-            self.peak_rss_mb = max(self.peak_rss_mb, procstat.rss_mb(self.pid), procstat.hwm_mb(self.pid))
+            self.peak_rss_mb = max(self.peak_rss_mb, procstat.rss_mb(self.pid))
+            self.hwm_rss_mb = max(self.hwm_rss_mb, procstat.hwm_mb(self.pid))
         return self.peak_rss_mb
+
+    def hwm_mb(self) -> float:
+        """VmHWM: the kernel's peak RSS of the process, start-up included."""
+        if self.alive():
+            self.hwm_rss_mb = max(self.hwm_rss_mb, procstat.hwm_mb(self.pid))
+        return self.hwm_rss_mb
 
     def cpu_seconds(self) -> float:
         return procstat.cpu_seconds(self.pid)

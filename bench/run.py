@@ -165,13 +165,13 @@ class Runner:
             return
         time.sleep(1.0)
         idle_mb = b.rss_mb()
-        peak = 0.0
+        peak = hwm = 0.0
         restarts = 0
 
         def restart(why: str, overrides: dict) -> BrokerProcess | None:
             """Stop (if running) and start again on the same data, with `overrides`."""
-            nonlocal b, peak, restarts
-            peak = max(peak, b.peak_mb())
+            nonlocal b, peak, hwm, restarts
+            peak, hwm = max(peak, b.peak_mb()), max(hwm, b.hwm_mb())
             self.note(name, f"restart on the same data: {why}")
             self.stop_broker(b, keep_data=True)
             restarts += 1
@@ -252,10 +252,10 @@ class Runner:
                 log(f"  p50 {res['p50_ms']:.2f} ms  p99 {res['p99_ms']:.2f} ms  max {res['max_ms']:.2f} ms  "
                     f"broker CPU {res['broker_cpu_pct']:.1f} %")
 
-        peak = max(peak, b.peak_mb())
-        self.record(name, "memory", {"ok": True, "idle_mb": idle_mb, "peak_mb": peak,
+        peak, hwm = max(peak, b.peak_mb()), max(hwm, b.hwm_mb())
+        self.record(name, "memory", {"ok": True, "idle_mb": idle_mb, "peak_mb": peak, "hwm_mb": hwm,
                                      "restarts": restarts})
-        log(f"  {name} RSS idle {idle_mb:.1f} MB, peak {peak:.1f} MB"
+        log(f"  {name} RSS idle {idle_mb:.1f} MB, peak {peak:.1f} MB, VmHWM {hwm:.1f} MB"
             + (f" (over {restarts + 1} processes)" if restarts else ""))
         self.stop_broker(b)
 
