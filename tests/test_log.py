@@ -23,6 +23,9 @@ from kwire.protocol.records import (
     validate_batches,
 )
 
+# More examples: KWIRE_LOG_EXAMPLES=1000 pytest tests/test_log*.py
+EXAMPLES = int(os.environ.get("KWIRE_LOG_EXAMPLES", "60"))
+
 # ---- helpers ---------------------------------------------------------------------
 
 
@@ -291,7 +294,7 @@ def brute_max_timestamp(log: PartitionLog) -> tuple[int, int]:
     return best
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES * 2 // 3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     stamps=st.lists(st.lists(st.integers(0, 500), min_size=1, max_size=4), min_size=1, max_size=40),
     segment_bytes=st.integers(200, 2_000),
@@ -603,7 +606,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=operations, segment_bytes=st.integers(150, 1_500), interval=st.integers(0, 500))
 def test_log_matches_model(ops: list[tuple[str, int, int]], segment_bytes: int, interval: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,6 +19,9 @@ from kwire.log.manager import CLEAN_SHUTDOWN_FILE, LogDirLockedError
 from kwire.log.segment import LogSegment
 from kwire.protocol.records import BatchHeader, build_batch, parse_batch_header, validate_batches
 
+# More examples: KWIRE_LOG_EXAMPLES=1000 pytest tests/test_log*.py
+EXAMPLES = int(os.environ.get("KWIRE_LOG_EXAMPLES", "60"))
+
 # ---- helpers ---------------------------------------------------------------------
 
 
@@ -103,7 +106,7 @@ def check_appends_after(log: PartitionLog, kept: list[bytes]) -> None:
 # ---- torn and corrupt logs ----------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 30), seed=st.integers(0, 1000), cut=st.floats(0, 1))
 def test_recovery_from_log_cut_at_random_point(n: int, seed: int, cut: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,7 +133,7 @@ def test_recovery_from_log_cut_at_random_point(n: int, seed: int, cut: float) ->
         log.close()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 30), seed=st.integers(0, 1000), where=st.floats(0, 1), xor=st.integers(1, 255))
 def test_recovery_from_flipped_byte_in_last_batch(n: int, seed: int, where: float, xor: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:

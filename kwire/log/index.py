@@ -23,6 +23,7 @@ import mmap
 import os
 import struct
 from bisect import bisect_right
+from collections.abc import Callable
 from pathlib import Path
 
 _OFFSET_ENTRY = struct.Struct(">ii")
@@ -86,6 +87,11 @@ class _Index:
     def _unpack(self, i: int) -> tuple[int, int]:
         assert self._mm is not None
         return self.entry.unpack_from(self._mm, i * self.entry.size)
+
+    def _key(self, field: int) -> Callable[[int], int]:
+        """Bisect key: field `field` of entry j, straight from the map (the hot lookup)."""
+        unpack_from, mm, size = self.entry.unpack_from, self._mm, self.entry.size
+        return lambda j: unpack_from(mm, j * size)[field]
 
     def _put(self, a: int, b: int) -> None:
         if self._mm is None or not self.writable:
@@ -151,7 +157,7 @@ class OffsetIndex(_Index):
     def lookup(self, offset: int) -> tuple[int, int]:
         """(offset, position) of the largest entry with offset <= `offset`, or (base, 0)."""
         rel = offset - self.base_offset
-        i = bisect_right(range(self.entries), rel, key=lambda j: self._unpack(j)[0]) - 1
+        i = bisect_right(range(self.entries), rel, key=self._key(0)) - 1
         if i < 0:
             return self.base_offset, 0
         found_rel, position = self._unpack(i)
@@ -159,7 +165,7 @@ class OffsetIndex(_Index):
 
     def lookup_position(self, position: int) -> tuple[int, int]:
         """(offset, position) of the largest entry with position <= `position`, or (base, 0)."""
-        i = bisect_right(range(self.entries), position, key=lambda j: self._unpack(j)[1]) - 1
+        i = bisect_right(range(self.entries), position, key=self._key(1)) - 1
         if i < 0:
             return self.base_offset, 0
         found_rel, found_position = self._unpack(i)
@@ -168,7 +174,7 @@ class OffsetIndex(_Index):
     def truncate_to(self, offset: int) -> None:
         """Drop entries for offsets >= `offset`."""
         rel = offset - self.base_offset
-        keep = bisect_right(range(self.entries), rel - 1, key=lambda j: self._unpack(j)[0])
+        keep = bisect_right(range(self.entries), rel - 1, key=self._key(0))
         self._truncate_entries(keep)
 
     def is_sane(self, log_size: int) -> bool:
@@ -210,7 +216,7 @@ class TimeIndex(_Index):
 
     def lookup(self, timestamp: int) -> tuple[int, int]:
         """(timestamp, offset) of the largest entry with timestamp <= `timestamp`, or (-1, base)."""
-        i = bisect_right(range(self.entries), timestamp, key=lambda j: self._unpack(j)[0]) - 1
+        i = bisect_right(range(self.entries), timestamp, key=self._key(0)) - 1
         if i < 0:
             return -1, self.base_offset
         found, rel = self._unpack(i)
@@ -219,5 +225,5 @@ class TimeIndex(_Index):
     def truncate_to(self, offset: int) -> None:
         """Drop entries for offsets >= `offset` (entry offsets rise with timestamps)."""
         rel = offset - self.base_offset
-        keep = bisect_right(range(self.entries), rel - 1, key=lambda j: self._unpack(j)[1])
+        keep = bisect_right(range(self.entries), rel - 1, key=self._key(1))
         self._truncate_entries(keep)

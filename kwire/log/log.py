@@ -210,10 +210,9 @@ class PartitionLog:
         directory = Path(directory)
         parse_partition_dir(directory.name)
         directory.mkdir(parents=True, exist_ok=True)
-        state = LogState.read(directory)
-        clean = clean_shutdown is not False and state is not None and state.clean_shutdown
-        if state is None:
-            state = LogState()
+        stored = LogState.read(directory)
+        clean = clean_shutdown is not False and stored is not None and stored.clean_shutdown
+        state = stored if stored is not None else LogState()
 
         bases: list[int] = []
         logs: set[int] = set()
@@ -268,8 +267,10 @@ class PartitionLog:
         log._epochs.truncate_from_start(log._log_start_offset)
         if log._leader_epoch >= 0:
             log._epochs.assign(log._leader_epoch, log._log_end_offset)
-        # From here on a crash is an unclean stop for this partition.
-        log._write_state(clean_shutdown=False)
+        # From here on a crash is an unclean stop for this partition: clear the flag.
+        # A brand-new partition needs no file yet (no file = recover everything).
+        if log._state() != (stored or LogState()):
+            log._write_state()
         return log
 
     @staticmethod
@@ -351,14 +352,17 @@ class PartitionLog:
         """OffsetForLeaderEpoch: (largest epoch <= `epoch`, its end offset), (-1, -1) if unknown."""
         return self._epochs.end_offset_for(epoch, self._log_end_offset)
 
-    def _write_state(self, *, clean_shutdown: bool = False) -> None:
-        LogState(
+    def _state(self, *, clean_shutdown: bool = False) -> LogState:
+        return LogState(
             log_start_offset=self._log_start_offset,
             recovery_point=self._recovery_point,
             high_watermark=self._high_watermark,
             leader_epoch=self._leader_epoch,
             clean_shutdown=clean_shutdown,
-        ).write(self.directory)
+        )
+
+    def _write_state(self, *, clean_shutdown: bool = False) -> None:
+        self._state(clean_shutdown=clean_shutdown).write(self.directory)
 
     def _segment_index(self, offset: int) -> int:
         """Index of the segment whose range holds `offset` (0 if below all)."""
