@@ -1,0 +1,686 @@
+"""The group coordinator service: the broker's consumer groups, their timers, and
+their committed offsets in `__consumer_offsets`.
+
+It owns every `Group` (the sans-IO state machine in `group.py`) and gives it the
+three things a state machine lacks:
+
+- time: one trio task sleeps until the earliest group deadline (session timeouts,
+  rebalance timeouts, the initial rebalance delay, pending SyncGroups) and ticks the
+  groups then, so an idle broker still expires a dead member on time; another expires
+  offsets every `offsets.retention.check.interval.ms`;
+- waiting: JoinGroup and SyncGroup answers that wait for the rebalance are trio
+  Events set when the group resolves the reply;
+- storage: offset commits and group metadata are appended as records, keyed as
+  Kafka keys them, to partition `abs(hash(group id)) % offsets.topic.num.partitions`
+  of the compacted internal topic `__consumer_offsets`, through the broker's
+  partition (so fetches and the high watermark see them like any append). At
+  start-up the partitions are read back, tombstones deleting.
+
+A commit is answered only once its record is in the log.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+from kio.schema.errors import ErrorCode
+
+from kwire.coordinator import offsets_codec as codec
+from kwire.coordinator.group import (
+    Group,
+    GroupConfig,
+    GroupState,
+    JoinResult,
+    Member,
+    OffsetAndMetadata,
+    Reply,
+    SyncResult,
+)
+from kwire.protocol.records import (
+    BATCH_HEADER_SIZE,
+    build_batch,
+    iter_records,
+    parse_batch_header,
+    validate_batches,
+)
+
+if TYPE_CHECKING:
+    from kwire.broker import Broker, Partition, Topic
+
+log = logging.getLogger(__name__)
+
+OFFSETS_TOPIC = "__consumer_offsets"
+# Kafka's offset.metadata.max.bytes default.
+OFFSET_METADATA_MAX_BYTES = 4096
+LOAD_READ_BYTES = 1 << 20
+GROUP_TYPE_CLASSIC = "classic"
+
+
+def java_string_hashcode(s: str) -> int:
+    """Java's String.hashCode: s[0]*31^(n-1) + ... over UTF-16 code units, as int32."""
+    h = 0
+    data = s.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def partition_for(group_id: str, num_partitions: int) -> int:
+    """Kafka's Utils.abs(groupId.hashCode) % partitions (abs maps MIN_VALUE to 0)."""
+    h = java_string_hashcode(group_id)
+    return (0 if h == -(1 << 31) else abs(h)) % num_partitions
+
+
+def now_ms() -> int:
+    from kwire.broker import now_ms as broker_now
+
+    return broker_now()
+
+
+def millis(value: datetime.timedelta | int) -> int:
+    """A kio i32/i64 Timedelta field as Kafka's milliseconds."""
+    if isinstance(value, datetime.timedelta):
+        return value // datetime.timedelta(milliseconds=1)
+    return int(value)
+
+
+def client_host(peer: str) -> str:
+    """The client address as Kafka shows it (InetAddress.toString: "/127.0.0.1")."""
+    host = peer.rsplit(":", 1)[0] if ":" in peer else peer
+    return "/" + host.strip("[]")
+
+
+def group_coordinator(broker: Broker) -> GroupCoordinator | None:
+    """The broker's group coordinator, if one is attached."""
+    service = broker.services.get("groups")
+    return service if isinstance(service, GroupCoordinator) else None
+
+
+@dataclass(slots=True)
+class ListedGroup:
+    group_id: str
+    protocol_type: str
+    state: str
+    group_type: str = GROUP_TYPE_CLASSIC
+
+
+class GroupCoordinator:
+    """All consumer groups of this broker (it leads every `__consumer_offsets` partition)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        config = broker.config
+        self.config = GroupConfig(
+            min_session_timeout_ms=config["group.min.session.timeout.ms"],
+            max_session_timeout_ms=config["group.max.session.timeout.ms"],
+            initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"],
+            max_size=config["group.max.size"],
+        )
+        self.num_partitions: int = config["offsets.topic.num.partitions"]
+        self.retention_ms: int = config["offsets.retention.minutes"] * 60_000
+        self.retention_check_interval_ms: int = config["offsets.retention.check.interval.ms"]
+        self.groups: dict[str, Group] = {}
+        # Until `run` starts, nothing is served (COORDINATOR_NOT_AVAILABLE); partitions
+        # being read back answer COORDINATOR_LOAD_IN_PROGRESS.
+        self.active = False
+        self.loading: set[int] = set()
+        self._wake = trio.Event()
+        topic = broker.topics.get(OFFSETS_TOPIC)
+        if topic is not None:
+            self.num_partitions = len(topic.partitions)
+
+    # ---- the service ---------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        topic = self.broker.topics.get(OFFSETS_TOPIC)
+        if topic is not None:
+            self.loading = set(range(len(topic.partitions)))
+        self.active = True
+        task_status.started()
+        if topic is not None:
+            await self._load(topic)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run_timers)
+            nursery.start_soon(self._run_offset_expiry)
+
+    async def _run_timers(self) -> None:
+        while True:
+            self._wake = trio.Event()
+            deadline = self._next_deadline()
+            timeout = math.inf if deadline is None else max(0.0, (deadline - now_ms()) / 1000)
+            with trio.move_on_after(timeout):
+                await self._wake.wait()
+            self.tick(now_ms())
+
+    def _next_deadline(self) -> int | None:
+        deadlines = [d for g in self.groups.values() if (d := g.next_deadline()) is not None]
+        return min(deadlines, default=None)
+
+    def tick(self, now: int) -> None:
+        for group in list(self.groups.values()):
+            deadline = group.next_deadline()
+            if deadline is not None and deadline <= now:
+                try:
+                    group.tick(now)
+                except Exception:
+                    log.exception("group %s: timer failed", group.group_id)
+
+    def _changed(self) -> None:
+        """A group's deadlines may have moved: let the timer task look again."""
+        self._wake.set()
+
+    async def _run_offset_expiry(self) -> None:
+        while True:
+            await trio.sleep(self.retention_check_interval_ms / 1000)
+            try:
+                self.expire_offsets(now_ms())
+            except Exception:
+                log.exception("offset expiration failed")
+
+    # ---- the offsets topic ------------------------------------------------------------
+
+    def partition_for(self, group_id: str) -> int:
+        return partition_for(group_id, self.num_partitions)
+
+    def ensure_offsets_topic(self) -> Topic:
+        topic = self.broker.topics.get(OFFSETS_TOPIC)
+        if topic is None:
+            config = self.broker.config
+            topic = self.broker.create_topic(
+                OFFSETS_TOPIC,
+                self.num_partitions,
+                config["offsets.topic.replication.factor"],
+                {
+                    "cleanup.policy": "compact",
+                    "segment.bytes": str(max(config["offsets.topic.segment.bytes"], 14)),
+                    "compression.type": "producer",
+                },
+                internal=True,
+            )
+            assert topic is not None
+            log.info("created %s with %d partitions", OFFSETS_TOPIC, self.num_partitions)
+        return topic
+
+    def _offsets_partition(self, group_id: str) -> Partition:
+        topic = self.ensure_offsets_topic()
+        return topic.partitions[self.partition_for(group_id)]
+
+    def _append(self, group_id: str, records: Sequence[tuple[bytes, bytes | None]]) -> ErrorCode:
+        """Append records for `group_id` to its partition: the write every commit and
+        group change waits for."""
+        if not records:
+            return ErrorCode.none
+        from kwire.broker import KafkaError
+
+        timestamp = now_ms()
+        try:
+            partition = self._offsets_partition(group_id)
+            batch = build_batch(list(records), timestamp_ms=timestamp)
+            headers = validate_batches(batch)
+            partition.append(bytearray(batch), headers, timestamp)
+        except KafkaError as e:
+            log.warning("group %s: cannot append to %s: %s", group_id, OFFSETS_TOPIC, e)
+            return _store_error(e.error_code)
+        except Exception:
+            log.exception("group %s: cannot append to %s", group_id, OFFSETS_TOPIC)
+            return ErrorCode.unknown_server_error
+        return ErrorCode.none
+
+    def _persist_group(self, group: Group, assignment: dict[str, bytes]) -> ErrorCode:
+        """Kafka's storeGroup: the group's metadata with this assignment."""
+        protocol = group.protocol_name
+        members = [
+            codec.MemberMetadataValue(
+                m.member_id,
+                m.group_instance_id,
+                m.client_id,
+                m.client_host,
+                m.rebalance_timeout_ms,
+                m.session_timeout_ms,
+                _metadata_or_empty(m, protocol),
+                assignment.get(m.member_id, b""),
+            )
+            for m in group.members.values()
+        ]
+        value = codec.GroupMetadataValue(
+            group.protocol_type or "",
+            group.generation_id,
+            protocol,
+            group.leader_id,
+            group.state_timestamp,
+            members,
+        )
+        return self._append(
+            group.group_id,
+            [(codec.encode_group_metadata_key(group.group_id), codec.encode_group_metadata_value(value))],
+        )
+
+    # ---- loading -------------------------------------------------------------------------
+
+    async def _load(self, topic: Topic) -> None:
+        started = now_ms()
+        for partition in topic.partitions:
+            try:
+                self._load_partition(partition)
+            except Exception:
+                log.exception("cannot load %s-%d", OFFSETS_TOPIC, partition.index)
+            self.loading.discard(partition.index)
+            await trio.sleep(0)
+        self._changed()
+        log.info("loaded %d groups from %s in %d ms", len(self.groups), OFFSETS_TOPIC, now_ms() - started)
+
+    def _load_partition(self, partition: Partition) -> None:
+        offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
+        metadata: dict[str, codec.GroupMetadataValue | None] = {}
+        for header, batch in _read_batches(partition):
+            if header.is_control:
+                continue
+            for record in iter_records(batch):
+                if record.key is None:
+                    continue
+                try:
+                    key = codec.decode_key(record.key)
+                    if isinstance(key, codec.OffsetCommitKey):
+                        group_offsets = offsets.setdefault(key.group, {})
+                        if record.value is None:
+                            group_offsets.pop((key.topic, key.partition), None)
+                        else:
+                            v = codec.decode_offset_commit_value(record.value)
+                            group_offsets[(key.topic, key.partition)] = OffsetAndMetadata(
+                                v.offset, v.metadata, v.commit_timestamp, v.leader_epoch, v.expire_timestamp
+                            )
+                    elif isinstance(key, codec.GroupMetadataKey):
+                        metadata[key.group] = (
+                            None if record.value is None else codec.decode_group_metadata_value(record.value)
+                        )
+                except codec.CodecError as e:
+                    log.warning("%s-%d offset %d: skipping record: %s", OFFSETS_TOPIC, partition.index, record.offset, e)
+        now = now_ms()
+        for group_id in set(offsets) | set(metadata):
+            value = metadata.get(group_id)
+            group_offsets = offsets.get(group_id, {})
+            if value is None and not group_offsets:
+                continue  # deleted
+            if value is None:
+                group = self._new_group(group_id, now)
+            else:
+                members = [
+                    Member(
+                        m.member_id,
+                        m.group_instance_id,
+                        m.client_id,
+                        m.client_host,
+                        m.rebalance_timeout,
+                        m.session_timeout,
+                        value.protocol_type,
+                        [(value.protocol or "", m.subscription)],
+                        m.assignment,
+                    )
+                    for m in value.members
+                ]
+                group = Group.loaded(
+                    group_id,
+                    self.config,
+                    now,
+                    self._persist_group,
+                    protocol_type=value.protocol_type,
+                    generation_id=value.generation,
+                    protocol_name=value.protocol,
+                    leader_id=value.leader,
+                    state_timestamp=value.current_state_timestamp,
+                    members=members,
+                )
+            group.offsets.update(group_offsets)
+            self.groups[group_id] = group
+
+    def _new_group(self, group_id: str, now: int) -> Group:
+        return Group(group_id, self.config, now, self._persist_group)
+
+    # ---- request checks ------------------------------------------------------------------
+
+    def check(self, group_id: str | None, *, allow_empty_id: bool = False) -> ErrorCode | None:
+        """Kafka's validateGroupStatus: the group id, and whether its coordinator serves."""
+        if group_id is None or (not group_id and not allow_empty_id):
+            return ErrorCode.invalid_group_id
+        if not self.active:
+            return ErrorCode.coordinator_not_available
+        if self.loading and self.partition_for(group_id) in self.loading:
+            return ErrorCode.coordinator_load_in_progress
+        return None
+
+    # ---- membership ---------------------------------------------------------------------
+
+    async def join_group(
+        self,
+        *,
+        group_id: str,
+        member_id: str,
+        group_instance_id: str | None,
+        client_id: str,
+        client_host: str,
+        rebalance_timeout_ms: int,
+        session_timeout_ms: int,
+        protocol_type: str,
+        protocols: Sequence[tuple[str, bytes]],
+        require_known_member_id: bool,
+        supports_skip_assignment: bool,
+    ) -> JoinResult:
+        error = self.check(group_id)
+        if error is None and not (
+            self.config.min_session_timeout_ms <= session_timeout_ms <= self.config.max_session_timeout_ms
+        ):
+            error = ErrorCode.invalid_session_timeout
+        if error is not None:
+            return JoinResult(error, member_id)
+        group = self.groups.get(group_id)
+        if group is None:
+            # Only a new member creates a group; a known member id with no group is stale.
+            if member_id:
+                return JoinResult(ErrorCode.unknown_member_id, member_id)
+            self.ensure_offsets_topic()
+            group = self.groups[group_id] = self._new_group(group_id, now_ms())
+        event = trio.Event()
+        reply: Reply[JoinResult] = Reply(event.set)
+        group.join(
+            now_ms(),
+            reply,
+            member_id=member_id,
+            group_instance_id=group_instance_id,
+            client_id=client_id,
+            client_host=client_host,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            session_timeout_ms=session_timeout_ms,
+            protocol_type=protocol_type,
+            protocols=protocols,
+            require_known_member_id=require_known_member_id,
+            supports_skip_assignment=supports_skip_assignment,
+        )
+        self._changed()
+        if not reply.done:
+            await event.wait()
+        assert reply.value is not None
+        return reply.value
+
+    async def sync_group(
+        self,
+        *,
+        group_id: str,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        protocol_type: str | None,
+        protocol_name: str | None,
+        assignments: dict[str, bytes],
+    ) -> SyncResult:
+        error = self.check(group_id)
+        if error is ErrorCode.coordinator_load_in_progress:
+            # The rebalance state is lost with the restart: rejoin (older clients do not
+            # know COORDINATOR_LOAD_IN_PROGRESS here).
+            error = ErrorCode.rebalance_in_progress
+        if error is not None:
+            return SyncResult(error)
+        group = self.groups.get(group_id)
+        if group is None:
+            return SyncResult(ErrorCode.unknown_member_id)
+        event = trio.Event()
+        reply: Reply[SyncResult] = Reply(event.set)
+        group.sync(
+            now_ms(),
+            reply,
+            member_id=member_id,
+            group_instance_id=group_instance_id,
+            generation_id=generation_id,
+            protocol_type=protocol_type,
+            protocol_name=protocol_name,
+            assignments=assignments,
+        )
+        self._changed()
+        if not reply.done:
+            await event.wait()
+        assert reply.value is not None
+        return reply.value
+
+    def heartbeat(self, *, group_id: str, member_id: str, group_instance_id: str | None, generation_id: int) -> ErrorCode:
+        error = self.check(group_id)
+        if error is ErrorCode.coordinator_load_in_progress:
+            return ErrorCode.none  # answered blindly while loading, as Kafka does
+        if error is not None:
+            return error
+        group = self.groups.get(group_id)
+        if group is None:
+            return ErrorCode.unknown_member_id
+        error = group.heartbeat(now_ms(), member_id=member_id, group_instance_id=group_instance_id, generation_id=generation_id)
+        self._changed()
+        return error
+
+    def leave_group(self, group_id: str, members: Sequence[tuple[str, str | None]]) -> tuple[ErrorCode, list[ErrorCode]]:
+        error = self.check(group_id)
+        if error is not None:
+            return error, []
+        group = self.groups.get(group_id)
+        if group is None:
+            return ErrorCode.none, [ErrorCode.unknown_member_id for _ in members]
+        result = group.leave(now_ms(), members)
+        self._changed()
+        return result
+
+    # ---- offsets ------------------------------------------------------------------------
+
+    def commit_offsets(
+        self,
+        *,
+        group_id: str,
+        member_id: str,
+        group_instance_id: str | None,
+        generation_id: int,
+        offsets: dict[tuple[str, int], tuple[int, int, str | None]],
+        retention_ms: int = -1,
+        api_version: int = 9,
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """Commit (offset, leader epoch, metadata) per partition; errors per partition."""
+        if not offsets:
+            return {}
+        error = self.check(group_id, allow_empty_id=True)
+        if error is not None:
+            return {tp: error for tp in offsets}
+        group = self.groups.get(group_id)
+        if group is None:
+            if generation_id >= 0:
+                error = ErrorCode.group_id_not_found if api_version >= 9 else ErrorCode.illegal_generation
+                return {tp: error for tp in offsets}
+            # A simple consumer (or an admin) commits for a group with no members.
+            self.ensure_offsets_topic()
+            group = self._new_group(group_id, now_ms())
+        error = group.validate_offset_commit(
+            now_ms(), member_id=member_id, group_instance_id=group_instance_id, generation_id=generation_id
+        )
+        self._changed()
+        if error is not ErrorCode.none:
+            return {tp: error for tp in offsets}
+        timestamp = now_ms()
+        expire = None if retention_ms < 0 else timestamp + retention_ms
+        results: dict[tuple[str, int], ErrorCode] = {}
+        accepted: dict[tuple[str, int], OffsetAndMetadata] = {}
+        records = []
+        for (topic, index), (offset, leader_epoch, metadata) in offsets.items():
+            metadata = metadata or ""
+            if len(metadata.encode()) > OFFSET_METADATA_MAX_BYTES:
+                results[(topic, index)] = ErrorCode.offset_metadata_too_large
+                continue
+            om = OffsetAndMetadata(offset, metadata, timestamp, leader_epoch, expire)
+            accepted[(topic, index)] = om
+            records.append(
+                (
+                    codec.encode_offset_commit_key(group_id, topic, index),
+                    codec.encode_offset_commit_value(
+                        codec.OffsetCommitValue(offset, metadata, timestamp, leader_epoch, expire)
+                    ),
+                )
+            )
+        store_error = self._append(group_id, records)
+        for tp, om in accepted.items():
+            results[tp] = store_error
+            if store_error is ErrorCode.none:
+                group.offsets[tp] = om
+        if group_id not in self.groups and accepted and store_error is ErrorCode.none:
+            self.groups[group_id] = group
+        return results
+
+    def fetch_offsets(
+        self, group_id: str, partitions: Sequence[tuple[str, int]] | None, require_stable: bool = False
+    ) -> tuple[ErrorCode, dict[tuple[str, int], OffsetAndMetadata | None]]:
+        """(group error, committed offset per partition, None where none); all the
+        group's offsets when `partitions` is None. Commits are appended before they are
+        answered, so none is ever pending: require_stable needs no wait."""
+        error = self.check(group_id, allow_empty_id=True)
+        if error is not None:
+            return error, {}
+        group = self.groups.get(group_id)
+        committed = group.offsets if group is not None else {}
+        if partitions is None:
+            return ErrorCode.none, dict(sorted(committed.items()))
+        return ErrorCode.none, {tp: committed.get(tp) for tp in partitions}
+
+    def delete_offsets(
+        self, group_id: str, partitions: Sequence[tuple[str, int]]
+    ) -> tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]:
+        error = self.check(group_id)
+        if error is not None:
+            return error, {}
+        group = self.groups.get(group_id)
+        if group is None or group.state is GroupState.DEAD:
+            return ErrorCode.group_id_not_found, {}
+        results: dict[tuple[str, int], ErrorCode] = {}
+        if group.state is GroupState.EMPTY:
+            eligible = list(partitions)
+        elif group.is_consumer_group:
+            eligible = []
+            for tp in partitions:
+                if group.is_subscribed_to_topic(tp[0]):
+                    results[tp] = ErrorCode.group_subscribed_to_topic
+                else:
+                    eligible.append(tp)
+        else:
+            return ErrorCode.non_empty_group, {}
+        store_error = self._remove_offsets(group, eligible)
+        for tp in eligible:
+            results[tp] = store_error
+        return ErrorCode.none, results
+
+    def _remove_offsets(self, group: Group, partitions: Iterable[tuple[str, int]], *, dead: bool = False) -> ErrorCode:
+        """Drop offsets, writing their tombstones (and the group's, once it is dead)."""
+        removed = [tp for tp in partitions if group.offsets.pop(tp, None) is not None]
+        records: list[tuple[bytes, bytes | None]] = [
+            (codec.encode_offset_commit_key(group.group_id, topic, index), None) for topic, index in removed
+        ]
+        if dead and group.generation_id > 0:
+            records.append((codec.encode_group_metadata_key(group.group_id), None))
+        return self._append(group.group_id, records)
+
+    def expire_offsets(self, now: int) -> int:
+        """Kafka's offset expiration pass; empty groups left without offsets die."""
+        total = 0
+        for group in list(self.groups.values()):
+            if self.loading and self.partition_for(group.group_id) in self.loading:
+                continue
+            expired = group.expired_offsets(now, self.retention_ms)
+            dead = group.state is GroupState.EMPTY and len(expired) == len(group.offsets)
+            if dead:
+                group.mark_dead(now)
+                del self.groups[group.group_id]
+            if expired or dead:
+                self._remove_offsets(group, expired, dead=dead)
+                total += len(expired)
+                log.info("group %s: expired %d offsets%s", group.group_id, len(expired), ", group removed" if dead else "")
+        return total
+
+    # ---- admin -------------------------------------------------------------------------------
+
+    def describe_group(self, group_id: str) -> tuple[ErrorCode, Group | None]:
+        error = self.check(group_id, allow_empty_id=True)
+        if error is not None:
+            return error, None
+        return ErrorCode.none, self.groups.get(group_id)
+
+    def list_groups(self, states: Iterable[str] = (), types: Iterable[str] = ()) -> tuple[ErrorCode, list[ListedGroup]]:
+        if not self.active:
+            return ErrorCode.coordinator_not_available, []
+        error = ErrorCode.coordinator_load_in_progress if self.loading else ErrorCode.none
+        wanted_states = {s.lower() for s in states}
+        wanted_types = {t.lower() for t in types}
+        if wanted_types and GROUP_TYPE_CLASSIC not in wanted_types:
+            return error, []
+        return error, [
+            ListedGroup(g.group_id, g.protocol_type or "", g.state.value)
+            for g in self.groups.values()
+            if not wanted_states or g.state.value.lower() in wanted_states
+        ]
+
+    def delete_groups(self, group_ids: Iterable[str]) -> dict[str, ErrorCode]:
+        results: dict[str, ErrorCode] = {}
+        now = now_ms()
+        for group_id in group_ids:
+            error = self.check(group_id, allow_empty_id=True)
+            if error is not None:
+                results[group_id] = error
+                continue
+            group = self.groups.get(group_id)
+            if group is None or group.state is GroupState.DEAD:
+                results[group_id] = ErrorCode.group_id_not_found
+            elif group.state is not GroupState.EMPTY:
+                results[group_id] = ErrorCode.non_empty_group
+            else:
+                group.mark_dead(now)
+                del self.groups[group_id]
+                results[group_id] = self._remove_offsets(group, list(group.offsets), dead=True)
+                log.info("group %s deleted", group_id)
+        self._changed()
+        return results
+
+
+def _metadata_or_empty(member: Member, protocol: str | None) -> bytes:
+    if protocol is None:
+        return b""
+    try:
+        return member.metadata(protocol)
+    except KeyError:
+        return b""
+
+
+def _store_error(error: ErrorCode) -> ErrorCode:
+    """Kafka's mapping of a failed append to what a group request answers."""
+    if error in (ErrorCode.unknown_topic_or_partition, ErrorCode.not_enough_replicas, ErrorCode.request_timed_out):
+        return ErrorCode.coordinator_not_available
+    if error is ErrorCode.not_leader_or_follower:
+        return ErrorCode.not_coordinator
+    return ErrorCode.unknown_server_error
+
+
+def _read_batches(partition: Partition) -> Iterator[tuple[Any, bytes]]:
+    """Every batch of a partition, from its log start to its end: (header, bytes)."""
+    partition_log = partition.log
+    offset = partition_log.log_start_offset
+    end = partition_log.log_end_offset
+    while offset < end:
+        data = partition_log.read(offset, LOAD_READ_BYTES).tobytes()
+        if not data:
+            break
+        position = 0
+        progressed = False
+        while len(data) - position >= BATCH_HEADER_SIZE:
+            header = parse_batch_header(data, position)
+            if position + header.size > len(data):
+                break
+            if header.next_offset > offset:
+                yield header, data[position : position + header.size]
+                offset = header.next_offset
+                progressed = True
+            position += header.size
+        if not progressed:
+            break

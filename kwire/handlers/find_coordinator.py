@@ -1,0 +1,79 @@
+"""FindCoordinator (key 10): which broker coordinates a group (or a transaction).
+
+v0-3 ask for one key, v4+ for a batch. A group's coordinator is the leader of its
+`__consumer_offsets` partition: this broker, which creates the topic on first use, as
+Kafka does. Transactional ids (key type 1) get COORDINATOR_NOT_AVAILABLE until a
+transaction coordinator attaches itself as the broker's "transactions" service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kwire.coordinator.group_coordinator import group_coordinator
+from kwire.handlers import RequestContext
+from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.protocol.apis import api
+from kwire.protocol.messages import make, response_module
+
+KEY_TYPE_GROUP = 0
+KEY_TYPE_TRANSACTION = 1
+
+
+def this_broker(ctx: RequestContext) -> tuple[int, str, int]:
+    """(node id, host, port) as the listener the client came in on advertises it."""
+    broker = ctx.broker
+    listeners = broker.config.advertised_listeners
+    chosen = next((item for item in listeners if item.name == ctx.listener_name), listeners[0])
+    return broker.broker_id, chosen.host, chosen.port or broker.bound_port(ctx.listener_name)
+
+
+def find(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str | None]:
+    if key_type == KEY_TYPE_GROUP:
+        coordinator = group_coordinator(ctx.broker)
+        if coordinator is None or not coordinator.active:
+            return ErrorCode.coordinator_not_available, None
+        coordinator.ensure_offsets_topic()
+        return ErrorCode.none, None
+    if key_type == KEY_TYPE_TRANSACTION:
+        if "transactions" in ctx.broker.services:
+            return ErrorCode.none, None
+        return ErrorCode.coordinator_not_available, "The coordinator is not available."
+    return ErrorCode.invalid_request, f"Unknown key type {key_type}"
+
+
+@api(10, 0, 6)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    module = response_module(10, ctx.api_version)
+    key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
+    node_id, host, port = this_broker(ctx)
+    if ctx.api_version >= 4:
+        coordinators = []
+        for key in request.coordinator_keys:
+            error, message = find(ctx, key, key_type)
+            ok = error is ErrorCode.none
+            coordinators.append(
+                make(
+                    module.Coordinator,
+                    key=key,
+                    node_id=node_id if ok else -1,
+                    host=host if ok else "",
+                    port=port if ok else -1,
+                    error_code=error,
+                    error_message=None if ok else message or error.name,
+                )
+            )
+        return make(module.FindCoordinatorResponse, throttle_time=NO_THROTTLE, coordinators=tuple(coordinators))
+    error, message = find(ctx, request.key, key_type)
+    ok = error is ErrorCode.none
+    return make(
+        module.FindCoordinatorResponse,
+        throttle_time=NO_THROTTLE,
+        error_code=error,
+        error_message=None if ok else message or error.name,
+        node_id=node_id if ok else -1,
+        host=host if ok else "",
+        port=port if ok else -1,
+    )
