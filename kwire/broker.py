@@ -203,6 +203,10 @@ class Broker:
             self._register(topic)
             for index in range(info["partitions"]):
                 topic.partitions.append(self._open_partition(topic, index, clean))
+        # The group coordinator reads its groups back from __consumer_offsets when it runs.
+        from kwire.coordinator.group_coordinator import GroupCoordinator
+
+        self.services["groups"] = GroupCoordinator(self)
         # From here on, a crash is an unclean stop.
         clean_marker.unlink(missing_ok=True)
         self._save_metadata()
