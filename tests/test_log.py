@@ -233,8 +233,15 @@ def test_read_max_bytes_whole_batches(ten_batches: PartitionLog) -> None:
 def test_read_max_offset_bound(ten_batches: PartitionLog) -> None:
     log = ten_batches
     # A batch is returned only if all of it is below the bound.
-    assert [h.last_offset for h in headers_of(log.read(0, 10_000, max_offset=8).tobytes())] == [2, 5]
-    assert [h.last_offset for h in headers_of(log.read(0, 10_000, max_offset=9).tobytes())] == [2, 5, 8]
+    assert [h.last_offset for h in headers_of(log.read(0, 10_000, max_offset=8).tobytes())] == [
+        2,
+        5,
+    ]
+    assert [h.last_offset for h in headers_of(log.read(0, 10_000, max_offset=9).tobytes())] == [
+        2,
+        5,
+        8,
+    ]
     assert log.read(6, 10_000, max_offset=8).size == 0
     assert log.read(9, 10_000, max_offset=9).size == 0
     # Bound inside the second segment.
@@ -242,7 +249,10 @@ def test_read_max_offset_bound(ten_batches: PartitionLog) -> None:
     bound = second + 4
     got = headers_of(log.read(0, 10_000, max_offset=bound).tobytes())
     assert got[-1].last_offset == second + 2
-    assert log.read(0, 10_000, max_offset=bound).tobytes() == log.read(0, 10_000, max_offset=bound).tobytes()
+    assert (
+        log.read(0, 10_000, max_offset=bound).tobytes()
+        == log.read(0, 10_000, max_offset=bound).tobytes()
+    )
 
 
 def test_read_spans_segments_and_offsets_out_of_range(ten_batches: PartitionLog) -> None:
@@ -294,7 +304,9 @@ def brute_max_timestamp(log: PartitionLog) -> tuple[int, int]:
     return best
 
 
-@settings(max_examples=EXAMPLES * 2 // 3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=EXAMPLES * 2 // 3, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     stamps=st.lists(st.lists(st.integers(0, 500), min_size=1, max_size=4), min_size=1, max_size=40),
     segment_bytes=st.integers(200, 2_000),
@@ -563,7 +575,9 @@ def test_flush_messages_moves_recovery_point(tmp_path: Path) -> None:
 
 
 def test_flush_ms_and_rolled_segments(tmp_path: Path) -> None:
-    log = PartitionLog.open(tmp_path / "t-0", LogConfig(flush_ms=1_000, segment_bytes=150), now_ms=0)
+    log = PartitionLog.open(
+        tmp_path / "t-0", LogConfig(flush_ms=1_000, segment_bytes=150), now_ms=0
+    )
     append(log, batch(1, size=100), now_ms=500)
     assert log.recovery_point == 0
     append(log, batch(1, size=100), now_ms=1_000)
@@ -584,7 +598,12 @@ def test_delete_removes_folder(ten_batches: PartitionLog) -> None:
 
 def test_config_from_topic_configs() -> None:
     config = LogConfig.from_topic_configs(
-        {"segment.bytes": "1024", "retention.ms": -1, "cleanup.policy": ["compact", "delete"], "x": 1}
+        {
+            "segment.bytes": "1024",
+            "retention.ms": -1,
+            "cleanup.policy": ["compact", "delete"],
+            "x": 1,
+        }
     )
     assert config.segment_bytes == 1024
     assert config.retention_ms == -1
@@ -608,7 +627,9 @@ operations = st.lists(
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=operations, segment_bytes=st.integers(150, 1_500), interval=st.integers(0, 500))
-def test_log_matches_model(ops: list[tuple[str, int, int]], segment_bytes: int, interval: int) -> None:
+def test_log_matches_model(
+    ops: list[tuple[str, int, int]], segment_bytes: int, interval: int
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = {"segment_bytes": segment_bytes, "index_interval_bytes": interval}
         log = open_log(Path(tmp), **config)
@@ -631,7 +652,11 @@ def test_log_matches_model(ops: list[tuple[str, int, int]], segment_bytes: int, 
                     assert headers, "at least one batch"
                     assert got.size <= b or len(headers) == 1
                     if len(headers) < len(expected):
-                        assert got.size + headers_of(log.read(headers[-1].next_offset, 1).tobytes())[0].size > b
+                        assert (
+                            got.size
+                            + headers_of(log.read(headers[-1].next_offset, 1).tobytes())[0].size
+                            > b
+                        )
             elif op == "truncate" and model:
                 cut = model[a % len(model)][0]
                 log.truncate_to(cut)

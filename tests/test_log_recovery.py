@@ -134,8 +134,12 @@ def test_recovery_from_log_cut_at_random_point(n: int, seed: int, cut: float) ->
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(1, 30), seed=st.integers(0, 1000), where=st.floats(0, 1), xor=st.integers(1, 255))
-def test_recovery_from_flipped_byte_in_last_batch(n: int, seed: int, where: float, xor: int) -> None:
+@given(
+    n=st.integers(1, 30), seed=st.integers(0, 1000), where=st.floats(0, 1), xor=st.integers(1, 255)
+)
+def test_recovery_from_flipped_byte_in_last_batch(
+    n: int, seed: int, where: float, xor: int
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "t-0"
         log, sent = filled_log(directory, n, seed)

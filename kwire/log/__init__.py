@@ -4,4 +4,11 @@ from kwire.log.log import LogConfig, LogRead, OffsetOutOfRangeError, PartitionLo
 from kwire.log.manager import LogManager
 from kwire.log.segment import FileRegion
 
-__all__ = ["FileRegion", "LogConfig", "LogManager", "LogRead", "OffsetOutOfRangeError", "PartitionLog"]
+__all__ = [
+    "FileRegion",
+    "LogConfig",
+    "LogManager",
+    "LogRead",
+    "OffsetOutOfRangeError",
+    "PartitionLog",
+]

@@ -35,7 +35,9 @@ class _Index:
 
     entry: struct.Struct
 
-    def __init__(self, path: Path, base_offset: int, max_index_size: int, *, writable: bool) -> None:
+    def __init__(
+        self, path: Path, base_offset: int, max_index_size: int, *, writable: bool
+    ) -> None:
         self.path = path
         self.base_offset = base_offset
         self.writable = writable
@@ -71,7 +73,9 @@ class _Index:
         zero = bytes(size)
         # Entries are a non-zero prefix followed by a zero fill: bisect the boundary,
         # from the second entry on (only the first could be all zeros).
-        rest = bisect_right(range(1, limit), False, key=lambda i: mm[i * size : i * size + size] == zero)
+        rest = bisect_right(
+            range(1, limit), False, key=lambda i: mm[i * size : i * size + size] == zero
+        )
         if rest:
             return 1 + rest
         return 1 if limit and mm[:size] != zero else 0

@@ -255,14 +255,20 @@ class PartitionLog:
 
         log = cls(directory, config, segments, now)
         active = segments[-1]
-        log._log_end_offset = active.next_offset if active.next_offset is not None else active.base_offset
+        log._log_end_offset = (
+            active.next_offset if active.next_offset is not None else active.base_offset
+        )
         log._log_start_offset = max(state.log_start_offset, segments[0].base_offset)
         log._leader_epoch = state.leader_epoch
         if log._log_start_offset > log._log_end_offset:
             # Data up to the log start offset is gone (lost in a crash): start over there.
             log._truncate_fully_and_start_at(log._log_start_offset, now)
-        log._recovery_point = log._log_end_offset if clean else min(state.recovery_point, log._log_end_offset)
-        log._high_watermark = min(max(state.high_watermark, log._log_start_offset), log._log_end_offset)
+        log._recovery_point = (
+            log._log_end_offset if clean else min(state.recovery_point, log._log_end_offset)
+        )
+        log._high_watermark = min(
+            max(state.high_watermark, log._log_start_offset), log._log_end_offset
+        )
         log._epochs.truncate_from_end(log._log_end_offset)
         log._epochs.truncate_from_start(log._log_start_offset)
         if log._leader_epoch >= 0:
@@ -281,7 +287,9 @@ class PartitionLog:
             first_unflushed = len(segments)
         else:
             # The segment holding the recovery point and all after it may be torn.
-            first_unflushed = max(0, bisect_right([s.base_offset for s in segments], recovery_point) - 1)
+            first_unflushed = max(
+                0, bisect_right([s.base_offset for s in segments], recovery_point) - 1
+            )
         for i, segment in enumerate(segments):
             if i >= first_unflushed:
                 cut = segment.recover()
@@ -400,7 +408,9 @@ class PartitionLog:
         self._flush_if_due(now_ms)
         return first_offset
 
-    def append_as_follower(self, buf: bytes | bytearray, headers: list[BatchHeader], *, now_ms: int) -> int:
+    def append_as_follower(
+        self, buf: bytes | bytearray, headers: list[BatchHeader], *, now_ms: int
+    ) -> int:
         """Append batches fetched from the leader, keeping their offsets and epochs.
 
         Offsets must start at or after the log end offset and rise. Returns the
@@ -436,7 +446,9 @@ class PartitionLog:
 
     # ---- rolling ----------------------------------------------------------------------
 
-    def _maybe_roll(self, size: int, max_timestamp: int, last_offset: int, now_ms: int) -> LogSegment:
+    def _maybe_roll(
+        self, size: int, max_timestamp: int, last_offset: int, now_ms: int
+    ) -> LogSegment:
         segment = self._segments[-1]
         if segment.size == 0:
             return segment  # an empty segment takes anything (never two at one base offset)
@@ -508,7 +520,9 @@ class PartitionLog:
         if self._recovery_point < active_base:
             self.flush(active_base, now_ms=now_ms)
 
-    def flush(self, up_to: int | None = None, *, now_ms: int | None = None, checkpoint: bool = False) -> None:
+    def flush(
+        self, up_to: int | None = None, *, now_ms: int | None = None, checkpoint: bool = False
+    ) -> None:
         """fsync the segments holding offsets [recovery point, up_to) and move the
         recovery point there. The state file follows at most once a minute unless
         `checkpoint`."""
@@ -553,7 +567,9 @@ class PartitionLog:
                 log_start_offset=lso,
                 log_end_offset=leo,
             )
-        result = LogRead(log_start_offset=lso, log_end_offset=leo, high_watermark=self._high_watermark)
+        result = LogRead(
+            log_start_offset=lso, log_end_offset=leo, high_watermark=self._high_watermark
+        )
         bound = leo if max_offset is None else min(max_offset, leo)
         if fetch_offset >= bound:
             return result
@@ -582,7 +598,10 @@ class PartitionLog:
             else:
                 take = 0
                 if room > 0:
-                    take = segment.last_boundary_within(header.position, header.position + room) - header.position
+                    take = (
+                        segment.last_boundary_within(header.position, header.position + room)
+                        - header.position
+                    )
                 if take == 0:
                     if not (min_one_batch and not regions):
                         break
@@ -642,7 +661,9 @@ class PartitionLog:
             for header in segment.iter_headers(position):
                 if header.max_timestamp < timestamp_ms or header.last_offset < start_offset:
                     continue
-                found = _first_record(segment, header, lambda r: r[1] >= timestamp_ms and r[0] >= start_offset)
+                found = _first_record(
+                    segment, header, lambda r: r[1] >= timestamp_ms and r[0] >= start_offset
+                )
                 if found is not None:
                     return found
         return None
@@ -684,7 +705,9 @@ class PartitionLog:
             del self._bases[i + 1 :]
             segment = self._segments[i]
             segment.truncate_to(offset)
-            self._log_end_offset = segment.next_offset if segment.next_offset is not None else segment.base_offset
+            self._log_end_offset = (
+                segment.next_offset if segment.next_offset is not None else segment.base_offset
+            )
         self._bound_cache = None
         self._high_watermark = min(self._high_watermark, self._log_end_offset)
         self._recovery_point = min(self._recovery_point, self._log_end_offset)
@@ -724,7 +747,9 @@ class PartitionLog:
             self._log_start_offset = offset
             self._epochs.truncate_from_start(offset)
             self._delete_old_segments(
-                lambda segment, after: after is not None and after.base_offset <= self._log_start_offset,
+                lambda segment, after: (
+                    after is not None and after.base_offset <= self._log_start_offset
+                ),
                 _now_ms() if now_ms is None else now_ms,
             )
             self._write_state()
@@ -760,7 +785,9 @@ class PartitionLog:
                 if excess > 0:
                     deleted += self._delete_old_segments(over_size, now_ms)
         deleted += self._delete_old_segments(
-            lambda segment, after: after is not None and after.base_offset <= self._log_start_offset,
+            lambda segment, after: (
+                after is not None and after.base_offset <= self._log_start_offset
+            ),
             now_ms,
         )
         self.maybe_flush(now_ms)

@@ -95,7 +95,9 @@ class LogManager:
     def get(self, topic: str, partition: int) -> PartitionLog | None:
         return self.logs.get((topic, partition))
 
-    def get_or_create(self, topic: str, partition: int, config: LogConfig | None = None) -> PartitionLog:
+    def get_or_create(
+        self, topic: str, partition: int, config: LogConfig | None = None
+    ) -> PartitionLog:
         log = self.logs.get((topic, partition))
         if log is None:
             log = PartitionLog.open(

@@ -287,8 +287,12 @@ class LogSegment:
 
     def _start_rebuild(self) -> tuple[OffsetIndex, TimeIndex]:
         self._close_indexes(trim=False)
-        offset_index = OffsetIndex(self.index_path, self.base_offset, self.max_index_bytes, writable=True)
-        time_index = TimeIndex(self.time_index_path, self.base_offset, self.max_index_bytes, writable=True)
+        offset_index = OffsetIndex(
+            self.index_path, self.base_offset, self.max_index_bytes, writable=True
+        )
+        time_index = TimeIndex(
+            self.time_index_path, self.base_offset, self.max_index_bytes, writable=True
+        )
         offset_index.reset()
         time_index.reset()
         self._offset_index, self._time_index = offset_index, time_index
@@ -299,7 +303,9 @@ class LogSegment:
         self.next_offset = None
         return offset_index, time_index
 
-    def _index_batch(self, header: BatchHeader, offset_index: OffsetIndex, time_index: TimeIndex) -> None:
+    def _index_batch(
+        self, header: BatchHeader, offset_index: OffsetIndex, time_index: TimeIndex
+    ) -> None:
         assert self._max_timestamp is not None
         if header.max_timestamp > self._max_timestamp:
             self._max_timestamp = header.max_timestamp
