@@ -66,13 +66,28 @@ class Ctx:
         self._timer = t
 
     def _expired(self, name: str, timeout: float) -> None:
-        _emit("fail", f"timeout in {name} ({timeout:g}s)")
+        _emit("fail", f"timeout in {name} ({timeout:g}s){client_error_hint()}")
         os._exit(0)
 
     def disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+_last_client_error: list[str] = []
+
+
+def note_client_error(msg: str) -> None:
+    """Remember an error the client library reported on the side (logs, callbacks)."""
+    msg = " ".join(str(msg).split())
+    if msg and (not _last_client_error or _last_client_error[-1] != msg):
+        _last_client_error.append(msg)
+        del _last_client_error[:-3]
+
+
+def client_error_hint() -> str:
+    return f" (client reported: {_last_client_error[-1]})" if _last_client_error else ""
 
 
 def check(cond: bool, msg: str) -> None:
@@ -154,6 +169,10 @@ def main(table: dict) -> None:
         except NotApplicable as e:
             ctx.disarm()
             _emit("na", str(e))
+        except Fail as e:
+            ctx.disarm()
+            traceback.print_exc(file=sys.stderr)
+            _emit("fail", f"{ctx.current}: {short_exc(e)}{client_error_hint()}")
         except Exception as e:
             ctx.disarm()
             traceback.print_exc(file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -25,15 +26,35 @@ from compat.drivers import common as C
 from compat.drivers.common import check
 
 
+class _Diag(logging.Handler):
+    """librdkafka's debug log: keep errors that never reach the application."""
+
+    def emit(self, record):
+        msg = record.getMessage()
+        for tag in ("FETCHERR", "OFFSETERR", "|ERROR|", "PROTOERR", "COMMITFAIL", "JOINGROUP"):
+            if tag in msg and ("rror" in msg or "fail" in msg):
+                C.note_client_error(msg.split("]: ", 1)[-1])
+                return
+
+
+_logger = logging.getLogger("rdkafka")
+_logger.addHandler(_Diag())
+_logger.propagate = False
+_logger.setLevel(logging.DEBUG)
+
+
 def base(ctx, **extra):
     conf = {"bootstrap.servers": ctx.bootstrap, "socket.timeout.ms": 10000,
-            "broker.address.family": "v4"}
+            "broker.address.family": "v4", "debug": "fetch",
+            "logger": _logger, "error_cb": lambda err: C.note_client_error(str(err))}
     conf.update(extra)
     return conf
 
 
 def admin(ctx):
-    return AdminClient(base(ctx))
+    conf = base(ctx)
+    conf.pop("error_cb")
+    return AdminClient(conf)
 
 
 def ensure_topic(ctx, topic, partitions=S.PARTITIONS, config=None):
@@ -356,6 +377,7 @@ def s_groups(ctx):
     c = Consumer(base(ctx, **{"group.id": ctx.group, "auto.offset.reset": "earliest"}))
     c.subscribe([ctx.topic])
     poll_n(c, 1, 30)
+    c.commit(asynchronous=False)
     stop = threading.Event()
 
     def keep_polling():
