@@ -397,7 +397,7 @@ def test_truncate_to_within_and_across_segments(ten_batches: PartitionLog) -> No
     log.truncate_to(31)  # inside the last batch: the whole batch goes
     assert log.log_end_offset == 30
     assert log.high_watermark == 30
-    assert log.leader_epoch_entries == []
+    assert log.leader_epoch_entries == [(0, 0)]  # epoch 1 began at 30: gone
     log.truncate_to(9)
     assert log.log_end_offset == 9
     assert log.high_watermark == 9

@@ -51,7 +51,8 @@ class LogState:
     log_start_offset: int = 0
     recovery_point: int = 0
     high_watermark: int = 0
-    leader_epoch: int = -1
+    # A new partition's first leader epoch is 0, as in Kafka.
+    leader_epoch: int = 0
     clean_shutdown: bool = False
 
     @classmethod
@@ -68,7 +69,7 @@ class LogState:
             log_start_offset=int(values.get("log_start_offset", 0)),
             recovery_point=int(values.get("recovery_point", 0)),
             high_watermark=int(values.get("high_watermark", 0)),
-            leader_epoch=int(values.get("leader_epoch", -1)),
+            leader_epoch=int(values.get("leader_epoch", 0)),
             clean_shutdown=values.get("clean_shutdown", "0").strip() == "1",
         )
 

@@ -15,7 +15,8 @@ Public API::
     PartitionLog.open(directory, config, *, now_ms=None, clean_shutdown=None) -> PartitionLog
         topic, partition, directory, config (assignable), segments
         log_start_offset, log_end_offset, recovery_point, size_bytes
-        high_watermark (settable, kept in [log start, LEO]), leader_epoch (settable, persisted)
+        high_watermark (settable, kept in [log start, LEO]),
+        leader_epoch (settable, persisted; 0 for a new partition, as in Kafka)
         append(buf, headers, *, now_ms) -> first offset     # as leader: assigns offsets
         append_as_follower(buf, headers, *, now_ms) -> first offset   # keeps offsets
         read(fetch_offset, max_bytes, *, max_offset=None, min_one_batch=True) -> LogRead
@@ -177,7 +178,7 @@ class PartitionLog:
         self._log_end_offset = segments[-1].base_offset
         self._high_watermark = 0
         self._recovery_point = 0
-        self._leader_epoch = -1
+        self._leader_epoch = 0
         self._epochs = LeaderEpochCache(directory)
         self._pending_deletes: list[tuple[int, LogSegment]] = []
         self._last_flush_ms = now_ms
@@ -271,7 +272,8 @@ class PartitionLog:
         )
         log._epochs.truncate_from_end(log._log_end_offset)
         log._epochs.truncate_from_start(log._log_start_offset)
-        if log._leader_epoch >= 0:
+        if log._epochs.entries:
+            # The current epoch may have started at the end, which truncate_from_end drops.
             log._epochs.assign(log._leader_epoch, log._log_end_offset)
         # From here on a crash is an unclean stop for this partition: clear the flag.
         # A brand-new partition needs no file yet (no file = recover everything).
