@@ -157,6 +157,13 @@ def machine() -> dict:
             "kernel": platform.release()}
 
 
+def loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def versions(specs) -> dict:
     import confluent_kafka
     v = {"python": platform.python_version(),
@@ -167,9 +174,10 @@ def versions(specs) -> dict:
     return v
 
 
-def render(plan, specs, results, events, elapsed, command) -> str:
+def render(plan, specs, results, events, elapsed, command, load_before: str = "?") -> str:
     names, rows = table_rows(plan, specs, results)
     m, v = machine(), versions(specs)
+    m["load average (1/5/15 min) before / after"] = f"{load_before} / {loadavg()}"
     out = [
         "# kwire benchmark results",
         "",

@@ -374,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"brokers: {', '.join(s.name + (' (unavailable)' if s.unavailable else '') for s in specs)}; "
         f"logs in {workdir}")
     t0 = time.monotonic()
+    load_before = report.loadavg()
     runner = Runner(plan, specs, workdir)
     try:
         runner.run()
@@ -383,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     (workdir / "results.json").write_text(json.dumps(
         {"plan": asdict(plan), "results": runner.results, "events": runner.events}, indent=1, default=str))
     text = report.render(plan, specs, runner.results, runner.events, elapsed,
-                         " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]))
+                         " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+                         load_before)
     output.write_text(text)
     print()
     print(report.console_table(plan, specs, runner.results))
