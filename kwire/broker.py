@@ -221,6 +221,9 @@ class Broker:
     def _open_partition(self, topic: Topic, index: int, clean: bool = True) -> Partition:
         directory = self.log_dir / f"{topic.name}-{index}"
         partition_log = PartitionLog.open(directory, topic.log_config(), clean_shutdown=clean)
+        if partition_log.leader_epoch < 0:
+            # A new partition's first leader is epoch 0, as in Kafka.
+            partition_log.leader_epoch = 0
         partition = Partition(topic, index, partition_log)
         partition.producers.rebuild(partition_log.batch_headers())
         partition_log.high_watermark = partition_log.log_end_offset

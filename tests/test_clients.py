@@ -138,7 +138,10 @@ while True:
     out, _ = producer.communicate(timeout=TIMEOUT)
     acknowledged: dict[int, dict[int, str]] = {}
     for line in out.splitlines():
-        partition, offset, value = line.split()
+        fields = line.split()
+        if len(fields) != 3:
+            continue  # the last line, cut by the kill
+        partition, offset, value = fields
         acknowledged.setdefault(int(partition), {})[int(offset)] = value
     assert sum(len(v) for v in acknowledged.values()) > 1000
 
