@@ -823,3 +823,65 @@ def _kafka_python_entries(
         config: (entry["value"], entry["config_source"])
         for config, entry in described[resource_type][name].items()
     }
+
+
+def test_incremental_alter_configs_raw_request_checks(broker) -> None:
+    a = admin(broker.bootstrap)
+    assert create(a, NewTopic("checked-ops", 1, 1)) == {"checked-ops": None}
+    module = request_module(44, 1)
+
+    def resource(resource_type: int, name: str, *configs: tuple[str, int, str | None]) -> Any:
+        return module.AlterConfigsResource(
+            resource_type=resource_type,
+            resource_name=name,
+            configs=tuple(
+                module.AlterableConfig(name=n, config_operation=op, value=v) for n, op, v in configs
+            ),
+        )
+
+    response = raw_request(
+        broker.bootstrap,
+        44,
+        1,
+        resources=(
+            resource(2, "checked-ops", ("retention.ms", 0, "1000"), ("retention.ms", 1, None)),
+            resource(4, "7", ("log.retention.ms", 0, "1")),
+            resource(4, "x", ("log.retention.ms", 0, "1")),
+            resource(4, "", ("log.retention.ms", 1, None)),
+            resource(8, "0", ("kwire", 0, "DEBUG")),
+            resource(2, "", ("retention.ms", 0, "1")),
+            resource(2, "checked-ops", ("segment.ms", 9, "1")),
+        ),
+        validate_only=False,
+    )
+    answers = [(r.resource_name, r.error_code, r.error_message) for r in response.responses]
+    assert answers == [
+        ("checked-ops", ErrorCode.invalid_request, "Each resource must appear at most once."),
+        ("7", ErrorCode.invalid_request, "Unexpected broker id, expected 0, but received 7"),
+        ("x", ErrorCode.invalid_request, "Node id must be an integer, but it is: x"),
+        ("", ErrorCode.none, None),
+        (
+            "0",
+            ErrorCode.invalid_request,
+            "BROKER_LOGGER resources are not supported by this broker",
+        ),
+        ("", ErrorCode.invalid_request, "Default topic resources are not allowed."),
+        ("checked-ops", ErrorCode.invalid_request, "Each resource must appear at most once."),
+    ]
+    response = raw_request(
+        broker.bootstrap,
+        44,
+        1,
+        resources=(
+            resource(2, "checked-ops", ("retention.ms", 0, "1000"), ("retention.ms", 1, None)),
+            resource(2, "unknown-op", ("segment.ms", 9, "1")),
+            resource(2, "null-set", ("segment.ms", 0, None)),
+        ),
+        validate_only=False,
+    )
+    answers = [(r.resource_name, r.error_code, r.error_message) for r in response.responses]
+    assert answers == [
+        ("checked-ops", ErrorCode.invalid_request, "Error due to duplicate config keys"),
+        ("unknown-op", ErrorCode.invalid_request, "Unknown operations type 9"),
+        ("null-set", ErrorCode.invalid_request, "Null value not supported for : segment.ms"),
+    ]

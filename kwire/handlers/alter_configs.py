@@ -19,7 +19,7 @@ from kwire.broker import Broker, KafkaError
 from kwire.config import ConfigError, validate_topic_configs
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
-from kwire.handlers.describe_configs import BROKER, TOPIC, check_broker_resource, topic_name_error
+from kwire.handlers.describe_configs import BROKER, TOPIC, topic_name_error
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
@@ -48,7 +48,18 @@ def refuse_null_values(names: list[str]) -> None:
 
 def refuse_broker_changes(broker: Broker, name: str, changed: list[str]) -> None:
     """Broker resources: the name must be this broker or ""; nothing can change."""
-    check_broker_resource(broker, name)
+    if name:
+        try:
+            node_id = int(name)
+        except ValueError:
+            raise KafkaError(
+                ErrorCode.invalid_request, f"Node id must be an integer, but it is: {name}"
+            ) from None
+        if node_id != broker.broker_id:
+            raise KafkaError(
+                ErrorCode.invalid_request,
+                f"Unexpected broker id, expected {broker.broker_id}, but received {name}",
+            )
     if changed:
         raise KafkaError(
             ErrorCode.invalid_request,

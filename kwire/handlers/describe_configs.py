@@ -198,9 +198,9 @@ def broker_config_entries(config: BrokerConfig) -> list[ConfigEntry]:
     return entries
 
 
-def check_broker_resource(broker: Broker, name: str, *, allow_default: bool = True) -> None:
-    """A broker resource names this broker, or "" for the cluster-wide defaults."""
-    if name == "" and allow_default:
+def check_broker_resource(broker: Broker, name: str) -> None:
+    """A described broker resource names this broker, or "" for the cluster-wide defaults."""
+    if name == "":
         return
     try:
         broker_id = int(name)
@@ -209,10 +209,9 @@ def check_broker_resource(broker: Broker, name: str, *, allow_default: bool = Tr
             ErrorCode.invalid_request, f"Broker id must be an integer, but it is: {name}"
         ) from None
     if broker_id != broker.broker_id:
-        expected = f"{broker.broker_id} or empty string" if allow_default else str(broker.broker_id)
         raise KafkaError(
             ErrorCode.invalid_request,
-            f"Unexpected broker id, expected {expected}, but received {name}",
+            f"Unexpected broker id, expected {broker.broker_id} or empty string, but received {name}",
         )
 
 
