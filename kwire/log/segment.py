@@ -221,7 +221,8 @@ class LogSegment:
             # A full index just stops growing: it is an accelerator, and the log rolls soon.
             if since > interval and not offset_index.is_full:
                 offset_index.append(header.base_offset, header.position + shift)
-                time_index.maybe_append(max_timestamp, offset_of_max)
+                if not time_index.is_full:  # its last slot is kept for the seal
+                    time_index.maybe_append(max_timestamp, offset_of_max)
                 since = 0
             since += header.size
         self.bytes_since_index = since
@@ -312,7 +313,8 @@ class LogSegment:
             self._offset_of_max_timestamp = header.base_offset
         if self.bytes_since_index > self.index_interval_bytes and not offset_index.is_full:
             offset_index.append(header.base_offset, header.position)
-            time_index.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
+            if not time_index.is_full:  # its last slot is kept for the seal
+                time_index.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
             self.bytes_since_index = 0
         self.bytes_since_index += header.size
         if header.position == 0:
