@@ -97,7 +97,7 @@ class Partition:
         hw = self.high_watermark
         return hw if first_unstable is None else min(first_unstable, hw)
 
-    def append(self, buf: bytearray, headers: list[BatchHeader], timestamp_ms: int) -> tuple[int, int]:
+    def append(self, buf: bytearray | memoryview, headers: list[BatchHeader], timestamp_ms: int) -> tuple[int, int]:
         """Append validated batches as leader. Returns (base offset, log append time or -1).
 
         Raises KafkaError for producer-state errors; a duplicate of a recent batch

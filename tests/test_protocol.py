@@ -14,7 +14,13 @@ from kwire.handlers import RequestContext, dispatch
 from kwire.protocol.apis import API_TABLE
 from kwire.protocol.framing import FrameBuffer, FrameError, frame
 from kwire.protocol.headers import MalformedRequest, parse_request_header, response_header
-from kwire.protocol.messages import decode_request, encode, is_flexible, request_class, response_class
+from kwire.protocol.messages import (
+    decode_request,
+    encode,
+    is_flexible,
+    request_class,
+    response_class,
+)
 
 # kio leaves record batches as opaque bytes; any bytes do for a round trip.
 st.register_type_strategy(Records, st.binary(max_size=64).map(Records))
@@ -132,3 +138,64 @@ def test_flexible_table_matches_kafka() -> None:
     assert not is_flexible(0, 8) and is_flexible(0, 9)
     assert not is_flexible(1, 11) and is_flexible(1, 12)
     assert not is_flexible(3, 8) and is_flexible(3, 9)
+
+
+@given(
+    sizes=st.lists(st.integers(0, 300), max_size=12),
+    cut=st.integers(1, 97),
+    use_writable=st.booleans(),
+)
+def test_large_frames_get_their_own_buffer(sizes: list[int], cut: int, use_writable: bool) -> None:
+    """Frames above the shared buffer's size arrive whole, however the stream is cut."""
+    chunks = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    stream = b"".join(frame(c) for c in chunks)
+    buffer = FrameBuffer(max_size=1000, buffer_size=64)
+    out = []
+    position = 0
+    while position < len(stream):
+        piece = stream[position : position + cut]
+        if use_writable:
+            target = buffer.writable()
+            piece = piece[: len(target)]
+            target[: len(piece)] = piece
+            buffer.advance(len(piece))
+        else:
+            buffer.feed(piece)
+        position += len(piece)
+        while (f := buffer.next_frame()) is not None:
+            out.append(bytes(f))
+    assert out == chunks
+
+
+@pytest.mark.parametrize("version", range(3, 12))
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_hand_read_produce_request_matches_kio(version: int, data: st.DataObject) -> None:
+    from kwire.protocol.produce_request import read_produce_request
+
+    request = data.draw(st.from_type(request_class(0, version)))
+    raw = bytearray(b"HEADER" + encode(request))
+    ours = read_produce_request(raw, 6, version)
+    assert ours.transactional_id == request.transactional_id
+    assert ours.acks == request.acks
+    assert ours.timeout_ms == request.timeout.total_seconds() * 1000
+    assert [(t.name, [(p.index, None if p.records is None else bytes(p.records)) for p in t.partition_data]) for t in ours.topic_data] == [
+        (t.name, [(p.index, p.records) for p in t.partition_data]) for t in request.topic_data
+    ]
+
+
+@pytest.mark.parametrize("cut", [7, 10, 20, 30])
+def test_truncated_produce_request_is_malformed(cut: int) -> None:
+    import datetime
+
+    from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
+
+    from kwire.protocol.produce_request import read_produce_request
+
+    request = ProduceRequest(
+        transactional_id=None, acks=1, timeout=datetime.timedelta(seconds=1),
+        topic_data=(TopicProduceData(name="topic", partition_data=(PartitionProduceData(index=0, records=Records(b"x" * 40)),)),),
+    )
+    raw = bytearray(encode(request))[:cut]
+    with pytest.raises(MalformedRequest):
+        read_produce_request(raw, 0, 9)

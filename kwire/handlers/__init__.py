@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
+from kwire.log.segment import FileRegion
 from kwire.protocol.apis import API_TABLE
+from kwire.protocol.fetch_response import EncodedBody
 from kwire.protocol.headers import MalformedRequest, parse_request_header, peek_api, response_header
 from kwire.protocol.messages import decode_request, encode, is_flexible
 
@@ -39,8 +41,9 @@ class RequestContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-async def dispatch(context: RequestContext, frame: bytes) -> bytes | None:
-    """Serve one request frame; None when the request expects no answer (acks=0)."""
+async def dispatch(context: RequestContext, frame: bytearray) -> bytes | list[bytes | FileRegion] | None:
+    """Serve one request frame: the response frame, as bytes or as bytes and file
+    regions to send in order; None when the request expects no answer (acks=0)."""
     api_key, api_version, correlation_id = peek_api(frame)
     api = API_TABLE.get(api_key)
     if api is None or not api.serves(api_version):
@@ -58,7 +61,11 @@ async def dispatch(context: RequestContext, frame: bytes) -> bytes | None:
     flexible = is_flexible(api_key, api_version)
     header = parse_request_header(frame, flexible)
     try:
-        request = decode_request(api_key, api_version, frame, header.body_offset)
+        if api.decode is not None:
+            request = api.decode(frame, header.body_offset, api_version)
+        else:
+            # kio reads only read-only buffers; a view costs no copy.
+            request = decode_request(api_key, api_version, memoryview(frame).toreadonly(), header.body_offset)
     except MalformedRequest:
         raise
     except Exception as e:
@@ -70,6 +77,9 @@ async def dispatch(context: RequestContext, frame: bytes) -> bytes | None:
     response = await api.handle(context, request)
     if response is None:
         return None
+    if isinstance(response, EncodedBody):
+        header = response_header(correlation_id, flexible)
+        return [_SIZE.pack(len(header) + response.size) + header, *response.parts]
     # ApiVersions responses keep header v0 in every version, so that a client
     # can read it before it knows which versions the broker speaks.
     return _frame(correlation_id, flexible and api_key != API_VERSIONS_KEY, encode(response))

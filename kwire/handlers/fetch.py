@@ -24,10 +24,10 @@ from kwire.fetch_sessions import (
     SessionPartition,
 )
 from kwire.handlers import RequestContext
-from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.handlers.list_offsets import READ_COMMITTED, check_leader_epoch
+from kwire.log.segment import FileRegion
 from kwire.protocol.apis import api
-from kwire.protocol.messages import make, response_module
+from kwire.protocol.fetch_response import FetchedPartition, encode_fetch_response
 
 TOPIC_IDS_VERSION = 13
 
@@ -36,7 +36,7 @@ TOPIC_IDS_VERSION = 13
 class PartitionResult:
     wanted: SessionPartition
     error: ErrorCode
-    records: bytes
+    records: list[FileRegion]
     high_watermark: int = -1
     last_stable_offset: int = -1
     log_start_offset: int = -1
@@ -106,13 +106,13 @@ def read_partitions(
     for wanted in partitions:
         partition, error = resolve(broker, wanted)
         if partition is None:
-            results.append(PartitionResult(wanted, error, b""))
+            results.append(PartitionResult(wanted, error, []))
             continue
         found.append(partition)
         error = check_leader_epoch(partition, wanted.current_leader_epoch)
         upper = partition.last_stable_offset if isolation_level == READ_COMMITTED else partition.high_watermark
         result = PartitionResult(
-            wanted, error, b"", partition.high_watermark, partition.last_stable_offset, partition.log_start_offset
+            wanted, error, [], partition.high_watermark, partition.last_stable_offset, partition.log_start_offset
         )
         results.append(result)
         if error is not ErrorCode.none:
@@ -129,7 +129,7 @@ def read_partitions(
             offset, min(wanted.max_bytes, budget), max_offset=upper, min_one_batch=total == 0
         )
         if read.size:
-            result.records = read.tobytes()
+            result.records = read.regions
             total += read.size
             budget -= read.size
     return results, total, found
@@ -139,7 +139,6 @@ def read_partitions(
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     version = ctx.api_version
-    module = response_module(1, version)
     by_id = version >= TOPIC_IDS_VERSION
     cache = session_cache(broker)
     session_id = getattr(request, "session_id", INVALID_SESSION_ID)
@@ -160,13 +159,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             session = cache.lookup(session_id, epoch)
             incremental = True
     except FetchSessionError as e:
-        return make(
-            module.FetchResponse,
-            throttle_time=NO_THROTTLE,
-            error_code=e.error_code,
-            session_id=INVALID_SESSION_ID,
-            responses=(),
-        )
+        return encode_fetch_response(version, 0, e.error_code, INVALID_SESSION_ID, ())
 
     if incremental:
         assert session is not None
@@ -216,34 +209,23 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         w.log_start_offset = result.log_start_offset
     if session is not None:
         session.epoch = session.epoch + 1 if session.epoch < 2**31 - 1 else 1
-    return make(
-        module.FetchResponse,
-        throttle_time=NO_THROTTLE,
-        error_code=ErrorCode.none,
-        session_id=session.session_id if session is not None else INVALID_SESSION_ID,
-        responses=_topic_responses(module, answer, by_id, broker),
-    )
+    session_id = session.session_id if session is not None else INVALID_SESSION_ID
+    return encode_fetch_response(version, 0, ErrorCode.none, session_id, _by_topic(answer, by_id))
 
 
-def _topic_responses(module: Any, results: list[PartitionResult], by_id: bool, broker: Broker) -> tuple[Any, ...]:
-    grouped: dict[Any, list[Any]] = {}
+def _by_topic(results: list[PartitionResult], by_id: bool) -> list[tuple[Any, list[FetchedPartition]]]:
+    grouped: dict[Any, list[FetchedPartition]] = {}
     for r in results:
         w = r.wanted
         grouped.setdefault(w.topic_id if by_id else w.topic, []).append(
-            make(
-                module.PartitionData,
+            FetchedPartition(
                 partition_index=w.partition,
                 error_code=r.error,
                 high_watermark=r.high_watermark,
                 last_stable_offset=r.last_stable_offset,
                 log_start_offset=r.log_start_offset,
-                aborted_transactions=(),
-                preferred_read_replica=-1,
                 records=r.records,
             )
         )
-    return tuple(
-        make(module.FetchableTopicResponse, topic=key, topic_id=key, partitions=tuple(parts))
-        for key, parts in grouped.items()
-    )
+    return list(grouped.items())
 

@@ -17,6 +17,7 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.protocol.produce_request import ProduceRequest, read_produce_request
 from kwire.protocol.records import InvalidBatchError, validate_batches
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -26,7 +27,7 @@ def _timestamp(ms: int) -> datetime.datetime | None:
     return None if ms < 0 else EPOCH + datetime.timedelta(milliseconds=ms)
 
 
-def produce_to_partition(ctx: RequestContext, topic_name: str, index: int, records: bytes | None) -> tuple[ErrorCode, int, int, int, str | None]:
+def produce_to_partition(ctx: RequestContext, topic_name: str, index: int, records: memoryview | None) -> tuple[ErrorCode, int, int, int, str | None]:
     """(error, base offset, log append time, log start offset, error message)."""
     broker = ctx.broker
     topic = broker.topics.get(topic_name)
@@ -52,14 +53,14 @@ def produce_to_partition(ctx: RequestContext, topic_name: str, index: int, recor
                 f"batch of {header.size} bytes exceeds max.message.bytes={max_message_bytes}",
             )
     try:
-        base_offset, log_append_time = partition.append(bytearray(records), headers, now_ms())
+        base_offset, log_append_time = partition.append(records, headers, now_ms())
     except KafkaError as e:
         return e.error_code, -1, -1, partition.log_start_offset, e.message
     return ErrorCode.none, base_offset, log_append_time, partition.log_start_offset, None
 
 
-@api(0, 3, 11)
-async def handle(ctx: RequestContext, request: Any) -> Any:
+@api(0, 3, 11, decode=read_produce_request)
+async def handle(ctx: RequestContext, request: ProduceRequest) -> Any:
     module = response_module(0, ctx.api_version)
     invalid_acks = request.acks not in (0, 1, -1)
     topics = []

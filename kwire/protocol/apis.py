@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
+# Reads a request body from (frame, body offset, version); for hot paths only,
+# every other API is read by kio.
+Decoder = Callable[[bytearray, int, int], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +22,7 @@ class Api:
     min_version: int
     max_version: int
     handle: Handler
+    decode: Decoder | None = None
 
     def serves(self, version: int) -> bool:
         return self.min_version <= version <= self.max_version
@@ -27,11 +31,13 @@ class Api:
 API_TABLE: dict[int, Api] = {}
 
 
-def api(key: int, min_version: int, max_version: int) -> Callable[[Handler], Handler]:
+def api(
+    key: int, min_version: int, max_version: int, *, decode: Decoder | None = None
+) -> Callable[[Handler], Handler]:
     def register(handle: Handler) -> Handler:
         if key in API_TABLE:
             raise RuntimeError(f"API key {key} registered twice")
-        API_TABLE[key] = Api(key, min_version, max_version, handle)
+        API_TABLE[key] = Api(key, min_version, max_version, handle, decode)
         return handle
 
     return register

@@ -33,6 +33,16 @@ def read_uvarint(buf: bytes | memoryview, offset: int) -> tuple[int, int]:
             raise MalformedRequest("varint too long")
 
 
+def encode_uvarint(value: int) -> bytes:
+    """Unsigned varint, as compact lengths and tagged fields use."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def skip_tagged_fields(buf: bytes | memoryview, offset: int) -> int:
     count, offset = read_uvarint(buf, offset)
     for _ in range(count):
