@@ -199,3 +199,43 @@ def test_truncated_produce_request_is_malformed(cut: int) -> None:
     raw = bytearray(encode(request))[:cut]
     with pytest.raises(MalformedRequest):
         read_produce_request(raw, 0, 9)
+
+
+@pytest.mark.parametrize("version", range(4, 17))
+@pytest.mark.parametrize("records_size", [0, 100, 40_000])
+def test_hand_written_fetch_response_reads_back_with_kio(tmp_path, version: int, records_size: int) -> None:
+    """Our FetchResponse bytes, file regions inlined, are what kio reads for that version."""
+    import uuid
+
+    from kio.serial import entity_reader
+
+    from kwire.log.segment import FileRegion
+    from kwire.protocol.fetch_response import FetchedPartition, encode_fetch_response
+
+    path = tmp_path / "segment.log"
+    data = bytes(range(256)) * (records_size // 256 + 1)
+    path.write_bytes(b"junk" + data[:records_size])
+    with open(path, "rb", buffering=0) as file:
+        regions = [FileRegion(file, 4, records_size)] if records_size else []
+        topic = uuid.uuid4() if version >= 13 else "topic-a"
+        partitions = [
+            FetchedPartition(0, 0, 10, 9, 2, regions, aborted_transactions=[(7, 3)]),
+            FetchedPartition(1, ErrorCode.offset_out_of_range, -1, -1, -1, (), aborted_transactions=None),
+        ]
+        body = encode_fetch_response(version, 5, 0, 77, [(topic, partitions)])
+        raw = b"".join(p if isinstance(p, bytes) else p.tobytes() for p in body.parts)
+    assert len(raw) == body.size
+    response, end = entity_reader(response_class(1, version))(raw, 0)
+    assert end == len(raw)
+    assert response.throttle_time.total_seconds() == 0.005
+    [topic_response] = response.responses
+    assert (topic_response.topic_id if version >= 13 else topic_response.topic) == topic
+    first, second = topic_response.partitions
+    assert (first.partition_index, first.high_watermark, first.last_stable_offset) == (0, 10, 9)
+    assert [(a.producer_id, a.first_offset) for a in first.aborted_transactions] == [(7, 3)]
+    assert bytes(first.records or b"") == data[:records_size]
+    assert second.error_code == ErrorCode.offset_out_of_range
+    if version >= 5:
+        assert first.log_start_offset == 2
+    if version >= 7:
+        assert response.session_id == 77
