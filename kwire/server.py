@@ -50,32 +50,37 @@ class Connection:
             self.peer = "?"
 
     async def run(self) -> None:
-        broker = self.server.broker
-        frames = FrameBuffer(broker.config["socket.request.max.bytes"])
         send, receive = trio.open_memory_channel[_Slot](MAX_PIPELINED_REQUESTS)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_answers, receive, nursery.cancel_scope)
-                async with send:
-                    sock = self.stream.socket
-                    while True:
-                        # Received straight into the frame buffer: no copy per read.
-                        received = await sock.recv_into(frames.writable())
-                        if not received:
-                            break
-                        frames.advance(received)
-                        while (frame := frames.next_frame()) is not None:
-                            slot = _Slot()
-                            await send.send(slot)
-                            nursery.start_soon(self._serve, frame, slot, nursery.cancel_scope)
-        except FrameError as e:
-            log.warning("closing connection from %s: %s", self.peer, e)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-            pass
+                await self._read_requests(nursery, send)
         finally:
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
                 await self.stream.aclose()
+
+    async def _read_requests(self, nursery: trio.Nursery, send: trio.MemorySendChannel[_Slot]) -> None:
+        """Read frames and start serving each; errors end this connection only."""
+        frames = FrameBuffer(self.server.broker.config["socket.request.max.bytes"])
+        sock = self.stream.socket
+        try:
+            async with send:
+                while True:
+                    # Received straight into the frame buffer: no copy per read.
+                    received = await sock.recv_into(frames.writable())
+                    if not received:
+                        return  # the client closed; answers still owed are sent
+                    frames.advance(received)
+                    while (frame := frames.next_frame()) is not None:
+                        slot = _Slot()
+                        await send.send(slot)
+                        nursery.start_soon(self._serve, frame, slot, nursery.cancel_scope)
+        except FrameError as e:
+            log.warning("closing connection from %s: %s", self.peer, e)
+            nursery.cancel_scope.cancel()
+        except OSError:
+            nursery.cancel_scope.cancel()
 
     async def _serve(self, frame: bytes, slot: _Slot, connection_scope: trio.CancelScope) -> None:
         context = RequestContext(self.server.broker, self.peer, self.listener_name)
@@ -106,7 +111,7 @@ class Connection:
                             await send_file_region(self.stream.socket, part)
                         else:
                             await self.stream.send_all(part)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             scope.cancel()
 
 
@@ -147,7 +152,11 @@ class KafkaServer:
 
     def _handler(self, name: str) -> Callable[[trio.SocketStream], Awaitable[None]]:
         async def handle(stream: trio.SocketStream) -> None:
-            await Connection(self, stream, name).run()
+            try:
+                await Connection(self, stream, name).run()
+            except Exception:
+                # Never let one connection's failure reach the listener's nursery.
+                log.exception("connection failed")
 
         return handle
 
