@@ -154,6 +154,7 @@ class BrokerProcess:
         self._sampler: threading.Thread | None = None
         self._stop_sampling = threading.Event()
         self.stop_note: str | None = None
+        self.stop_sent: float | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -186,6 +187,8 @@ class BrokerProcess:
                 break
         if not last and tail:
             last = tail.splitlines()[-1].strip()[:200]
+        if self.stop_sent is None and (code == -signal.SIGTERM or "received SIGTERM" in self.log_tail(5)):
+            last = "SIGTERM from outside the harness" + (f"; {last}" if last else "")
         return (f"broker exited with code {code}" + (f" ({last})" if last else "")
                 + (f"; log tail ({self.log_path}):\n{tail}" if tail else ""))
 
@@ -251,6 +254,7 @@ class BrokerProcess:
             self.stop_note = f"had already exited with code {self.proc.returncode}"
             return
         self.peak_mb()
+        self.stop_sent = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:
             code = self.proc.wait(grace)

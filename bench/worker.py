@@ -130,18 +130,24 @@ def phase_produce(a: dict) -> dict:
     deadline = time.monotonic() + a["timeout"] * 0.8
     cpu0 = procstat.cpu_seconds(a["broker_pid"])
     t0 = time.perf_counter()
+    stall = min(20.0, a["timeout"] / 3)  # no acknowledgement for this long: the broker is stuck
     for i in range(n):
         try:
             produce(topic, value)
         except BufferError:
+            queued, since = len(p), time.monotonic()
             while True:
                 poll(0.0005)
                 try:
                     produce(topic, value)
                     break
                 except BufferError:
-                    if time.monotonic() > deadline:
-                        raise PhaseError(f"producer queue stuck after {i} messages; {errors[:3]}") from None
+                    now = time.monotonic()
+                    if len(p) < queued:
+                        queued, since = len(p), now
+                    elif now - since > stall or now > deadline:
+                        raise PhaseError(f"no progress for {now - since:.0f} s after {i} messages "
+                                         f"(producer queue full); {errors[:3]}") from None
     left = p.flush(max(1.0, deadline - time.monotonic()))
     t1 = time.perf_counter()
     cpu1 = procstat.cpu_seconds(a["broker_pid"])
