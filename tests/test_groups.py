@@ -262,6 +262,8 @@ def test_member_killed_without_leaving_loses_its_partitions_after_session_timeou
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})  # kept alive until the answer
         description = admin.describe_consumer_groups(["mortal"])["mortal"].result(TIMEOUT)
         assert len(description.members) == 1
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nmember events: {survivor.events}\nbroker log:\n{broker.log_text()}") from None
     finally:
         if child is not None and child.poll() is None:
             child.kill()
@@ -489,6 +491,8 @@ def test_committed_metadata_survives_restart(broker_factory) -> None:
     create_topic(broker.bootstrap, "meta", 2)
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "meta-group"})
     try:
+        # A simple consumer (no subscription): generation -1, no member id.
+        consumer.committed([TopicPartition("meta", 0)], timeout=TIMEOUT)  # the coordinator is known
         consumer.commit(offsets=[TopicPartition("meta", 0, 7, metadata="checkpoint-7"), TopicPartition("meta", 1, 3)], asynchronous=False)
     finally:
         consumer.close()
