@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from kio.schema.errors import ErrorCode
 
 from kwire.config import TOPIC_CONFIGS, BrokerConfig, ConfigError, validate_topic_configs
 from kwire.coordinator.producer_state import ProducerStateManager
+from kwire.log.checkpoint import write_atomically
 from kwire.log.log import LogConfig, PartitionLog
 from kwire.protocol.records import BatchHeader, set_log_append_time
 
@@ -51,18 +50,32 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def validate_topic_name(name: str) -> None:
-    if not name or name in (".", ".."):
-        raise KafkaError(ErrorCode.invalid_topic_exception, f"Topic name {name!r} is illegal")
+def topic_name_error(name: str) -> str | None:
+    """Kafka's Topic.validate message for an illegal topic name, or None."""
+    if not name:
+        return "Topic name is illegal, it can't be empty"
+    if name in (".", ".."):
+        return 'Topic name cannot be "." or ".."'
     if len(name) > MAX_TOPIC_LENGTH:
-        raise KafkaError(
-            ErrorCode.invalid_topic_exception,
-            f"Topic name {name!r} is longer than {MAX_TOPIC_LENGTH} characters",
-        )
+        return f"Topic name is illegal, it can't be longer than {MAX_TOPIC_LENGTH} characters, topic name: {name}"
     if not _LEGAL_TOPIC.match(name):
+        return f"Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+    return None
+
+
+def validate_topic_name(name: str) -> None:
+    message = topic_name_error(name)
+    if message is not None:
+        raise KafkaError(ErrorCode.invalid_topic_exception, message)
+
+
+def check_replication_factor(replication_factor: int) -> None:
+    """One broker can hold one replica; Kafka's controller message for more."""
+    if replication_factor > 1:
         raise KafkaError(
-            ErrorCode.invalid_topic_exception,
-            f"Topic name {name!r} contains characters other than ASCII alphanumerics, '.', '_' and '-'",
+            ErrorCode.invalid_replication_factor,
+            f"Unable to replicate the partition {replication_factor} time(s): The target replication factor "
+            f"of {replication_factor} cannot be reached because only 1 broker(s) are registered.",
         )
 
 
@@ -282,9 +295,7 @@ class Broker:
         internal: bool = False,
     ) -> Topic | None:
         """Create a topic, Kafka's checks and error codes included."""
-        validate_topic_name(name)
-        if name in self.topics:
-            raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
+        self.check_new_topic_name(name)
         if num_partitions == -1:
             num_partitions = self.config["num.partitions"]
         if num_partitions <= 0:
@@ -293,11 +304,7 @@ class Broker:
             replication_factor = self.config["default.replication.factor"]
         if replication_factor <= 0:
             raise KafkaError(ErrorCode.invalid_replication_factor, "Replication factor must be larger than 0.")
-        if replication_factor > 1:
-            raise KafkaError(
-                ErrorCode.invalid_replication_factor,
-                f"Replication factor: {replication_factor} larger than available brokers: 1.",
-            )
+        check_replication_factor(replication_factor)
         try:
             parsed = validate_topic_configs(configs or {})
         except ConfigError as e:
@@ -311,6 +318,21 @@ class Broker:
         self._save_metadata()
         log.info("created topic %s with %d partitions", name, num_partitions)
         return topic
+
+    def check_new_topic_name(self, name: str) -> None:
+        validate_topic_name(name)
+        # '.' and '_' collide in metric names, so Kafka refuses a name that differs
+        # from an existing one only by them.
+        if "." in name or "_" in name:
+            unified = name.replace(".", "_")
+            for existing in self.topics:
+                if existing != name and existing.replace(".", "_") == unified:
+                    raise KafkaError(
+                        ErrorCode.invalid_topic_exception,
+                        f"Topic '{name}' collides with existing topic: {existing}",
+                    )
+        if name in self.topics:
+            raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
 
     def delete_topic(self, name: str) -> None:
         topic = self.topics.get(name)
@@ -334,9 +356,7 @@ class Broker:
         if count <= current:
             raise KafkaError(
                 ErrorCode.invalid_partitions,
-                f"Topic currently has {current} partitions, which is higher than the requested {count}."
-                if count < current
-                else f"Topic already has {current} partitions.",
+                f"The topic {name} currently has {current} partition(s); {count} would not be an increase.",
             )
         if validate_only:
             return
@@ -419,18 +439,6 @@ def _new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write a small state file so a crash leaves the old or the new one, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 __all__ = ["Broker", "KafkaError", "Partition", "Topic", "TOPIC_CONFIGS", "now_ms"]

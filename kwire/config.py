@@ -229,6 +229,19 @@ TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
         TopicConfigDef("segment.ms", _I(1, LONG_MAX), "log.roll.ms"),
         TopicConfigDef("unclean.leader.election.enable", _parse_bool, "unclean.leader.election.enable"),
         TopicConfigDef("preallocate", _parse_bool, None, False),
+        # Accepted and reported as Kafka 3.9 does; kwire has no use for them yet
+        # (no tiered storage, no down-conversion, no replication throttles).
+        TopicConfigDef("message.timestamp.difference.max.ms", _I(0, LONG_MAX), None, LONG_MAX),
+        TopicConfigDef("message.downconversion.enable", _parse_bool, None, True),
+        TopicConfigDef("message.format.version", _parse_str, None, "3.0-IV1"),
+        TopicConfigDef("local.retention.ms", _I(-2, LONG_MAX), None, -2),
+        TopicConfigDef("local.retention.bytes", _I(-2, LONG_MAX), None, -2),
+        TopicConfigDef("remote.storage.enable", _parse_bool, None, False),
+        TopicConfigDef("leader.replication.throttled.replicas", _parse_str, None, ""),
+        TopicConfigDef("follower.replication.throttled.replicas", _parse_str, None, ""),
+        TopicConfigDef("compression.gzip.level", _I(-1, 9), None, -1),
+        TopicConfigDef("compression.lz4.level", _I(1, 17), None, 9),
+        TopicConfigDef("compression.zstd.level", _I(-131072, 22), None, 3),
         TopicConfigDef("segment.jitter.ms", _I(0, LONG_MAX), None, 0),
     ]
 }

@@ -15,11 +15,11 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kwire.broker import Broker, KafkaError
+from kwire.broker import Broker, KafkaError, topic_name_error
 from kwire.config import ConfigError, validate_topic_configs
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
-from kwire.handlers.describe_configs import BROKER, TOPIC, topic_name_error
+from kwire.handlers.describe_configs import BROKER, TOPIC
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kwire.broker import Broker, KafkaError
+from kwire.broker import Broker, KafkaError, check_replication_factor
 from kwire.config import ConfigError, validate_topic_configs
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
-from kwire.handlers.describe_configs import topic_config_entries, topic_name_error
+from kwire.handlers.describe_configs import topic_config_entries
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
@@ -56,35 +56,12 @@ def check_manual_assignment(
         )
 
 
-def check_replication_factor(replication_factor: int) -> None:
-    if replication_factor > 1:
-        raise KafkaError(
-            ErrorCode.invalid_replication_factor,
-            f"Unable to replicate the partition {replication_factor} time(s): The target replication factor "
-            f"of {replication_factor} cannot be reached because only 1 broker(s) are registered.",
-        )
-
-
 def _check_name(broker: Broker, name: str) -> None:
-    message = topic_name_error(name)
-    if message is not None:
-        raise KafkaError(ErrorCode.invalid_topic_exception, message)
     if name == CLUSTER_METADATA_TOPIC:
         raise KafkaError(
             ErrorCode.invalid_request, f"Creation of internal topic {name} is prohibited."
         )
-    # '.' and '_' collide in metric names, so Kafka refuses a name that differs
-    # from an existing one only by them.
-    if "." in name or "_" in name:
-        unified = name.replace(".", "_")
-        for existing in broker.topics:
-            if existing != name and existing.replace(".", "_") == unified:
-                raise KafkaError(
-                    ErrorCode.invalid_topic_exception,
-                    f"Topic '{name}' collides with existing topic: {existing}",
-                )
-    if name in broker.topics:
-        raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
+    broker.check_new_topic_name(name)
 
 
 def _counts(broker: Broker, topic: Any) -> tuple[int, int]:

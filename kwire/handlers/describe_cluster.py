@@ -12,7 +12,11 @@ from kio.schema.errors import ErrorCode
 
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
-from kwire.handlers.metadata import AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS
+from kwire.handlers.metadata import (
+    AUTHORIZED_OPERATIONS_OMITTED,
+    CLUSTER_OPERATIONS,
+    advertised_endpoint,
+)
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
@@ -36,15 +40,11 @@ def _endpoint_error(version: int, endpoint_type: int) -> tuple[ErrorCode, str] |
 
 
 def _this_broker(ctx: RequestContext, module: Any) -> Any:
-    """This broker as the listener the client came in on advertises it."""
-    broker = ctx.broker
-    listeners = broker.config.advertised_listeners
-    chosen = next((item for item in listeners if item.name == ctx.listener_name), listeners[0])
-    port = chosen.port or broker.bound_port(ctx.listener_name)
+    host, port = advertised_endpoint(ctx)
     return make(
         module.DescribeClusterBroker,
-        broker_id=broker.broker_id,
-        host=chosen.host,
+        broker_id=ctx.broker.broker_id,
+        host=host,
         port=port,
         rack=None,
     )

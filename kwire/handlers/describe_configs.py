@@ -15,7 +15,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kwire.broker import Broker, KafkaError
+from kwire.broker import Broker, KafkaError, topic_name_error
 from kwire.config import BROKER_CONFIGS, INT_MAX, TOPIC_CONFIGS, BrokerConfig, format_config_value
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
@@ -213,19 +213,6 @@ def check_broker_resource(broker: Broker, name: str) -> None:
             ErrorCode.invalid_request,
             f"Unexpected broker id, expected {broker.broker_id} or empty string, but received {name}",
         )
-
-
-def topic_name_error(name: str) -> str | None:
-    """Kafka's Topic.validate message for an illegal topic name, or None."""
-    if not name:
-        return "Topic name is illegal, it can't be empty"
-    if name in (".", ".."):
-        return 'Topic name cannot be "." or ".."'
-    if len(name) > 249:
-        return f"Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
-    if not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
-        return f"Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
-    return None
 
 
 def describe_resource(broker: Broker, resource_type: int, name: str) -> list[ConfigEntry]:

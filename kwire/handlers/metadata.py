@@ -25,13 +25,17 @@ TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
 CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
 
 
-def broker_entries(ctx: RequestContext, broker_class: Any) -> tuple[Any, ...]:
-    """This broker as the listener the client came in on advertises it."""
+def advertised_endpoint(ctx: RequestContext) -> tuple[str, int]:
+    """(host, port) of this broker as the listener the client came in on advertises it."""
     broker = ctx.broker
     listeners = broker.config.advertised_listeners
     chosen = next((item for item in listeners if item.name == ctx.listener_name), listeners[0])
-    port = chosen.port or broker.bound_port(ctx.listener_name)
-    return (make(broker_class, node_id=broker.broker_id, host=chosen.host, port=port, rack=None),)
+    return chosen.host, chosen.port or broker.bound_port(ctx.listener_name)
+
+
+def broker_entries(ctx: RequestContext, broker_class: Any) -> tuple[Any, ...]:
+    host, port = advertised_endpoint(ctx)
+    return (make(broker_class, node_id=ctx.broker.broker_id, host=host, port=port, rack=None),)
 
 
 def topic_entry(module: Any, broker_id: int, topic: Topic, include_operations: bool) -> Any:
