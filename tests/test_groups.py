@@ -677,3 +677,161 @@ def _java_hash_reference(s: str) -> int:
     for unit in struct.unpack(f">{len(s.encode('utf-16-be')) // 2}H", s.encode("utf-16-be")):
         h = (31 * h + unit) & 0xFFFFFFFF
     return h - 2**32 if h >= 2**31 else h
+
+
+# ---- the coordinator in-process: storage, loading, expiry, timers ---------------------------------
+
+
+def _subscription(*topics: str) -> bytes:
+    out = struct.pack(">hi", 0, len(topics))
+    for t in topics:
+        out += struct.pack(">h", len(t)) + t.encode()
+    return out + struct.pack(">i", -1)
+
+
+def _open_broker(path: Any, **overrides: str) -> Any:
+    from kwire.broker import Broker
+    from kwire.config import BrokerConfig
+
+    config = {
+        "log.dirs": str(path),
+        "group.initial.rebalance.delay.ms": "0",
+        "group.min.session.timeout.ms": "100",
+        "offsets.topic.num.partitions": "4",
+        **overrides,
+    }
+    broker = Broker(BrokerConfig(config))
+    broker.open()
+    return broker
+
+
+async def _running(coordinator: Any, body: Callable[[], Any]) -> Any:
+    """Run the coordinator service (loading, timers) around `body`, then stop it."""
+    import trio
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(coordinator.run)
+        with trio.fail_after(TIMEOUT):
+            while coordinator.loading:
+                await trio.sleep(0.01)
+            result = await body()
+        nursery.cancel_scope.cancel()
+    return result
+
+
+async def _join_and_sync(coordinator: Any, group: str, session_ms: int = SESSION_MS, instance: str | None = None) -> str:
+    args = dict(
+        group_id=group, group_instance_id=instance, client_id="c", client_host="/127.0.0.1",
+        rebalance_timeout_ms=10_000, session_timeout_ms=session_ms, protocol_type="consumer",
+        protocols=[("range", _subscription("t"))], require_known_member_id=True, supports_skip_assignment=True,
+    )
+    first = await coordinator.join_group(member_id="", **args)
+    member_id = first.member_id
+    if first.error == ErrorCode.member_id_required:
+        joined = await coordinator.join_group(member_id=member_id, **args)
+        assert joined.error == ErrorCode.none
+    synced = await coordinator.sync_group(
+        group_id=group, generation_id=coordinator.groups[group].generation_id, member_id=member_id,
+        group_instance_id=instance, protocol_type="consumer", protocol_name="range",
+        assignments={member_id: b"assignment-of-" + member_id.encode()},
+    )
+    assert synced.error == ErrorCode.none
+    return member_id
+
+
+def test_coordinator_stores_and_loads_groups_offsets_and_tombstones(tmp_path) -> None:
+    import trio
+
+    from kwire.coordinator.group import GroupState
+
+    broker = _open_broker(tmp_path)
+    broker.create_topic("t", 2)
+    coordinator = broker.services["groups"]
+
+    async def populate() -> str:
+        member = await _join_and_sync(coordinator, "live")
+        errors = coordinator.commit_offsets(
+            group_id="live", member_id=member, group_instance_id=None, generation_id=1,
+            offsets={("t", 0): (5, 0, "meta"), ("t", 1): (7, 0, None)},
+        )
+        assert set(errors.values()) == {ErrorCode.none}
+        errors = coordinator.commit_offsets(
+            group_id="simple", member_id="", group_instance_id=None, generation_id=-1,
+            offsets={("t", 0): (3, -1, "s")}, retention_ms=1000,
+        )
+        assert errors == {("t", 0): ErrorCode.none}
+        return member
+
+    member = trio.run(_running, coordinator, populate)
+    broker.close()
+
+    broker = _open_broker(tmp_path)
+    coordinator = broker.services["groups"]
+
+    async def reloaded() -> None:
+        live = coordinator.groups["live"]
+        assert (live.state, live.generation_id, live.protocol_name, live.leader_id) == (GroupState.STABLE, 1, "range", member)
+        assert live.members[member].assignment == b"assignment-of-" + member.encode()
+        assert live.subscribed_topics == {"t"}
+        assert {tp: (o.offset, o.metadata) for tp, o in live.offsets.items()} == {("t", 0): (5, "meta"), ("t", 1): (7, "")}
+        simple = coordinator.groups["simple"]
+        assert simple.state is GroupState.EMPTY and simple.protocol_type is None
+        assert simple.offsets[("t", 0)].expire_timestamp is not None
+        # Retention: the simple group's commit (retention 1 s) expires, and with it the
+        # group; the live group's offsets stay (it is stable and subscribed to "t").
+        from kwire.coordinator.group_coordinator import now_ms
+
+        assert coordinator.expire_offsets(now_ms() + 2000) == 1
+        assert "simple" not in coordinator.groups and len(live.offsets) == 2
+        # The member leaves; the empty group is deleted with its offsets.
+        assert coordinator.leave_group("live", [(member, None)]) == (ErrorCode.none, [ErrorCode.none])
+        assert coordinator.delete_groups(["live", "live"]) == {"live": ErrorCode.none}
+
+    trio.run(_running, coordinator, reloaded)
+    broker.close()
+
+    broker = _open_broker(tmp_path)
+    coordinator = broker.services["groups"]
+
+    async def gone() -> None:
+        assert coordinator.groups == {}
+        assert coordinator.fetch_offsets("live", [("t", 0)]) == (ErrorCode.none, {("t", 0): None})
+
+    trio.run(_running, coordinator, gone)
+    broker.close()
+
+
+def test_coordinator_timers_expire_a_silent_member_without_any_request(tmp_path) -> None:
+    import trio
+
+    from kwire.coordinator.group import GroupState
+
+    broker = _open_broker(tmp_path)
+    broker.create_topic("t", 1)
+    coordinator = broker.services["groups"]
+
+    async def silent() -> None:
+        await _join_and_sync(coordinator, "quiet", session_ms=300)
+        group = coordinator.groups["quiet"]
+        assert group.state is GroupState.STABLE
+        await trio.sleep(0.2)
+        assert group.state is GroupState.STABLE
+        with trio.fail_after(5):
+            while group.state is not GroupState.EMPTY:
+                await trio.sleep(0.02)
+        assert group.members == {} and group.generation_id == 2
+
+    trio.run(_running, coordinator, silent)
+    broker.close()
+
+
+def test_coordinator_answers_load_in_progress_while_loading(tmp_path) -> None:
+    broker = _open_broker(tmp_path)
+    coordinator = broker.services["groups"]
+    assert coordinator.heartbeat(group_id="g", member_id="m", group_instance_id=None, generation_id=1) == ErrorCode.coordinator_not_available
+    coordinator.active = True
+    coordinator.loading = {coordinator.partition_for("g")}
+    assert coordinator.fetch_offsets("g", None) == (ErrorCode.coordinator_load_in_progress, {})
+    assert coordinator.heartbeat(group_id="g", member_id="m", group_instance_id=None, generation_id=1) == ErrorCode.none
+    assert coordinator.list_groups()[0] == ErrorCode.coordinator_load_in_progress
+    broker.close()

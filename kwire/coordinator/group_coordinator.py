@@ -625,7 +625,7 @@ class GroupCoordinator:
     def delete_groups(self, group_ids: Iterable[str]) -> dict[str, ErrorCode]:
         results: dict[str, ErrorCode] = {}
         now = now_ms()
-        for group_id in group_ids:
+        for group_id in dict.fromkeys(group_ids):
             error = self.check(group_id, allow_empty_id=True)
             if error is not None:
                 results[group_id] = error
