@@ -547,6 +547,27 @@ def test_static_member_not_rejoining_stays_through_rebalance():
     assert len(b.value.members) in (0, 2)
 
 
+def test_static_members_that_never_rejoin_do_not_make_timers_spin():
+    h = Harness()
+    a = h.join(client="a", instance="inst-a", rebalance=0).value.member_id
+    h.sync(a, assignments={a: b"x"}, instance="inst-a")
+    b_join = h.join(client="b", instance="inst-b", rebalance=0)
+    h.join(a, client="a", instance="inst-a", rebalance=0)
+    b = b_join.value.member_id
+    h.sync(h.group.leader_id, assignments={a: b"x", b: b"y"})
+    h.sync(b if h.group.leader_id == a else a)
+    for m in (a, b):
+        h.group.members[m].session_timeout_ms = 10 * SESSION
+        h.group.members[m].expect_heartbeat(h.now)
+    # b leaves; a (static) never rejoins, and the rebalance timeout is 0.
+    h.group.leave(h.now, [(b, "inst-b")])
+    assert h.group.state is GroupState.PREPARING_REBALANCE
+    assert list(h.group.members) == [a]  # static members are kept
+    assert h.group.next_deadline() > h.now
+    h.advance(100)
+    assert h.group.next_deadline() > h.now
+
+
 def test_static_member_with_wrong_member_id_is_fenced():
     h = Harness()
     a = h.join(client="a", instance="inst-a")

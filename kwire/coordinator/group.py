@@ -36,6 +36,7 @@ CONSUMER_PROTOCOL_TYPE = "consumer"
 # this long instead of the session timeout (Kafka's NewMemberJoinTimeoutMs).
 NEW_MEMBER_JOIN_TIMEOUT_MS = 5 * 60 * 1000
 INT32_MAX = 2**31 - 1
+MIN_REJOIN_WAIT_MS = 100
 
 
 class GroupState(enum.Enum):
@@ -670,9 +671,10 @@ class Group:
         if self.state is GroupState.DEAD:
             return
         if self.members and not self._maybe_elect_new_joined_leader():
-            # Only static members remain and none rejoined: wait another round.
+            # Only static members remain and none rejoined: wait another round (a
+            # rebalance timeout of 0 must not make the timers spin).
             self._initial_join = False
-            self._join_deadline = now + self.rebalance_timeout_ms
+            self._join_deadline = now + max(self.rebalance_timeout_ms, MIN_REJOIN_WAIT_MS)
             return
         self._init_next_generation(now)
         if self.state is GroupState.EMPTY:
