@@ -22,6 +22,7 @@ from kio.schema.errors import ErrorCode
 
 from kwire.config import TOPIC_CONFIGS, BrokerConfig, ConfigError, validate_topic_configs
 from kwire.coordinator.producer_state import ProducerStateManager
+from kwire.errors import KafkaError
 from kwire.log.checkpoint import write_atomically
 from kwire.log.log import LogConfig, PartitionLog
 from kwire.protocol.records import BatchHeader, set_log_append_time
@@ -30,20 +31,12 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = "kwire-metadata.json"
 CLEAN_SHUTDOWN_FILE = ".kwire_clean_shutdown"
+PRODUCER_SNAPSHOT_FILE = "producer-state.snapshot"
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_TOPIC_LENGTH = 249
 # Producer ids are handed out in blocks, and the block's end persisted, so that
 # ids stay unique across restarts without a write per InitProducerId.
 PRODUCER_ID_BLOCK = 1000
-
-
-class KafkaError(Exception):
-    """An error answered to the client with a Kafka error code."""
-
-    def __init__(self, error_code: ErrorCode, message: str | None = None) -> None:
-        super().__init__(message or error_code.name)
-        self.error_code = error_code
-        self.message = message
 
 
 def now_ms() -> int:
@@ -228,6 +221,11 @@ class Broker:
     def close(self) -> None:
         for partition in self.all_partitions():
             partition.log.close()
+            if partition.producers.producers:
+                write_atomically(
+                    partition.log.directory / PRODUCER_SNAPSHOT_FILE,
+                    partition.producers.to_snapshot(partition.log_end_offset),
+                )
         self._save_metadata()
         (self.log_dir / CLEAN_SHUTDOWN_FILE).write_text("")
 
@@ -238,8 +236,13 @@ class Broker:
             # A new partition's first leader is epoch 0, as in Kafka.
             partition_log.leader_epoch = 0
         partition = Partition(topic, index, partition_log)
-        partition.producers.rebuild(partition_log.batch_headers())
-        partition_log.high_watermark = partition_log.log_end_offset
+        snapshot = directory / PRODUCER_SNAPSHOT_FILE
+        end = partition_log.log_end_offset
+        # After a clean stop the snapshot matches the log end; else replay the headers.
+        if end > partition_log.log_start_offset and not (clean and partition.producers.load_snapshot(snapshot, end)):
+            partition.producers.rebuild(partition_log.batch_headers())
+        snapshot.unlink(missing_ok=True)
+        partition_log.high_watermark = end
         return partition
 
     def _read_metadata(self) -> dict[str, Any]:

@@ -7,24 +7,21 @@ and to refuse a sequence gap. The state is rebuilt from batch headers at start-u
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kio.schema.errors import ErrorCode
 
+from kwire.errors import KafkaError
 from kwire.protocol.records import NO_SEQUENCE, BatchHeader
 
 # Kafka keeps the metadata of this many recent batches per producer; clients
 # never have more in flight (max.in.flight.requests.per.connection <= 5).
 NUM_BATCHES_TO_RETAIN = 5
 SEQUENCE_WRAP = 0x80000000
-
-
-class ProducerStateError(Exception):
-    def __init__(self, error_code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.error_code = error_code
 
 
 @dataclass(slots=True)
@@ -60,7 +57,7 @@ class ProducerStateManager:
 
         Returns the original base offset when the batch duplicates one of the
         producer's recent batches (the caller must not append it again), None
-        when the batch is new. Raises ProducerStateError for a fenced epoch or a
+        when the batch is new. Raises KafkaError for a fenced epoch or a
         sequence gap, with Kafka's error code.
         """
         if header.producer_id < 0 or header.is_control:
@@ -70,13 +67,13 @@ class ProducerStateManager:
             # Unknown producer (new, or its state expired): any sequence starts it.
             return None
         if header.producer_epoch < entry.producer_epoch:
-            raise ProducerStateError(
+            raise KafkaError(
                 ErrorCode.invalid_producer_epoch,
                 f"producer epoch {header.producer_epoch} is older than {entry.producer_epoch}",
             )
         if header.producer_epoch > entry.producer_epoch:
             if header.base_sequence != 0:
-                raise ProducerStateError(
+                raise KafkaError(
                     ErrorCode.out_of_order_sequence_number,
                     f"new epoch {header.producer_epoch} must start at sequence 0, "
                     f"got {header.base_sequence}",
@@ -90,7 +87,7 @@ class ProducerStateManager:
                 return batch.first_offset
         last = entry.last_sequence
         if last != NO_SEQUENCE and header.base_sequence != (last + 1) % SEQUENCE_WRAP:
-            raise ProducerStateError(
+            raise KafkaError(
                 ErrorCode.out_of_order_sequence_number,
                 f"expected sequence {(last + 1) % SEQUENCE_WRAP}, got {header.base_sequence}",
             )
@@ -129,6 +126,38 @@ class ProducerStateManager:
         self.producers.clear()
         for header in headers:
             self.update(header)
+
+    def to_snapshot(self, log_end_offset: int) -> bytes:
+        """The state as of `log_end_offset`, for a fast clean restart (Kafka's .snapshot)."""
+        producers = {
+            str(pid): {
+                "epoch": e.producer_epoch,
+                "txn_first_offset": e.current_txn_first_offset,
+                "last_timestamp": e.last_timestamp,
+                "batches": [
+                    [b.first_sequence, b.last_sequence, b.first_offset, b.last_offset, b.timestamp]
+                    for b in e.batches
+                ],
+            }
+            for pid, e in self.producers.items()
+        }
+        return json.dumps({"log_end_offset": log_end_offset, "producers": producers}).encode()
+
+    def load_snapshot(self, path: Path, log_end_offset: int) -> bool:
+        """Load a snapshot taken at exactly `log_end_offset`; False if none fits."""
+        try:
+            data = json.loads(path.read_bytes())
+            if data["log_end_offset"] != log_end_offset:
+                return False
+            producers = {}
+            for pid, e in data["producers"].items():
+                entry = ProducerEntry(e["epoch"], current_txn_first_offset=e["txn_first_offset"], last_timestamp=e["last_timestamp"])
+                entry.batches.extend(BatchMetadata(*b) for b in e["batches"])
+                producers[int(pid)] = entry
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        self.producers = producers
+        return True
 
     def truncate(self) -> None:
         """Forget everything; used when the log is truncated and replayed."""
