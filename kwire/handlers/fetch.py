@@ -207,7 +207,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         w.high_watermark = result.high_watermark
         w.last_stable_offset = result.last_stable_offset
         w.log_start_offset = result.log_start_offset
-    if session is not None:
+    if incremental:
+        assert session is not None
+        # The next request carries the next epoch (a new session expects 1).
         session.epoch = session.epoch + 1 if session.epoch < 2**31 - 1 else 1
     session_id = session.session_id if session is not None else INVALID_SESSION_ID
     return encode_fetch_response(version, 0, ErrorCode.none, session_id, _by_topic(answer, by_id))
