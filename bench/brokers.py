@@ -126,6 +126,20 @@ def tansu_spec(binary: str | None, extra: list[str]) -> BrokerSpec:
     return spec
 
 
+def last_error_line(text: str) -> str:
+    """The most telling line of a log: the last "SomeError: ..." (tracebacks, exception groups),
+    else the last line logged at ERROR."""
+    lines = text.splitlines()
+    for line in reversed(lines):
+        line = line.strip().lstrip("|+ ").strip()
+        if re.match(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*", line):
+            return line[:200]
+    for line in reversed(lines):
+        if " ERROR " in line:
+            return line.strip()[:200]
+    return ""
+
+
 class BrokerFailed(RuntimeError):
     pass
 
@@ -168,6 +182,20 @@ class BrokerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, pos: int) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(pos)
+                return f.read(4 << 20).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
     def log_tail(self, n: int = 15) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
@@ -178,13 +206,7 @@ class BrokerProcess:
     def describe_death(self) -> str:
         code = self.proc.poll() if self.proc else None
         tail = self.log_tail(10).strip("\n")
-        last = ""
-        # The most telling line: the last "SomeError: ..." of the log (tracebacks, exception groups).
-        for line in reversed(self.log_tail(200).splitlines()):
-            line = line.strip().lstrip("|+ ").strip()
-            if re.match(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*", line):
-                last = line[:200]
-                break
+        last = last_error_line(self.log_tail(200))
         if not last and tail:
             last = tail.splitlines()[-1].strip()[:200]
         if self.stop_sent is None and (code == -signal.SIGTERM or "received SIGTERM" in self.log_tail(5)):

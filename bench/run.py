@@ -22,7 +22,15 @@ if __package__ in (None, ""):  # run as `python bench/run.py`
     __package__ = "bench"
 
 from bench import report, wire  # noqa: E402
-from bench.brokers import REPO, BrokerFailed, BrokerProcess, BrokerSpec, kwire_spec, tansu_spec  # noqa: E402
+from bench.brokers import (  # noqa: E402
+    REPO,
+    BrokerFailed,
+    BrokerProcess,
+    BrokerSpec,
+    kwire_spec,
+    last_error_line,
+    tansu_spec,
+)
 
 BENCH = Path(__file__).resolve().parent
 
@@ -118,6 +126,7 @@ class Runner:
         args = {**args, "bootstrap": b.bootstrap, "broker_pid": b.pid, "timeout": timeout}
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        log_pos = b.log_size()
         errlog = open(b.dir / f"client-{phase}.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "bench.worker", phase, json.dumps(args)],
                                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=errlog,
@@ -139,8 +148,13 @@ class Runner:
             else:
                 res = {"ok": False, "error": f"client exited with code {proc.returncode} and no result "
                                              f"(see {b.dir / f'client-{phase}.log'})"}
-        if not res.get("ok") and not b.alive():
-            res["error"] = f"{res.get('error')}; {b.describe_death()}"
+        if not res.get("ok"):
+            if not b.alive():
+                res["error"] = f"{res.get('error')}; {b.describe_death()}"
+            else:
+                said = last_error_line(b.log_since(log_pos))
+                if said:
+                    res["error"] = f"{res.get('error')}; broker log: {said}"
         for n in res.get("notes", []) or []:
             self.note(b.spec.name, f"{phase}: {n}")
         return res

@@ -446,8 +446,8 @@ def phase_scale(a: dict) -> dict:
     if a.get("create", True):
         cr = create_topics(bs, topics, a["timeout"] * 0.6)
         if cr["errors"]:
-            raise PhaseError(f"CreateTopics: {cr['created']} of {len(topics)} created; "
-                             + "; ".join(cr["errors"][:3]))
+            raise PhaseError(f"CreateTopics: {cr['created']} of {len(topics)} created; first error: "
+                             + cr["errors"][0])
     else:
         # The broker was started with num.partitions = partitions_per_topic.
         wire.auto_create(host, port, [t for t, _ in topics], timeout=a["timeout"] * 0.6)
