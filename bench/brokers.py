@@ -101,6 +101,13 @@ class BrokerSpec:
                                  capture_output=True, text=True, timeout=10).stdout.strip()
         except Exception:  # noqa: BLE001
             rev = ""
+        try:
+            dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "kwire"],
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:  # noqa: BLE001
+            dirty = ""
+        if rev and dirty:
+            rev += f" + uncommitted changes in {len(dirty.splitlines())} file(s) under kwire/"
         return f"kwire {v}" + (f" (git {rev})" if rev else "")
 
 
