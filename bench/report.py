@@ -12,7 +12,9 @@ THROUGHPUT = [("msgs_per_s", "msgs/s", 1, 0, False), ("mb_per_s", "MB/s", 1, 1, 
               ("cpu_s_per_m", "broker CPU s / M msgs", 1, 2, True)]
 CONSUME_GROUP = THROUGHPUT + [("first_msg_s", "time to first message, s (group join)", 1, 2, True)]
 LATENCY = [("p50_ms", "p50 ms", 1, 2, True), ("p99_ms", "p99 ms", 1, 2, True), ("max_ms", "max ms", 1, 2, True),
-           ("broker_cpu_pct", "broker CPU %", 1, 1, True)]
+           ("broker_cpu_pct", "broker CPU %", 1, 1, True),
+           ("producer_cpu_pct", "producer client CPU %", 1, 1, True),
+           ("consumer_cpu_pct", "consumer client CPU %", 1, 1, True)]
 STARTUP = [("startup_s", "process start to first Metadata answer, ms", 1000, 0, True),
            ("startup_max_s", "slowest start of the run, ms", 1000, 0, True)]
 MEMORY = [("idle_mb", "RSS idle, MB", 1, 1, True), ("peak_mb", "RSS peak during the phases, MB", 1, 1, True),

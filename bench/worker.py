@@ -315,6 +315,7 @@ def _latency_consumer(a: dict, ready, results) -> None:
         })
         c.assign([TopicPartition(a["topic"], 0, OFFSET_BEGINNING)])
         lat_ns = []
+        cpu_at_first = None
         now_ns = time.monotonic_ns
         unpack = _HDR.unpack_from
         deadline = time.monotonic() + a["timeout"] * 0.9
@@ -329,6 +330,8 @@ def _latency_consumer(a: dict, ready, results) -> None:
                 continue
             ts, seq, kind = unpack(m.value())
             if kind == STEADY:
+                if cpu_at_first is None:
+                    cpu_at_first = (time.process_time(), time.monotonic())
                 lat_ns.append(t - ts)
             elif kind == WARM:
                 if not ready.is_set():
@@ -336,8 +339,12 @@ def _latency_consumer(a: dict, ready, results) -> None:
             else:
                 expected = seq
                 done = True
+        cpu_pct = None
+        if cpu_at_first is not None:
+            dt = time.monotonic() - cpu_at_first[1]
+            cpu_pct = (time.process_time() - cpu_at_first[0]) / dt * 100 if dt > 0 else None
         c.close()
-        results.put({"ok": True, "lat_ns": lat_ns, "done": done, "expected": expected})
+        results.put({"ok": True, "lat_ns": lat_ns, "done": done, "expected": expected, "cpu_pct": cpu_pct})
     except Exception as e:  # noqa: BLE001
         results.put({"ok": False, "error": f"consumer: {e!r}"})
 
@@ -388,6 +395,7 @@ def phase_latency(a: dict) -> dict:
         n = int(rate * duration)
         interval = 1.0 / rate
         cpu0 = procstat.cpu_seconds(a["broker_pid"])
+        own0 = time.process_time()
         t0 = time.perf_counter()
         sent = 0
         while sent < n:
@@ -401,6 +409,7 @@ def phase_latency(a: dict) -> dict:
                 time.sleep(sleep_for)
         t1 = time.perf_counter()
         cpu1 = procstat.cpu_seconds(a["broker_pid"])
+        own1 = time.process_time()
         produce(topic, _HDR.pack(now_ns(), n, END) + pad, partition=0)
         left = p.flush(10)
         try:
@@ -430,6 +439,7 @@ def phase_latency(a: dict) -> dict:
         "achieved_rate": n / wall,
         "p50_ms": statistics.median(lat) / 1e6, "p99_ms": pct(0.99), "max_ms": lat[-1] / 1e6,
         "broker_cpu_s": cpu1 - cpu0, "broker_cpu_pct": (cpu1 - cpu0) / wall * 100,
+        "producer_cpu_pct": (own1 - own0) / wall * 100, "consumer_cpu_pct": r.get("cpu_pct"),
         "notes": notes + ([f"lost {n - len(lat)} messages"] if len(lat) < n else []),
     }
 
