@@ -97,6 +97,28 @@ class KwireBroker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def stopped_from_outside(self) -> bool:
+        """Was the broker signalled by someone else (it is exiting or gone, not crashed)?
+
+        The harness only signals a broker in stop(), so a "received SIGTERM" in the log
+        of the current start, or death by a signal, means another process did it."""
+        rc = self.exit_status()
+        if rc is not None and rc < 0:
+            return True
+        try:
+            tail = self.log_path.read_bytes()[-8000:].decode(errors="replace")
+        except OSError:
+            return False
+        last = tail.rsplit("=== start", 1)[-1]
+        return "received SIGTERM" in last or "received SIGINT" in last
+
+    def wait_exit(self, timeout: float) -> None:
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+
     def exit_status(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
@@ -139,6 +161,12 @@ class ExternalBroker:
 
     def alive(self) -> bool:
         return True
+
+    def stopped_from_outside(self) -> bool:
+        return False
+
+    def wait_exit(self, timeout: float) -> None:
+        pass
 
     def exit_status(self) -> int | None:
         return None

@@ -223,7 +223,7 @@ def npm_install() -> None:
             break
     log("npm install in compat/node (builds @confluentinc/kafka-javascript: a few minutes)")
     rc, tail = run(["npm", "install", "--no-audit", "--no-fund", "--foreground-scripts"],
-                   1200, cwd=NODE_DIR, env=env, logfile=WORK / "logs" / "npm-install.log")
+                   600, cwd=NODE_DIR, env=env, logfile=WORK / "logs" / "npm-install.log")
     if rc != 0:
         _node_install_done["error"] = f"npm install failed: {tail.splitlines()[-1] if tail else rc}"
         return

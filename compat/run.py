@@ -138,33 +138,62 @@ def run_client(client: Client, args, runid: str) -> dict:
         broker = KwireBroker(logdir / "broker.log", args.override)
     prefix = f"c{runid}-{client.id}"
     log(f"{client.id} {out['version']}: running {len(args.scenarios)} scenarios")
-    budget_end = t0 + args.client_timeout
+    budget_end = min(t0 + args.client_timeout, args.deadline_at)
     started = False
-    for s in args.scenarios:
-        if time.monotonic() >= budget_end:
-            out["cells"][s] = Cell("fail", f"timeout: client budget of {args.client_timeout:g}s "
-                                           "used up before this scenario")
-            continue
-        if not started or not broker.alive():
-            if started:
-                note = f"broker died (exit {broker.exit_status()}) before {s}; restarted"
-                out["notes"].append(note)
-                broker.stop()
+
+    def start_broker() -> str | None:
+        """Start a fresh broker; retried when something else stops it while starting."""
+        last = ""
+        for _ in range(3):
             try:
                 broker.start()
-                started = True
+                return None
             except BrokerError as e:
-                out["cells"][s] = Cell("fail", f"broker did not start: {e}")
-                started = False
-                continue
-        limit = min(args.scenario_timeout, max(5.0, budget_end - time.monotonic()))
-        cell = run_scenario(client, s, broker.bootstrap, prefix, limit, logdir)
-        if not broker.alive():
+                last = str(e)
+                outside = broker.stopped_from_outside()
+                broker.stop()
+                if not outside:
+                    break
+                out["notes"].append("broker stopped from outside while starting; started again")
+        return last
+
+    for s in args.scenarios:
+        if time.monotonic() >= budget_end:
+            out["cells"][s] = Cell("fail", "timeout: the client's time budget "
+                                           f"({args.client_timeout:g}s, whole run {args.deadline:g}s) "
+                                           "was used up before this scenario")
+            continue
+        for attempt in (1, 2):
+            if not started or not broker.alive():
+                broker.stop()
+                err = start_broker()
+                started = err is None
+                if err is not None:
+                    cell = Cell("fail", f"broker did not start: {err}")
+                    break
+            limit = min(args.scenario_timeout, max(5.0, budget_end - time.monotonic()))
+            cell = run_scenario(client, s, broker.bootstrap, prefix, limit, logdir)
+            if broker.stopped_from_outside():
+                # Not kwire's doing (another process signalled it): run the scenario
+                # again on a fresh broker rather than record a failure.
+                broker.wait_exit(15)
+                if attempt == 1:
+                    out["notes"].append(f"broker was stopped from outside (signal) during {s}; "
+                                        "scenario run again on a fresh broker")
+                    started = False
+                    continue
+                cell = Cell("fail", "broker stopped from outside (signal) twice; "
+                                    f"client saw: {cell.detail or cell.status}", cell.seconds)
+                break
+            if broker.alive():
+                break
             cell = Cell("fail", f"broker died (exit {broker.exit_status()}); "
                                 f"client saw: {cell.detail or cell.status}", cell.seconds)
+            break
         out["cells"][s] = cell
         mark = "ok  " if cell.status == "pass" else cell.status
-        log(f"  {client.id:16} {s:20} {mark:4} {cell.seconds:5.1f}s {cell.text(120) if cell.status != 'pass' else ''}")
+        log(f"  {client.id:16} {s:20} {mark:4} {cell.seconds:5.1f}s "
+            f"{cell.text(120) if cell.status != 'pass' else ''}")
     note = broker.stop()
     if note:
         out["notes"].append(note)
@@ -243,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="clients run in parallel (2)")
     ap.add_argument("--scenario-timeout", type=float, default=60.0,
                     help="hard limit per scenario, seconds (60)")
-    ap.add_argument("--client-timeout", type=float, default=420.0,
-                    help="limit for all of one client's scenarios, seconds (420)")
+    ap.add_argument("--client-timeout", type=float, default=240.0,
+                    help="limit for all of one client's scenarios, seconds (240)")
+    ap.add_argument("--deadline", type=float, default=1000.0,
+                    help="limit for the whole run including installs, seconds (1000): "
+                         "scenarios not started by then are recorded as timeouts")
     ap.add_argument("--no-install", action="store_true", help="do not install missing clients")
     ap.add_argument("--install-only", action="store_true", help="install the clients and stop")
     ap.add_argument("--output", default=str(Path(__file__).resolve().parent / "RESULTS.md"))
@@ -260,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.monotonic()
+    args.deadline_at = t0 + args.deadline
     WORK.mkdir(parents=True, exist_ok=True)
     if args.install_only:
         for c in clients:

@@ -31,6 +31,8 @@ class _Diag(logging.Handler):
 
     def emit(self, record):
         msg = record.getMessage()
+        if "_PARTITION_EOF" in msg:
+            return
         for tag in ("FETCHERR", "OFFSETERR", "|ERROR|", "PROTOERR", "COMMITFAIL", "JOINGROUP"):
             if tag in msg and ("rror" in msg or "fail" in msg):
                 C.note_client_error(msg.split("]: ", 1)[-1])
