@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 
@@ -18,8 +19,10 @@ from kwire.broker import Broker
 from kwire.config import BrokerConfig
 from kwire.handlers import RequestContext, dispatch
 from kwire.log.segment import FileRegion
+from kwire.protocol.apis import API_TABLE
 from kwire.protocol.framing import FrameBuffer, FrameError
 from kwire.protocol.headers import MalformedRequest
+from kwire.protocol.messages import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +180,10 @@ async def run_broker(
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
             if ready is not None:
                 ready(broker, bound)
+            # Clients ask for each API's newest version; have those ready. In a
+            # thread, after start-up, so that neither waits for the other.
+            newest = [(a.key, a.max_version) for a in API_TABLE.values()]
+            nursery.start_soon(partial(trio.to_thread.run_sync, warm_up, newest, abandon_on_cancel=True))
             task_status.started(broker)
     finally:
         broker.close()
