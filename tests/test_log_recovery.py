@@ -53,10 +53,11 @@ def read_all(log: PartitionLog) -> list[bytes]:
 
 
 def crash(log: PartitionLog) -> None:
-    """Drop the log as a killed process would: no flush, no trim, no state write."""
+    """Drop the log as a killed process would: no flush, no index write, no state write."""
     for segment in log.segments:
-        segment._close_indexes(trim=False)
-        segment.file.close()
+        segment._drop_indexes()
+        if segment._file is not None:
+            segment._file.close()
 
 
 @contextmanager
@@ -275,6 +276,8 @@ def test_crashed_active_index_is_rebuilt_not_trusted(tmp_path: Path) -> None:
     log, sent = filled_log(directory, 10, 9)
     active = log.segments[-1]
     assert active.offset_index.entries > 0
+    log.flush()  # the active index's entries reach its file
+    assert active.index_path.stat().st_size == active.offset_index.entries * 8
     crash(log)
     # Point the active index somewhere wrong: recovery must not care.
     with open(active.index_path, "r+b") as f:

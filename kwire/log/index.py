@@ -1,7 +1,7 @@
 """Sparse per-segment indexes: offset -> file position, timestamp -> offset.
 
 As Kafka's OffsetIndex and TimeIndex: fixed-size big-endian entries in a file
-named after the segment, memory-mapped, looked up by binary search.
+named after the segment, looked up by binary search.
 
 * `.index`: relative offset int32 + file position int32 (8 bytes). An entry says
   "the batch whose base offset is base+rel starts at this position".
@@ -9,17 +9,28 @@ named after the segment, memory-mapped, looked up by binary search.
   (T, rel) says "the largest timestamp up to the batch at base+rel is T, first
   reached in that batch"; timestamps strictly increase.
 
-The active segment's index files are preallocated (sparse) to
-`segment.index.bytes` and trimmed to their entries when the segment is rolled
-or closed, so a trimmed file's entry count is its size. An untrimmed one (left
-by a crash) is counted by finding the all-zero tail: no real offset entry is all
-zeros (positions are > 0, the first batch of a segment is never indexed); only a
-first time entry (0, 0) could be mistaken for fill, and would merely be dropped.
+Unlike Kafka, an index is not memory-mapped: its entries live in a `bytearray`
+(the file's format, 8 or 12 bytes an entry), read whole from the file on first
+use, and new entries are written to the file (open, pwrite, close) only when
+the segment is flushed, rolled or closed. So an open index holds no file
+descriptor and no mapping: a broker with tens of thousands of partitions is
+bounded by neither the fd limit nor vm.max_map_count.
+
+A file holds exactly its entries (nothing is preallocated); a torn last entry
+(a crash mid-write) is dropped when loading, the size being rounded down to
+whole entries. `segment.index.bytes` still bounds the number of entries: a full
+index makes the log roll, as in Kafka.
+
+Entries not yet written are lost in a crash, and so may be the tail of an
+unsynced file: that is safe because an index is trusted only below the
+recovery point, i.e. for segments whose flush wrote and fsynced it; the segment
+holding the recovery point and all after it are rebuilt from the log (see
+PartitionLog.open). Invariant: the file's whole entries are the first
+`written` entries in memory; dropping entries below that truncates the file.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 from bisect import bisect_right
@@ -30,55 +41,57 @@ _OFFSET_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
 
 
+def _read_file(path: Path) -> bytes:
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.readall()
+    except FileNotFoundError:
+        return b""
+
+
 class _Index:
-    """Shared plumbing: a file of fixed-size entries, mmapped, with a zero tail."""
+    """Shared plumbing: fixed-size entries in memory, the file written on demand."""
 
     entry: struct.Struct
 
     def __init__(
-        self, path: Path, base_offset: int, max_index_size: int, *, writable: bool
+        self, path: Path, base_offset: int, max_index_size: int, *, fresh: bool = False
     ) -> None:
+        """Load the file's entries; or, if `fresh`, start empty and remove the file."""
         self.path = path
         self.base_offset = base_offset
-        self.writable = writable
         size = self.entry.size
-        fd = os.open(path, os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY, 0o644)
+        if fresh:
+            path.unlink(missing_ok=True)
+            data = b""
+        else:
+            data = _read_file(path)
+        # A torn last entry (crash mid-write) is dropped.
+        self._data = bytearray(data[: len(data) - len(data) % size])
+        self.entries = len(self._data) // size
+        # Entries in the file (a prefix of ours); the rest are written by write().
+        self.written = self.entries
+        self.max_entries = max(1, max_index_size // size)
+
+    @classmethod
+    def read_tail(cls, path: Path, count: int) -> list[tuple[int, int]] | None:
+        """The last `count` (or fewer) whole entries of an index file, without loading
+        it; None if the file is missing or holds no entry."""
+        size = cls.entry.size
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
         try:
             length = os.fstat(fd).st_size
-            stored = length - length % size
-            # A trimmed file (clean roll or close) holds exactly its entries; a zero
-            # last entry means preallocated fill, whose real end must be searched
-            # (a lone entry may be a time entry (0, 0): entries after the first never are).
-            trimmed = stored <= size or os.pread(fd, size, stored - size) != bytes(size)
-            if writable:
-                # Room for at least one entry; sparse, so the disk is not used yet.
-                target = max(size, max_index_size - max_index_size % size)
-                if length < target:
-                    os.ftruncate(fd, target)
-                    length = target
-            self._mm: mmap.mmap | None = None
-            if length >= size:
-                prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-                self._mm = mmap.mmap(fd, length - length % size, mmap.MAP_SHARED, prot)
+            length -= length % size
+            start = max(0, length - count * size)
+            data = os.pread(fd, length - start, start) if length else b""
         finally:
             os.close(fd)
-        self.max_entries = (len(self._mm) // size) if self._mm is not None else 0
-        self.entries = stored // size if trimmed else self._count_entries(stored // size)
-
-    def _count_entries(self, limit: int) -> int:
-        mm = self._mm
-        if mm is None:
-            return 0
-        size = self.entry.size
-        zero = bytes(size)
-        # Entries are a non-zero prefix followed by a zero fill: bisect the boundary,
-        # from the second entry on (only the first could be all zeros).
-        rest = bisect_right(
-            range(1, limit), False, key=lambda i: mm[i * size : i * size + size] == zero
-        )
-        if rest:
-            return 1 + rest
-        return 1 if limit and mm[:size] != zero else 0
+        if len(data) < size:
+            return None
+        return [cls.entry.unpack_from(data, i) for i in range(0, len(data) - size + 1, size)]
 
     @property
     def is_full(self) -> bool:
@@ -89,49 +102,51 @@ class _Index:
         return self.entries * self.entry.size
 
     def _unpack(self, i: int) -> tuple[int, int]:
-        assert self._mm is not None
-        return self.entry.unpack_from(self._mm, i * self.entry.size)
+        return self.entry.unpack_from(self._data, i * self.entry.size)
 
     def _key(self, field: int) -> Callable[[int], int]:
-        """Bisect key: field `field` of entry j, straight from the map (the hot lookup)."""
-        unpack_from, mm, size = self.entry.unpack_from, self._mm, self.entry.size
-        return lambda j: unpack_from(mm, j * size)[field]
+        """Bisect key: field `field` of entry j (the hot lookup)."""
+        unpack_from, data, size = self.entry.unpack_from, self._data, self.entry.size
+        return lambda j: unpack_from(data, j * size)[field]
 
     def _put(self, a: int, b: int) -> None:
-        if self._mm is None or not self.writable:
-            raise OSError(f"index {self.path} is not writable")
         if self.entries >= self.max_entries:
             raise OSError(f"index {self.path} is full")
-        self.entry.pack_into(self._mm, self.entries * self.entry.size, a, b)
+        self._data += self.entry.pack(a, b)
         self.entries += 1
 
+    def write(self) -> None:
+        """Append the entries not yet in the file (no fsync: the segment's flush syncs)."""
+        if self.written >= self.entries:
+            return
+        size = self.entry.size
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            start = self.written * size
+            data = bytes(self._data[start:])
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], start + done)
+        finally:
+            os.close(fd)
+        self.written = self.entries
+
     def _truncate_entries(self, keep: int) -> None:
-        """Drop entries from `keep` on, zeroing them so a reload cannot see them."""
+        """Drop entries from `keep` on, in memory and in the file."""
         if keep >= self.entries:
             return
-        if self._mm is not None and self.writable:
-            size = self.entry.size
-            self._mm[keep * size : self.entries * size] = bytes((self.entries - keep) * size)
+        del self._data[keep * self.entry.size :]
         self.entries = keep
-
-    def reset(self) -> None:
-        self._truncate_entries(0)
-
-    def close(self, *, trim: bool = True) -> None:
-        """Unmap; a writable index is trimmed to its entries (as on a roll or clean close).
-
-        No fsync here (a roll is on the append path): the segment's flush syncs the file.
-        """
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
-        if self.writable and trim and self.path.exists():
-            os.truncate(self.path, self.entries * self.entry.size)
-        self.max_entries = 0
+        if keep < self.written:
+            self.written = keep
+            try:
+                os.truncate(self.path, keep * self.entry.size)
+            except FileNotFoundError:
+                pass
 
 
 def fsync_path(path: Path) -> None:
-    """fsync a file by name (its mmapped pages included), if it exists."""
+    """fsync a file by name, if it exists."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -181,17 +196,24 @@ class OffsetIndex(_Index):
         keep = bisect_right(range(self.entries), rel - 1, key=self._key(0))
         self._truncate_entries(keep)
 
-    def is_sane(self, log_size: int) -> bool:
-        """Cheap check of a trusted index: last entry inside the log, offsets rising."""
-        if self.entries == 0:
+    @staticmethod
+    def entries_are_sane(entries: list[tuple[int, int]], log_size: int) -> bool:
+        """Cheap check of a trusted index's last (up to) two entries, (rel, position)
+        each: the last inside the log, offsets and positions rising."""
+        if not entries:
             return True
-        rel, position = self._unpack(self.entries - 1)
+        rel, position = entries[-1]
         if not 0 < position < log_size or rel <= 0:
             return False
-        if self.entries > 1:
-            prev_rel, prev_position = self._unpack(self.entries - 2)
+        if len(entries) > 1:
+            prev_rel, prev_position = entries[-2]
             return prev_rel < rel and prev_position < position
         return True
+
+    def is_sane(self, log_size: int) -> bool:
+        return self.entries_are_sane(
+            [self._unpack(i) for i in range(max(0, self.entries - 2), self.entries)], log_size
+        )
 
 
 class TimeIndex(_Index):

@@ -37,6 +37,11 @@ Hot path: append() rewrites each batch's baseOffset and partitionLeaderEpoch in
 place (both outside the CRC), then writes all batches with one write(); read()
 finds positions through the sparse offset index and 61-byte header reads, and
 hands back file regions, never the data itself.
+
+Resources: a partition holds one file descriptor (its active segment's `.log`)
+plus one per inactive segment read since start-up; indexes are in memory (no
+fd, no mmap; see index.py). A brand-new partition creates only its empty
+`.log` file: index files appear when there are entries to write.
 """
 
 from __future__ import annotations
@@ -305,6 +310,8 @@ class PartitionLog:
                 segment.rebuild_indexes()
             elif segment.active:
                 segment.load_tail_state()
+            # Nothing is read from the log yet: an inactive segment's fd waits for a read.
+            segment.release_file()
         active = segments[-1]
         if not active.active:
             active.make_active()
@@ -495,8 +502,7 @@ class PartitionLog:
             new.file.close()
             raise RuntimeError(f"segment {new.log_path} already exists and is not empty")
         # A fresh segment: stale index files (if any) must not be counted.
-        new.offset_index.reset()
-        new.time_index.reset()
+        new.clear_indexes()
         new._max_timestamp = -1
         new._rolling_timestamp = -1
         old.make_inactive()
@@ -849,7 +855,7 @@ class PartitionLog:
     # ---- shutting down ----------------------------------------------------------------
 
     def close(self) -> None:
-        """Clean close: flush, seal and trim indexes, record the clean shutdown."""
+        """Clean close: flush, seal and write indexes, record the clean shutdown."""
         if self._closed:
             return
         self.flush()

@@ -3,6 +3,12 @@
 As Kafka's LogSegment. The `.log` file holds magic v2 batches exactly as on the
 wire. Everything here reads batch headers only (61 bytes), except recovery,
 which must read whole batches to check their CRC-32C.
+
+File descriptors: the active segment keeps its `.log` open (appends, and
+sendfile for fetches); an inactive one opens it on its first read and keeps it
+from then on (file regions handed to fetches hold it). Indexes hold no fd and
+no mapping (see index.py), and are loaded on first use, so an idle partition
+costs one fd, and a brand-new one creates nothing but its empty `.log`.
 """
 
 from __future__ import annotations
@@ -72,10 +78,12 @@ class FileRegion:
 
 
 class LogSegment:
-    """A segment file with lazily opened indexes.
+    """A segment file with lazily loaded indexes.
 
-    The active (last) segment has writable, preallocated indexes; the others are
-    opened read-only on first use, so start-up and idle partitions cost no mmaps.
+    Index entries are appended to the active (last) segment only; they reach the
+    index files when the segment is flushed, rolled (sealed) or closed. The other
+    segments' indexes are read when first needed, so start-up reads no index
+    whole, and their `.log` is opened on the first read.
     """
 
     def __init__(
@@ -97,9 +105,12 @@ class LogSegment:
         self.log_path = directory / segment_file_name(base_offset, LOG_SUFFIX)
         self.index_path = directory / segment_file_name(base_offset, INDEX_SUFFIX)
         self.time_index_path = directory / segment_file_name(base_offset, TIME_INDEX_SUFFIX)
-        # O_APPEND: every write lands at the end, whatever reads did to the offset.
-        self.file = io.FileIO(self.log_path, "a+")
-        self.size = os.fstat(self.file.fileno()).st_size
+        # The active segment's file is open from the start; others' on first read.
+        self._file: io.FileIO | None = None
+        if active:
+            self.size = os.fstat(self.file.fileno()).st_size
+        else:
+            self.size = os.stat(self.log_path).st_size
         self._offset_index: OffsetIndex | None = None
         self._time_index: TimeIndex | None = None
         # Bytes appended since the last offset index entry.
@@ -114,13 +125,33 @@ class LogSegment:
         self._rolling_timestamp: int | None = None
         self.deleted = False
 
+    # ---- files -------------------------------------------------------------------
+
+    @property
+    def file(self) -> io.FileIO:
+        """The `.log` file, opened on first use and kept open (regions hold it)."""
+        file = self._file
+        if file is None:
+            # O_APPEND: every write lands at the end, whatever reads did to the offset.
+            # Only the active segment may create its file; others must exist.
+            opener = None if self.active else _open_existing
+            file = self._file = io.FileIO(self.log_path, "a+", opener=opener)
+        return file
+
+    def release_file(self) -> None:
+        """Close an inactive segment's `.log` until its next read. Only while no file
+        region of it can be in use (at load, before any fetch)."""
+        if self._file is not None and not self.active:
+            self._file.close()
+            self._file = None
+
     # ---- indexes ---------------------------------------------------------------
 
     @property
     def offset_index(self) -> OffsetIndex:
         if self._offset_index is None:
             self._offset_index = OffsetIndex(
-                self.index_path, self.base_offset, self.max_index_bytes, writable=self.active
+                self.index_path, self.base_offset, self.max_index_bytes
             )
         return self._offset_index
 
@@ -128,29 +159,50 @@ class LogSegment:
     def time_index(self) -> TimeIndex:
         if self._time_index is None:
             self._time_index = TimeIndex(
-                self.time_index_path, self.base_offset, self.max_index_bytes, writable=self.active
+                self.time_index_path, self.base_offset, self.max_index_bytes
             )
         return self._time_index
 
-    def _close_indexes(self, *, trim: bool) -> None:
+    def clear_indexes(self) -> tuple[OffsetIndex, TimeIndex]:
+        """Empty indexes, the old files removed unread (a new segment, or a rebuild:
+        until rewritten by a seal or flush the segment has no index, so a crash
+        meanwhile rebuilds it again)."""
+        offset_index = OffsetIndex(
+            self.index_path, self.base_offset, self.max_index_bytes, fresh=True
+        )
+        time_index = TimeIndex(
+            self.time_index_path, self.base_offset, self.max_index_bytes, fresh=True
+        )
+        self._offset_index, self._time_index = offset_index, time_index
+        return offset_index, time_index
+
+    def _write_indexes(self) -> None:
+        """Write the index entries not yet in the files (no fsync)."""
         if self._offset_index is not None:
-            self._offset_index.close(trim=trim)
-            self._offset_index = None
+            self._offset_index.write()
         if self._time_index is not None:
-            self._time_index.close(trim=trim)
-            self._time_index = None
+            self._time_index.write()
+
+    def _drop_indexes(self) -> None:
+        """Forget the loaded indexes; entries not yet written are lost (as in a crash)."""
+        self._offset_index = None
+        self._time_index = None
 
     def indexes_need_rebuild(self) -> bool:
-        """A trusted segment's indexes are rebuilt if missing, empty or plainly wrong."""
+        """A trusted segment's indexes are rebuilt if missing, empty or plainly wrong.
+
+        Reads the offset index's last two entries only, and the time index's size."""
         if self.size == 0:
             return False
-        for path in (self.index_path, self.time_index_path):
-            if not path.exists() or path.stat().st_size == 0:
+        try:
+            if os.stat(self.time_index_path).st_size < TimeIndex.entry.size:
                 return True
-        sane = self.offset_index.is_sane(self.size)
-        if not self.active:
-            self._close_indexes(trim=False)  # no mmap held for idle segments
-        return not sane
+        except FileNotFoundError:
+            return True
+        if self._offset_index is not None:
+            return not self._offset_index.is_sane(self.size)
+        tail = OffsetIndex.read_tail(self.index_path, 2)
+        return tail is None or not OffsetIndex.entries_are_sane(tail, self.size)
 
     @property
     def indexes_full(self) -> bool:
@@ -159,13 +211,15 @@ class LogSegment:
     # ---- timestamps --------------------------------------------------------------
 
     def _load_max_timestamp(self) -> None:
-        was_open = self._time_index is not None
-        timestamp, offset = self.time_index.last_entry
+        if self._time_index is not None or self.active:
+            timestamp, offset = self.time_index.last_entry
+        else:
+            # An idle segment's is its time index's last entry: read that one only
+            # (retention asks every segment).
+            tail = TimeIndex.read_tail(self.time_index_path, 1)
+            timestamp, rel = tail[-1] if tail else (-1, 0)
+            offset = self.base_offset + rel
         self._max_timestamp, self._offset_of_max_timestamp = timestamp, offset
-        if not was_open and not self.active:
-            # Cached now; an idle segment need not keep the mmap (retention asks often).
-            self._time_index.close(trim=False)
-            self._time_index = None
 
     @property
     def max_timestamp(self) -> int:
@@ -187,7 +241,9 @@ class LogSegment:
         """What retention.ms measures: the max timestamp, else the file's mtime (Kafka)."""
         if self.max_timestamp >= 0:
             return self.max_timestamp
-        return int(os.stat(self.file.fileno()).st_mtime * 1000)
+        file = self._file
+        stat = os.fstat(file.fileno()) if file is not None else os.stat(self.log_path)
+        return int(stat.st_mtime * 1000)
 
     @property
     def rolling_timestamp(self) -> int:
@@ -287,16 +343,7 @@ class LogSegment:
     # ---- recovery and index rebuilding -------------------------------------------
 
     def _start_rebuild(self) -> tuple[OffsetIndex, TimeIndex]:
-        self._close_indexes(trim=False)
-        offset_index = OffsetIndex(
-            self.index_path, self.base_offset, self.max_index_bytes, writable=True
-        )
-        time_index = TimeIndex(
-            self.time_index_path, self.base_offset, self.max_index_bytes, writable=True
-        )
-        offset_index.reset()
-        time_index.reset()
-        self._offset_index, self._time_index = offset_index, time_index
+        offset_index, time_index = self.clear_indexes()
         self.bytes_since_index = 0
         self._max_timestamp = -1
         self._offset_of_max_timestamp = self.base_offset
@@ -325,8 +372,10 @@ class LogSegment:
         if self._rolling_timestamp is None:
             self._rolling_timestamp = -1
         if not self.active:
-            # An inactive segment gets its final time entry and trimmed read-only indexes.
+            # An inactive segment gets its final time entry, and its index files now;
+            # they are read again when needed (a start-up rebuild loads nothing).
             self._seal_indexes()
+            self._drop_indexes()
 
     def rebuild_indexes(self) -> None:
         """Rebuild both indexes from the batch headers (the data is trusted)."""
@@ -425,46 +474,53 @@ class LogSegment:
     # ---- state changes --------------------------------------------------------------
 
     def _seal_indexes(self) -> None:
-        """Write the final time index entry (the segment's max timestamp) and trim."""
+        """Add the final time index entry (the segment's max timestamp); write the files."""
         if self._max_timestamp is not None and self._max_timestamp >= 0:
             self.time_index.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
-        self._close_indexes(trim=True)
+        self._write_indexes()
 
     def make_inactive(self) -> None:
-        """On roll: seal the indexes; they reopen read-only when next needed."""
+        """On roll: seal the indexes (kept loaded: the segment was just read from)."""
         if not self.active:
             return
         self._seal_indexes()
         self.active = False
 
     def make_active(self) -> None:
-        """For truncation: reopen the indexes writable (preallocated again)."""
+        """For truncation: the segment takes appends again."""
         if self.active:
             return
-        self._close_indexes(trim=False)
         self.active = True
 
     def flush(self) -> None:
-        """fsync the log and both index files (open or not: a roll trims without syncing)."""
-        os.fsync(self.file.fileno())
+        """Write pending index entries; fsync the log and both index files (which a
+        roll wrote without syncing)."""
+        self._write_indexes()
+        if self._file is not None:
+            os.fsync(self._file.fileno())
+        else:
+            fsync_path(self.log_path)  # not open (an inactive segment not read since load)
         fsync_path(self.index_path)
         fsync_path(self.time_index_path)
 
     def close(self) -> None:
-        """Clean close: the final time entry and trimmed indexes, as after a roll, synced."""
-        if self.file.closed:
-            return
+        """Clean close: the final time entry and written indexes, as after a roll, synced."""
+        file = self._file
         if self.active:
+            if file is None or file.closed:
+                return  # closed already
             self._seal_indexes()
             self.flush()
         else:
-            self._close_indexes(trim=False)
-        self.file.close()
+            self._write_indexes()
+        self._drop_indexes()
+        if file is not None:
+            file.close()
 
     def rename_to_deleted(self) -> None:
         """First step of deletion (Kafka's async delete): files renamed `.deleted`, the
         log file kept open for reads already handed out."""
-        self._close_indexes(trim=False)
+        self._drop_indexes()
         for attr in ("log_path", "index_path", "time_index_path"):
             path: Path = getattr(self, attr)
             target = path.with_name(path.name + DELETED_SUFFIX)
@@ -477,14 +533,19 @@ class LogSegment:
 
     def delete_files(self) -> None:
         """Final step of deletion: close and unlink."""
-        self._close_indexes(trim=False)
-        if not self.file.closed:
-            self.file.close()
+        self._drop_indexes()
+        if self._file is not None and not self._file.closed:
+            self._file.close()
         for path in (self.log_path, self.index_path, self.time_index_path):
             path.unlink(missing_ok=True)
 
     def __repr__(self) -> str:
         return f"LogSegment(base_offset={self.base_offset}, size={self.size}, active={self.active})"
+
+
+def _open_existing(path: str, flags: int) -> int:
+    """io.FileIO opener that never creates the file."""
+    return os.open(path, flags & ~os.O_CREAT)
 
 
 def _write_all(fd: int, data: memoryview) -> None:
