@@ -226,12 +226,25 @@ def s_group_split(ctx):
     ctx.step("two members join", 45)
     cs = [Consumer(base(ctx, **conf)) for _ in range(2)]
     got: list[list] = [[], []]
+    assigned: list[set] = [set(), set()]
     stop = threading.Event()
     errs = []
 
+    # Assignments come from the rebalance callbacks, run inside poll() on each member's
+    # own thread (Consumer.assignment() from another thread blocks while poll() runs).
+    def on_assign(i):
+        def cb(consumer, parts):
+            assigned[i] = {tp.partition for tp in parts}
+        return cb
+
+    def on_revoke(i):
+        def cb(consumer, parts):
+            assigned[i] = set()
+        return cb
+
     def loop(i):
         try:
-            cs[i].subscribe([ctx.topic])
+            cs[i].subscribe([ctx.topic], on_assign=on_assign(i), on_revoke=on_revoke(i))
             while not stop.is_set():
                 m = cs[i].poll(0.2)
                 if m is not None and not m.error():
@@ -244,7 +257,7 @@ def s_group_split(ctx):
         t.start()
 
     def split():
-        a = [{tp.partition for tp in c.assignment()} for c in cs]
+        a = [set(x) for x in assigned]
         return a if (a[0] and a[1] and not (a[0] & a[1]) and a[0] | a[1] == {0, 1, 2}) else None
     assign = C.wait_until(split, 40, "disjoint assignments covering partitions 0-2")
     ctx.step("produce")
