@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import struct
 
 import pytest
@@ -178,7 +179,7 @@ def test_hand_read_produce_request_matches_kio(version: int, data: st.DataObject
     ours = read_produce_request(raw, 6, version)
     assert ours.transactional_id == request.transactional_id
     assert ours.acks == request.acks
-    assert ours.timeout_ms == request.timeout.total_seconds() * 1000
+    assert ours.timeout_ms == request.timeout // datetime.timedelta(milliseconds=1)
     assert [(t.name, [(p.index, None if p.records is None else bytes(p.records)) for p in t.partition_data]) for t in ours.topic_data] == [
         (t.name, [(p.index, p.records) for p in t.partition_data]) for t in request.topic_data
     ]
