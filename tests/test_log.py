@@ -538,10 +538,14 @@ def test_close_and_reopen_keeps_everything(tmp_path: Path) -> None:
     committed(log)
     before = read_all(log)
     segment_bases = [s.base_offset for s in log.segments]
+    offset_entries = [s.offset_index.entries for s in log.segments]
     log.close()
-    for segment in segment_bases:
+    for segment, entries in zip(segment_bases, offset_entries, strict=True):
+        # Each file holds exactly its entries (the time index also the seal entry).
         index = tmp_path / "topic-0" / f"{segment:020d}.index"
-        assert index.stat().st_size % 8 == 0 and index.stat().st_size < 600  # trimmed
+        assert entries > 0 and index.stat().st_size == 8 * entries
+        time_index = index.with_suffix(".timeindex")
+        assert time_index.stat().st_size % 12 == 0 and time_index.stat().st_size > 0
     recovered: list[int] = []
     original = LogSegment.recover
 
@@ -564,6 +568,115 @@ def test_close_and_reopen_keeps_everything(tmp_path: Path) -> None:
     assert append(log, batch(1, ts=99)) == 60
     assert log.max_timestamp() == (99, 60)
     assert "clean_shutdown 0" in (log.directory / STATE_FILE).read_text()
+
+
+def test_index_files_are_written_at_flush_roll_and_close(tmp_path: Path) -> None:
+    log = open_log(tmp_path, index_interval_bytes=100)
+    active = log.segments[0]
+    for i in range(10):
+        append(log, batch(2, ts=i))
+    entries = active.offset_index.entries
+    assert entries > 0
+    # Entries are in memory only until the segment is flushed.
+    assert not active.index_path.exists() and not active.time_index_path.exists()
+    log.flush()
+    assert active.index_path.stat().st_size == 8 * entries
+    assert active.time_index_path.stat().st_size == 12 * active.time_index.entries
+    for i in range(10):
+        append(log, batch(2, ts=100 + i))
+    assert active.index_path.stat().st_size == 8 * entries  # not yet
+    more = active.offset_index.entries
+    assert more > entries
+    log.roll()  # the rolled segment's files are complete (the seal entry included)
+    assert active.index_path.stat().st_size == 8 * more
+    assert active.time_index.last_entry[0] == 109
+    assert active.time_index_path.stat().st_size == 12 * active.time_index.entries
+    # Truncation cuts the file too, so a reload cannot see dropped entries.
+    log.truncate_to(6)
+    assert active.index_path.stat().st_size == 8 * active.offset_index.entries < 8 * entries
+    log.close()
+
+
+def test_torn_index_entry_is_dropped_at_load(tmp_path: Path) -> None:
+    log = open_log(tmp_path, segment_bytes=600, index_interval_bytes=100)
+    for i in range(30):
+        append(log, batch(2, ts=i))
+    committed(log)
+    before = {o: log.read(o, 1).tobytes() for o in range(log.log_end_offset)}
+    first = log.segments[0]
+    entries = first.offset_index.entries
+    log.close()
+    with open(first.index_path, "ab") as f:
+        f.write(b"\x00\x00\x7f")  # a partial entry, as a write cut short would leave
+    with open(first.time_index_path, "ab") as f:
+        f.write(b"\x01" * 11)
+    log = open_log(tmp_path, segment_bytes=600, index_interval_bytes=100)
+    assert log.segments[0].offset_index.entries == entries
+    assert {o: log.read(o, 1).tobytes() for o in range(log.log_end_offset)} == before
+    assert log.offset_for_timestamp(20) == (40, 20)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _mappings() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_many_partitions_hold_one_fd_each(tmp_path: Path) -> None:
+    """10,000 partitions must fit a 20,000 fd limit: an empty or barely used partition
+    holds its active `.log` only (indexes hold no fd and no mmap)."""
+    n = 3_000
+    fds, maps = _open_fds(), _mappings()
+    logs = [PartitionLog.open(tmp_path / f"t-{i}", LogConfig()) for i in range(n)]
+    for log in logs:
+        assert list(log.batch_headers()) == []
+        assert log.read(0, 1 << 20).size == 0
+        assert log.offset_for_timestamp(0) is None
+    assert _open_fds() - fds <= n + 5
+    # A new partition creates its empty .log and nothing else.
+    assert sorted(p.name for p in (tmp_path / "t-0").iterdir()) == ["00000000000000000000.log"]
+    for i, log in enumerate(logs):
+        append(log, batch(1, ts=i))
+        committed(log)
+        assert len(log.read(0, 1 << 20).tobytes()) > 0
+    assert _open_fds() - fds <= n + 5
+    assert _mappings() - maps < 100  # no mapping per partition
+    for log in logs:
+        log.delete()  # closes without the fsyncs of a clean close
+    assert _open_fds() <= fds + 5
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+@pytest.mark.parametrize("clean", [True, False])
+def test_inactive_segments_open_their_log_on_first_read(tmp_path: Path, clean: bool) -> None:
+    log = open_log(tmp_path, segment_bytes=600, index_interval_bytes=100)
+    for i in range(60):
+        append(log, batch(2, ts=i))
+    committed(log)
+    before = read_all(log)
+    n_segments = len(log.segments)
+    assert n_segments > 5
+    if clean:
+        log.close()
+    else:
+        log.flush(log.segments[2].base_offset, checkpoint=True)
+        for segment in log.segments:  # as a killed process: nothing more written
+            segment._drop_indexes()
+            segment.file.close()
+    fds = _open_fds()
+    log = open_log(tmp_path, segment_bytes=600, index_interval_bytes=100)
+    assert _open_fds() == fds + 1  # the active segment's .log only, recovery or not
+    assert log.max_timestamp() == (59, 118)  # from the time indexes' last entries
+    assert log.offset_for_timestamp(100) is None
+    assert _open_fds() == fds + 1
+    assert read_all(committed(log)) == before
+    assert _open_fds() == fds + n_segments
+    log.close()
+    assert _open_fds() == fds
 
 
 def test_flush_messages_moves_recovery_point(tmp_path: Path) -> None:
