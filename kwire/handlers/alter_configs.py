@@ -10,7 +10,7 @@ resource that tries to change one is refused with Kafka's INVALID_REQUEST
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -102,16 +102,17 @@ def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
         raise unknown_resource_type(resource.resource_type)
 
 
-@api(33, 0, 2)
-async def handle(ctx: RequestContext, request: Any) -> Any:
-    module = response_module(33, ctx.api_version)
+def alter_resources(ctx: RequestContext, request: Any, alter: Callable[[Broker, Any, bool], None]) -> tuple[Any, ...]:
+    """Apply `alter` to each resource; one answer per resource, as both
+    AlterConfigs and IncrementalAlterConfigs give them."""
+    module = response_module(ctx.api_key, ctx.api_version)
     errors = check_resources(request.resources)
     responses = []
     for i, resource in enumerate(request.resources):
         try:
             if i in errors:
                 raise errors[i]
-            _alter(ctx.broker, resource, request.validate_only)
+            alter(ctx.broker, resource, request.validate_only)
             error, message = ErrorCode.none, None
         except KafkaError as e:
             error, message = e.error_code, e.message
@@ -124,4 +125,11 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 resource_name=resource.resource_name,
             )
         )
-    return make(module.AlterConfigsResponse, throttle_time=NO_THROTTLE, responses=tuple(responses))
+    return tuple(responses)
+
+
+@api(33, 0, 2)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    module = response_module(33, ctx.api_version)
+    responses = alter_resources(ctx, request, _alter)
+    return make(module.AlterConfigsResponse, throttle_time=NO_THROTTLE, responses=responses)

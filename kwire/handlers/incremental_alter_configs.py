@@ -16,7 +16,7 @@ from kwire.broker import Broker, KafkaError
 from kwire.config import TOPIC_CONFIGS, format_config_value
 from kwire.handlers import RequestContext
 from kwire.handlers.alter_configs import (
-    check_resources,
+    alter_resources,
     refuse_broker_changes,
     refuse_null_values,
     set_topic_overrides,
@@ -96,27 +96,5 @@ def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
 @api(44, 0, 1)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(44, ctx.api_version)
-    errors = check_resources(request.resources)
-    responses = []
-    for i, resource in enumerate(request.resources):
-        try:
-            if i in errors:
-                raise errors[i]
-            _alter(ctx.broker, resource, request.validate_only)
-            error, message = ErrorCode.none, None
-        except KafkaError as e:
-            error, message = e.error_code, e.message
-        responses.append(
-            make(
-                module.AlterConfigsResourceResponse,
-                error_code=error,
-                error_message=message,
-                resource_type=resource.resource_type,
-                resource_name=resource.resource_name,
-            )
-        )
-    return make(
-        module.IncrementalAlterConfigsResponse,
-        throttle_time=NO_THROTTLE,
-        responses=tuple(responses),
-    )
+    responses = alter_resources(ctx, request, _alter)
+    return make(module.IncrementalAlterConfigsResponse, throttle_time=NO_THROTTLE, responses=responses)
