@@ -208,7 +208,8 @@ def test_list_offsets_by_timestamp_inside_a_batch(broker) -> None:
 
 
 def test_kafka_python_produces_and_fetches(broker) -> None:
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KTopicPartition
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import TopicPartition as KTopicPartition
 
     create_topic(broker.bootstrap, "kp", 2)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)  # idempotent by default in 3.x
