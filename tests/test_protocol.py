@@ -240,3 +240,28 @@ def test_hand_written_fetch_response_reads_back_with_kio(tmp_path, version: int,
         assert first.log_start_offset == 2
     if version >= 7:
         assert response.session_id == 77
+
+
+@pytest.mark.parametrize("version", range(3, 12))
+def test_hand_written_produce_response_reads_back_with_kio(version: int) -> None:
+    from kio.serial import entity_reader
+
+    from kwire.protocol.produce_response import PartitionProduceResult, encode_produce_response
+
+    body = encode_produce_response(
+        version,
+        [("topic-a", [PartitionProduceResult(0, 0, 42, 1_700_000_000_000, 7),
+                      PartitionProduceResult(1, ErrorCode.corrupt_message, -1, error_message="bad crc")])],
+    )
+    raw = body.parts[0]
+    response, end = entity_reader(response_class(0, version))(raw, 0)
+    assert end == len(raw) == body.size
+    [topic] = response.responses
+    first, second = topic.partition_responses
+    assert (topic.name, first.index, first.error_code, first.base_offset) == ("topic-a", 0, ErrorCode.none, 42)
+    assert first.log_append_time is not None and first.log_append_time.year == 2023
+    assert second.error_code == ErrorCode.corrupt_message and second.log_append_time is None
+    if version >= 5:
+        assert first.log_start_offset == 7
+    if version >= 8:
+        assert second.error_message == "bad crc"
