@@ -39,7 +39,7 @@ class Cell:
         self.detail = detail
         self.seconds = seconds
 
-    def text(self, limit: int = 90) -> str:
+    def text(self, limit: int = 150) -> str:
         if self.status == "pass":
             return "pass"
         word = "fail" if self.status == "fail" else "n.a."

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -16,15 +15,7 @@ from compat import scenarios as S
 from compat.drivers import common as C
 from compat.drivers.common import check
 
-
-class _Diag(logging.Handler):
-    def emit(self, record):
-        if record.levelno >= logging.WARNING:
-            C.note_client_error(record.getMessage()[:300])
-
-
-logging.getLogger("aiokafka").addHandler(_Diag())
-logging.getLogger("aiokafka").setLevel(logging.WARNING)
+C.LogDiag.install("aiokafka", ignore=())
 
 COMMON = {"request_timeout_ms": 10000}
 

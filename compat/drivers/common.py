@@ -10,7 +10,9 @@ the client library is blocked in.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -90,6 +92,42 @@ def client_error_hint() -> str:
     return f" (client reported: {_last_client_error[-1]})" if _last_client_error else ""
 
 
+_ERR = re.compile(r"(\w+Response)(?:_v\d+)?\(.*?error_code=(-?[1-9]\d*)"
+                  r"(?:, error_message='([^']*)')?")
+
+
+class LogDiag(logging.Handler):
+    """For the pure-Python clients' loggers (set to DEBUG): remember warnings, and
+    responses that carry a non-zero error code, which they often retry silently."""
+
+    def __init__(self, ignore: tuple[str, ...] = ()):
+        super().__init__(logging.DEBUG)
+        self.ignore = ignore
+
+    def emit(self, record):
+        try:
+            msg = record.getMessage()
+        except Exception:
+            return
+        if any(i in msg for i in self.ignore):
+            return
+        if record.levelno >= logging.WARNING:
+            note_client_error(msg[:300])
+            return
+        if "error_code=" in msg:
+            m = _ERR.search(msg)
+            if m:
+                note_client_error(f"{m.group(1)} error_code={m.group(2)}"
+                                  + (f" ({m.group(3)})" if m.group(3) else ""))
+
+    @classmethod
+    def install(cls, logger_name: str, ignore: tuple[str, ...] = ()) -> None:
+        lg = logging.getLogger(logger_name)
+        lg.addHandler(cls(ignore))
+        lg.setLevel(logging.DEBUG)
+        lg.propagate = False
+
+
 def check(cond: bool, msg: str) -> None:
     if not cond:
         raise Fail(msg)
@@ -114,6 +152,10 @@ def wait_until(fn, timeout: float, what: str, interval: float = 0.2):
 
 
 def short_exc(e: BaseException) -> str:
+    err = e.args[0] if e.args else None
+    if hasattr(err, "name") and hasattr(err, "str") and callable(err.str):
+        # confluent-kafka's KafkaException(KafkaError): "KafkaException _TIMED_OUT: text"
+        return f"{type(e).__name__} {err.name()}: {err.str()}"
     s = str(e).strip() or repr(e)
     name = type(e).__name__
     if name not in ("Fail", "NotApplicable") and not s.startswith(name):
@@ -176,7 +218,9 @@ def main(table: dict) -> None:
         except Exception as e:
             ctx.disarm()
             traceback.print_exc(file=sys.stderr)
-            _emit("fail", f"{ctx.current}: {short_exc(e)}")
+            msg = short_exc(e)
+            hint = client_error_hint()
+            _emit("fail", f"{ctx.current}: {msg}{hint if hint[19:-1] not in msg else ''}")
     sys.stdout.flush()
     sys.stderr.flush()
     # Don't let a client library's background threads hold the process open.

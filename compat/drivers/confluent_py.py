@@ -33,8 +33,9 @@ class _Diag(logging.Handler):
         msg = record.getMessage()
         if "_PARTITION_EOF" in msg:
             return
-        for tag in ("FETCHERR", "OFFSETERR", "|ERROR|", "PROTOERR", "COMMITFAIL", "JOINGROUP"):
-            if tag in msg and ("rror" in msg or "fail" in msg):
+        for tag in ("FETCHERR", "OFFSETERR", "|ERROR|", "PROTOERR", "COMMITFAIL", "JOINGROUP",
+                    "TXNCOORD", "TXNERR", "IDEMPSTATE"):
+            if tag in msg and ("rror" in msg or "fail" in msg.lower()):
                 C.note_client_error(msg.split("]: ", 1)[-1])
                 return
 
@@ -47,7 +48,7 @@ _logger.setLevel(logging.DEBUG)
 
 def base(ctx, **extra):
     conf = {"bootstrap.servers": ctx.bootstrap, "socket.timeout.ms": 10000,
-            "broker.address.family": "v4", "debug": "fetch",
+            "broker.address.family": "v4", "debug": "fetch,eos",
             "logger": _logger, "error_cb": lambda err: C.note_client_error(str(err))}
     conf.update(extra)
     return conf
@@ -333,7 +334,11 @@ def s_transactions(ctx):
     ensure_topic(ctx, ctx.topic)
     p = Producer(base(ctx, **{"transactional.id": ctx.name("txn"), "linger.ms": 5}))
     ctx.step("init_transactions")
-    p.init_transactions(15)
+    try:
+        p.init_transactions(15)
+    except KafkaException:
+        p.poll(0.1)  # the client's log lines reach the logger only through poll()
+        raise
     for name, commit in (("a", True), ("x", False), ("b", True)):
         ctx.step(f"transaction {name} ({'commit' if commit else 'abort'})")
         p.begin_transaction()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
@@ -15,18 +14,7 @@ from compat import scenarios as S
 from compat.drivers import common as C
 from compat.drivers.common import check
 
-
-class _Diag(logging.Handler):
-    """kafka-python logs errors it retries internally; keep the last one."""
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if record.levelno >= logging.WARNING and "disabling auto-commit" not in msg:
-            C.note_client_error(msg[:300])
-
-
-logging.getLogger("kafka").addHandler(_Diag())
-logging.getLogger("kafka").setLevel(logging.WARNING)
+C.LogDiag.install("kafka", ignore=("disabling auto-commit",))
 
 COMMON = {"request_timeout_ms": 10000}
 

@@ -27,9 +27,13 @@ def kcat(ctx, args, stdin: str | None = None, timeout: float = 15.0, ok_rc=(0,))
         C.note_client_error(err[-1] if err else "")
         raise C.Fail(f"kcat {' '.join(args[:2])} did not finish in {timeout:g}s") from None
     err = p.stderr.decode(errors="replace")
-    for ln in err.splitlines():
-        if "ERROR" in ln or "error" in ln.lower():
-            C.note_client_error(ln.strip())
+    lines = err.splitlines()
+    errors = [ln for ln in lines if "ERROR" in ln or "error" in ln.lower()]
+    # With -d eos: why the transaction coordinator could not be had (the final ERROR
+    # line only says "timed out").
+    txn = [ln.split("]: ", 1)[-1] for ln in lines if "TXN" in ln and "fail" in ln.lower()]
+    for ln in errors[-1:] + txn[-1:]:
+        C.note_client_error(ln.strip())
     if p.returncode not in ok_rc:
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]
         raise C.Fail(f"kcat exited {p.returncode}: {lines[-1] if lines else ''}")
@@ -257,7 +261,7 @@ def s_idempotent(ctx):
 
 
 def s_transactions(ctx):
-    txn = ["-p", "0", "-X", f"transactional.id={ctx.name('txn')}"]
+    txn = ["-p", "0", "-X", f"transactional.id={ctx.name('txn')}", "-d", "eos"]
     ctx.step("auto-create topic")
     produce_lines(ctx, ctx.topic, [], args=["-p", "0"])
     wait_topic(ctx, ctx.topic)

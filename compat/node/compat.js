@@ -225,12 +225,15 @@ function confluentClient() {
     setLogLevel(l) { this.level = l; },
     namespace() { return this; },
     info() {},
-    debug() {},
+    debug(m) {
+      // librdkafka's "eos" debug context says why a transaction coordinator is missing.
+      if (/fail/i.test(m) && /coordinator|TXN/.test(m)) noteClientError(String(m).split(']: ').pop());
+    },
     warn(m) { logLine('WARN', m); },
     error(m) { logLine('ERROR', m); },
   };
   const base = { brokers: [bootstrap], connectionTimeout: 5000, requestTimeout: 10000, logger,
-    logLevel: KafkaJS.logLevel.WARN };
+    logLevel: KafkaJS.logLevel.DEBUG };
   const kafka = new KafkaJS.Kafka({ kafkaJS: base, 'broker.address.family': 'v4' });
   return {
     hasDescribeConfigs: false,
@@ -243,7 +246,8 @@ function confluentClient() {
       const kjs = { idempotent, acks: idempotent || transactionalId ? -1 : 1 };
       if (transactionalId) Object.assign(kjs, { transactionalId, idempotent: true });
       if (compression) kjs.compression = compression;
-      const p = kafka.producer({ kafkaJS: kjs, 'linger.ms': lingerMs });
+      const p = kafka.producer({ kafkaJS: kjs, 'linger.ms': lingerMs,
+        ...(transactionalId ? { debug: 'eos' } : {}) });
       await p.connect();
       return {
         raw: p,
@@ -614,7 +618,8 @@ async function main() {
     if (e instanceof NotApplicable) emit('na', e.message);
     else {
       process.stderr.write(`${e && e.stack}\n`);
-      emit('fail', `${current}: ${shortErr(e)}${e instanceof Fail ? hint() : ''}`);
+      const msg = shortErr(e);
+      emit('fail', `${current}: ${msg}${lastClientError && !msg.includes(lastClientError) ? hint() : ''}`);
     }
   }
   process.exit(0);
