@@ -24,6 +24,10 @@ ROOT = HERE.parent
 WORK = HERE / ".work"
 JAVA_DIR = WORK / "java"
 NODE_DIR = HERE / "node"
+# Installed clients are kept outside the work tree too, so that a fresh clone on the same
+# machine (CI, the next session) reuses them instead of building them again.
+CACHE = Path(os.environ.get("KWIRE_COMPAT_CACHE") or
+             Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kwire-compat")
 
 # kafka-clients 3.9.1 and its compression jars ship inside this PyPI package.
 JAVA_WHEEL = "shigawire-apache-flink-libraries==2.0.0.post1"
@@ -130,6 +134,12 @@ def install_java() -> str | None:
                 return err
             break
     lib = JAVA_DIR / "lib"
+    cached = CACHE / ("java-" + JAVA_WHEEL.split("==")[1])
+    if not all((lib / j).exists() for j in JAVA_JARS) and \
+            all((cached / j).exists() for j in JAVA_JARS):
+        lib.mkdir(parents=True, exist_ok=True)
+        for j in JAVA_JARS:
+            shutil.copyfile(cached / j, lib / j)
     if not all((lib / j).exists() for j in JAVA_JARS):
         log(f"pip download {JAVA_WHEEL} (kafka-clients jar)")
         dl = WORK / "dl"
@@ -148,6 +158,13 @@ def install_java() -> str | None:
                 (lib / j).write_bytes(data)
         for w in wheels:
             w.unlink()
+    if not all((cached / j).exists() for j in JAVA_JARS):
+        try:
+            cached.mkdir(parents=True, exist_ok=True)
+            for j in JAVA_JARS:
+                shutil.copyfile(lib / j, cached / j)
+        except OSError:
+            pass
     src = HERE / "java" / "Compat.java"
     classes = JAVA_DIR / "classes"
     stamp = classes / ".source-sha256"
@@ -176,12 +193,26 @@ def java_version() -> str:
 
 # --- Node ------------------------------------------------------------------------
 
+NODE_MODULES = ["kafkajs", "kafkajs-snappy", "kafkajs-lz4", "@bokuweb/zstd-wasm", "fzstd",
+                "@confluentinc/kafka-javascript"]
+_node_loadable: dict[str, bool] = {}
+
+
 def node_loads(module: str) -> bool:
-    if not shutil.which("node"):
-        return False
-    r = subprocess.run(["node", "-e", f"require({json.dumps(module)})"], cwd=NODE_DIR,
-                       capture_output=True, timeout=60)
-    return r.returncode == 0
+    """Can node load this module from compat/node? (one node process checks them all)"""
+    if module not in _node_loadable:
+        if not shutil.which("node"):
+            return False
+        script = ("const out = {}; for (const m of JSON.parse(process.argv[1])) "
+                  "{ try { require(m); out[m] = true } catch (e) { out[m] = false } } "
+                  "console.log(JSON.stringify(out))")
+        try:
+            r = subprocess.run(["node", "-e", script, json.dumps(NODE_MODULES)], cwd=NODE_DIR,
+                               capture_output=True, timeout=60)
+            _node_loadable.update(json.loads(r.stdout.decode().strip().splitlines()[-1]))
+        except (subprocess.TimeoutExpired, ValueError, IndexError, OSError):
+            return False
+    return _node_loadable.get(module, False)
 
 
 _node_install_done: dict[str, str | None] = {}
@@ -198,15 +229,19 @@ def npm_install() -> None:
         if err:
             _node_install_done["error"] = err
             return
-    want = ["kafkajs", "kafkajs-snappy", "kafkajs-lz4", "@bokuweb/zstd-wasm", "fzstd",
-            "@confluentinc/kafka-javascript"]
-    if all(node_loads(m) for m in want):
-        return
+    want = NODE_MODULES
     lock = NODE_DIR / "package-lock.json"
-    marker = WORK / "npm-install.failed"
     key = hashlib.sha256((NODE_DIR / "package.json").read_bytes() +
                          (lock.read_bytes() if lock.exists() else b"")).hexdigest()
-    if all(node_loads(m) for m in want[:-1]) and marker.exists() and marker.read_text() == key:
+    nm = NODE_DIR / "node_modules"
+    cached = CACHE / f"node-{key[:16]}" / "node_modules"
+    if not nm.exists() and not nm.is_symlink() and (cached / ".kwire-complete").exists():
+        nm.symlink_to(cached, target_is_directory=True)
+        _node_loadable.clear()
+    if all(node_loads(m) for m in want):
+        return
+    marker = CACHE / f"node-{key[:16]}.failed"
+    if all(node_loads(m) for m in want[:-1]) and marker.exists():
         return  # the optional native build failed before with these same inputs
     err = apt_install(NODE_BUILD_APT)
     if err:
@@ -221,17 +256,32 @@ def npm_install() -> None:
         if Path(nodedir, "include", "node", "node.h").exists():
             env["npm_config_nodedir"] = nodedir
             break
+    if nm.is_symlink():
+        nm.unlink()  # a stale or partial cached install: build afresh in the tree
     log("npm install in compat/node (builds @confluentinc/kafka-javascript: a few minutes)")
     rc, tail = run(["npm", "install", "--no-audit", "--no-fund", "--foreground-scripts"],
                    600, cwd=NODE_DIR, env=env, logfile=WORK / "logs" / "npm-install.log")
+    _node_loadable.clear()
     if rc != 0:
         _node_install_done["error"] = f"npm install failed: {tail.splitlines()[-1] if tail else rc}"
         return
-    if not node_loads("@confluentinc/kafka-javascript"):
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(key)
-    elif marker.exists():
-        marker.unlink()
+    try:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        if not node_loads("@confluentinc/kafka-javascript"):
+            marker.write_text(key)
+        else:
+            if marker.exists():
+                marker.unlink()
+            # Keep the finished install for later clones on this machine.
+            if all(node_loads(m) for m in want) and not nm.is_symlink():
+                shutil.rmtree(cached, ignore_errors=True)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(nm), str(cached))
+                (cached / ".kwire-complete").write_text(key)
+                nm.symlink_to(cached, target_is_directory=True)
+                _node_loadable.clear()
+    except OSError as e:
+        log(f"could not cache node_modules in {CACHE}: {e}")
 
 
 def install_kafkajs() -> str | None:
