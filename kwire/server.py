@@ -19,7 +19,7 @@ from kwire.broker import Broker
 from kwire.config import BrokerConfig
 from kwire.handlers import RequestContext, dispatch
 from kwire.log.segment import FileRegion
-from kwire.protocol.apis import API_TABLE
+from kwire.protocol.apis import API_TABLE, serves_inline
 from kwire.protocol.framing import FrameBuffer, FrameError
 from kwire.protocol.headers import MalformedRequest
 from kwire.protocol.messages import warm_up
@@ -42,10 +42,23 @@ class _Slot:
 
 
 class Connection:
+    """One client connection: a reader that serves requests, a writer that answers.
+
+    APIs whose handlers never wait (produce, metadata ...) are served inline by
+    the reader, and their answer is written at once when nothing is queued ahead
+    of it: no task, event or channel per request on the hot path. Requests that
+    may wait (fetch, group joins) get a task, and the writer answers in order.
+    """
+
     def __init__(self, server: KafkaServer, stream: trio.SocketStream, listener_name: str) -> None:
         self.server = server
         self.stream = stream
         self.listener_name = listener_name
+        # Answers handed to the writer task and not yet written, and whether
+        # something is being written now: an inline answer may go straight out
+        # only when both are clear, so answers keep request order.
+        self.queued = 0
+        self.writing = False
         try:
             host, port = stream.socket.getpeername()[:2]
             self.peer = f"{host}:{port}"
@@ -64,9 +77,10 @@ class Connection:
                 await self.stream.aclose()
 
     async def _read_requests(self, nursery: trio.Nursery, send: trio.MemorySendChannel[_Slot]) -> None:
-        """Read frames and start serving each; errors end this connection only."""
+        """Read frames and serve each; errors end this connection only."""
         frames = FrameBuffer(self.server.broker.config["socket.request.max.bytes"])
         sock = self.stream.socket
+        scope = nursery.cancel_scope
         try:
             async with send:
                 while True:
@@ -77,15 +91,24 @@ class Connection:
                     frames.advance(received)
                     while (frame := frames.next_frame()) is not None:
                         slot = _Slot()
-                        await send.send(slot)
-                        nursery.start_soon(self._serve, frame, slot, nursery.cancel_scope)
+                        if not serves_inline(frame):
+                            self.queued += 1
+                            await send.send(slot)
+                            nursery.start_soon(self._serve, frame, slot, scope)
+                            continue
+                        await self._serve(frame, slot, scope)
+                        if self.queued or self.writing:
+                            self.queued += 1
+                            await send.send(slot)
+                        elif slot.payload is not None:
+                            await self._send(slot.payload)
         except FrameError as e:
             log.warning("closing connection from %s: %s", self.peer, e)
-            nursery.cancel_scope.cancel()
+            scope.cancel()
         except OSError:
-            nursery.cancel_scope.cancel()
+            scope.cancel()
 
-    async def _serve(self, frame: bytes, slot: _Slot, connection_scope: trio.CancelScope) -> None:
+    async def _serve(self, frame: bytearray, slot: _Slot, connection_scope: trio.CancelScope) -> None:
         context = RequestContext(self.server.broker, self.peer, self.listener_name)
         try:
             slot.payload = await dispatch(context, frame)
@@ -98,22 +121,28 @@ class Connection:
         finally:
             slot.done.set()
 
+    async def _send(self, payload: bytes | list[bytes | FileRegion]) -> None:
+        self.writing = True
+        try:
+            if isinstance(payload, bytes):
+                await self.stream.send_all(payload)
+                return
+            for part in payload:
+                if isinstance(part, FileRegion):
+                    await send_file_region(self.stream.socket, part)
+                else:
+                    await self.stream.send_all(part)
+        finally:
+            self.writing = False
+
     async def _write_answers(self, receive: trio.MemoryReceiveChannel[_Slot], scope: trio.CancelScope) -> None:
         try:
             async with receive:
                 async for slot in receive:
                     await slot.done.wait()
-                    payload = slot.payload
-                    if payload is None:
-                        continue
-                    if isinstance(payload, bytes):
-                        await self.stream.send_all(payload)
-                        continue
-                    for part in payload:
-                        if isinstance(part, FileRegion):
-                            await send_file_region(self.stream.socket, part)
-                        else:
-                            await self.stream.send_all(part)
+                    if slot.payload is not None:
+                        await self._send(slot.payload)
+                    self.queued -= 1
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             scope.cancel()
 

@@ -47,6 +47,12 @@ def produce_to_partition(
                 -1,
                 error_message=f"batch of {header.size} bytes exceeds max.message.bytes={max_message_bytes}",
             )
+    if headers[0].is_transactional:
+        # The batch must belong to its producer's ongoing transaction, this partition added.
+        transactions = broker.services.get("transactions")
+        error = transactions.verify_produce(headers[0].producer_id, headers[0].producer_epoch, topic_name, index) if transactions else None
+        if error is not None:
+            return error, -1, -1, partition.log_start_offset, f"{error.name} for transactional producer {headers[0].producer_id}"
     try:
         base_offset, log_append_time = partition.append(records, headers, now_ms())
     except KafkaError as e:
@@ -56,7 +62,7 @@ def produce_to_partition(
     return PartitionProduceResult(index, ErrorCode.none, base_offset, log_append_time, partition.log_start_offset)
 
 
-@api(0, 3, 11, decode=read_produce_request)
+@api(0, 3, 11, decode=read_produce_request, inline=True)
 async def handle(ctx: RequestContext, request: ProduceRequest) -> EncodedBody | None:
     valid_acks = request.acks in (0, 1, -1)
     topics = []

@@ -23,6 +23,8 @@ class Api:
     max_version: int
     handle: Handler
     decode: Decoder | None = None
+    # The handler never waits: the connection serves it without a task of its own.
+    inline: bool = False
 
     def serves(self, version: int) -> bool:
         return self.min_version <= version <= self.max_version
@@ -32,12 +34,20 @@ API_TABLE: dict[int, Api] = {}
 
 
 def api(
-    key: int, min_version: int, max_version: int, *, decode: Decoder | None = None
+    key: int, min_version: int, max_version: int, *, decode: Decoder | None = None, inline: bool = False
 ) -> Callable[[Handler], Handler]:
     def register(handle: Handler) -> Handler:
         if key in API_TABLE:
             raise RuntimeError(f"API key {key} registered twice")
-        API_TABLE[key] = Api(key, min_version, max_version, handle, decode)
+        API_TABLE[key] = Api(key, min_version, max_version, handle, decode, inline)
         return handle
 
     return register
+
+
+def serves_inline(frame: bytes | bytearray) -> bool:
+    """Whether this request's API never waits (read from its first two bytes)."""
+    if len(frame) < 2:
+        return True  # malformed: answered (by closing) at once
+    api = API_TABLE.get(int.from_bytes(frame[:2], "big", signed=True))
+    return api is None or api.inline
