@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+
 DEFAULT_OVERRIDES = [
     "group.initial.rebalance.delay.ms=0",
     "num.partitions=3",
@@ -67,7 +69,8 @@ class KwireBroker:
         log.write(f"\n=== start {' '.join(cmd)}\n".encode())
         log.flush()
         self.starts += 1
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
+        # From the repository root, so that `-m kwire` is this checkout's broker.
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         ready = threading.Event()
         lines: list[str] = []
