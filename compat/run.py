@@ -279,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
                          "scenarios not started by then are recorded as timeouts")
     ap.add_argument("--no-install", action="store_true", help="do not install missing clients")
     ap.add_argument("--install-only", action="store_true", help="install the clients and stop")
-    ap.add_argument("--output", default=str(Path(__file__).resolve().parent / "RESULTS.md"))
+    ap.add_argument("--output", help="where to write the table (compat/RESULTS.md for a full run "
+                                     "against kwire; compat/.work/RESULTS.partial.md for a "
+                                     "subset or an external broker)")
     args = ap.parse_args(argv)
     try:
         clients = [BY_ID[c] for c in args.clients.split(",") if c]
@@ -290,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as e:
         ap.error(f"unknown client or scenario {e}")
 
+    if args.output is None:
+        full = len(clients) == len(CLIENTS) and args.scenarios == S.SCENARIO_IDS
+        args.output = str(Path(__file__).resolve().parent / "RESULTS.md") \
+            if full and not args.bootstrap else str(WORK / "RESULTS.partial.md")
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.monotonic()
     args.deadline_at = t0 + args.deadline
