@@ -28,10 +28,11 @@ def kcat(ctx, args, stdin: str | None = None, timeout: float = 15.0, ok_rc=(0,))
         raise C.Fail(f"kcat {' '.join(args[:2])} did not finish in {timeout:g}s") from None
     err = p.stderr.decode(errors="replace")
     lines = err.splitlines()
-    errors = [ln for ln in lines if "ERROR" in ln or "error" in ln.lower()]
+    errors = [ln for ln in lines if "ERROR" in ln and "NO_ERROR" not in ln]
     # With -d eos: why the transaction coordinator could not be had (the final ERROR
     # line only says "timed out").
-    txn = [ln.split("]: ", 1)[-1] for ln in lines if "TXN" in ln and "fail" in ln.lower()]
+    txn = [ln.split("]: ", 1)[-1] for ln in lines
+           if "TXN" in ln and "fail" in ln.lower() and "NO_ERROR" not in ln]
     for ln in errors[-1:] + txn[-1:]:
         C.note_client_error(ln.strip())
     if p.returncode not in ok_rc:
@@ -267,17 +268,23 @@ def s_transactions(ctx):
     wait_topic(ctx, ctx.topic)
     ctx.step("transaction a (commit: stdin closed)")
     produce_lines(ctx, ctx.topic, [f"a{i}" for i in range(S.TXN_BATCH)], args=txn)
-    ctx.step("transaction x (abort: kcat interrupted)")
-    # kcat 1.7 buffers stdin until 1 KiB: pad the records so they are sent at once.
+    # kcat cannot abort on request: interrupted, 1.7.1 exits ("Program terminated while
+    # producing message") and leaves the transaction open. The next kcat with the same
+    # transactional.id then makes the coordinator abort it (InitProducerId fences the
+    # old epoch), which is the abort this row checks.
+    ctx.step("transaction x (left open by an interrupted kcat)")
     cmd = ["kcat", "-b", ctx.bootstrap, "-m", "10", "-X", "broker.address.family=v4", "-P",
            "-t", ctx.topic, *txn]
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     assert p.stdin is not None
-    p.stdin.write("".join(f"x{i}-{'p' * 300}\n" for i in range(S.TXN_BATCH)).encode())
+    # kcat 1.7 reads stdin in blocks and holds back the last lines of what it has: after
+    # the records, padding lines (aborted with them) push them out to the broker.
+    p.stdin.write(("".join(f"x{i}\n" for i in range(S.TXN_BATCH))
+                   + "".join(f"x-pad{j}-{'p' * 2000}\n" for j in range(4))).encode())
     p.stdin.flush()
     try:
-        # The aborted records must be in the log before the abort, or the check is empty.
+        # The aborted records must be in the log first, or the check is empty.
         C.wait_until(lambda: len(kcat(ctx, ["-C", "-t", ctx.topic, "-p", "0", "-o", "beginning",
                                             "-e", "-J", "-X",
                                             "isolation.level=read_uncommitted"])[0]
@@ -286,14 +293,17 @@ def s_transactions(ctx):
     finally:
         p.send_signal(signal.SIGINT)
         try:
-            _, err = p.communicate(timeout=15)
+            p.communicate(timeout=15)
         except subprocess.TimeoutExpired:
             p.kill()
-            raise C.Fail("kcat did not exit after SIGINT") from None
-    err_s = err.decode(errors="replace")
-    check("abort" in err_s.lower(), f"kcat did not abort: {err_s.strip().splitlines()[-1:]}")
-    check("fail" not in err_s.lower(), f"abort failed: {err_s.strip().splitlines()[-1:]}")
-    ctx.step("transaction b (commit)")
+            p.communicate()
+    ctx.step("read_committed stops before the open transaction")
+    out, _ = kcat(ctx, ["-C", "-t", ctx.topic, "-p", "0", "-o", "beginning", "-e", "-J", "-X",
+                        "isolation.level=read_committed"])
+    got = [json.loads(ln)["payload"] for ln in out.splitlines() if ln.startswith("{")]
+    check(got == [f"a{i}" for i in range(S.TXN_BATCH)],
+          f"read_committed saw {[g[:8] for g in got]} while transaction x is open")
+    ctx.step("transaction b (commit; the same transactional.id aborts x)")
     produce_lines(ctx, ctx.topic, [f"b{i}" for i in range(S.TXN_BATCH)], args=txn)
     ctx.step("read_committed consumer")
     want = [f"a{i}" for i in range(S.TXN_BATCH)] + [f"b{i}" for i in range(S.TXN_BATCH)]
