@@ -679,6 +679,64 @@ def test_inactive_segments_open_their_log_on_first_read(tmp_path: Path, clean: b
     assert _open_fds() == fds
 
 
+def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the path of every file fsynced from here on."""
+    calls: list[str] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return calls
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_idle_new_partition_closes_without_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsyncs = _count_fsyncs(monkeypatch)
+    log = open_log(tmp_path)
+    log.flush()
+    log.close()
+    assert fsyncs == []
+    # Nothing but the empty .log: reopening it recovers an empty segment.
+    assert [p.name for p in (tmp_path / "topic-0").iterdir()] == ["00000000000000000000.log"]
+    log = open_log(tmp_path)
+    assert log.log_end_offset == 0
+    assert append(log, batch(1)) == 0
+    log.close()
+    assert fsyncs
+    assert "clean_shutdown 1" in (log.directory / STATE_FILE).read_text()
+    log = open_log(tmp_path)
+    assert log.recovery_point == 1  # trusted: closed cleanly
+    log.truncate_to(0)
+    log.close()  # empty again, but its state file must record the clean stop
+    assert "clean_shutdown 1" in (log.directory / STATE_FILE).read_text()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_segments_found_on_disk_are_synced_by_the_first_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crashed process's writes may still be only in the page cache: a flush after
+    recovery must fsync them before the recovery point moves past them."""
+    log = open_log(tmp_path, segment_bytes=300)
+    for i in range(10):
+        append(log, batch(2, ts=i))
+    n_segments = len(log.segments)
+    for segment in log.segments:  # a crash: nothing flushed, no state written
+        segment._drop_indexes()
+        segment.file.close()
+    log = open_log(tmp_path, segment_bytes=300)
+    assert log.recovery_point == 0
+    synced = _count_fsyncs(monkeypatch)
+    log.flush()
+    assert log.recovery_point == log.log_end_offset
+    assert sum(name.endswith(".log") for name in synced) == n_segments
+
+
 def test_flush_messages_moves_recovery_point(tmp_path: Path) -> None:
     log = open_log(tmp_path, flush_messages=3)
     append(log, batch(2))

@@ -115,10 +115,11 @@ class _Index:
         self._data += self.entry.pack(a, b)
         self.entries += 1
 
-    def write(self) -> None:
-        """Append the entries not yet in the file (no fsync: the segment's flush syncs)."""
+    def write(self) -> bool:
+        """Append the entries not yet in the file (no fsync: the segment's flush syncs).
+        Returns whether anything was written."""
         if self.written >= self.entries:
-            return
+            return False
         size = self.entry.size
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
@@ -130,6 +131,7 @@ class _Index:
         finally:
             os.close(fd)
         self.written = self.entries
+        return True
 
     def _truncate_entries(self, keep: int) -> None:
         """Drop entries from `keep` on, in memory and in the file."""

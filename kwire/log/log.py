@@ -192,6 +192,8 @@ class PartitionLog:
         # (bound, segment, position). Fetches at the same bound skip the header scan.
         self._bound_cache: tuple[int, LogSegment, int] | None = None
         self._closed = False
+        # Whether the state file exists (a brand-new partition has none until needed).
+        self._state_stored = False
 
     # ---- opening and recovery ------------------------------------------------------
 
@@ -266,6 +268,7 @@ class PartitionLog:
         )
         log._log_start_offset = max(state.log_start_offset, segments[0].base_offset)
         log._leader_epoch = state.leader_epoch
+        log._state_stored = stored is not None
         if log._log_start_offset > log._log_end_offset:
             # Data up to the log start offset is gone (lost in a crash): start over there.
             log._truncate_fully_and_start_at(log._log_start_offset, now)
@@ -380,6 +383,7 @@ class PartitionLog:
 
     def _write_state(self, *, clean_shutdown: bool = False) -> None:
         self._state(clean_shutdown=clean_shutdown).write(self.directory)
+        self._state_stored = True
 
     def _segment_index(self, offset: int) -> int:
         """Index of the segment whose range holds `offset` (0 if below all)."""
@@ -864,7 +868,11 @@ class PartitionLog:
         self._pending_deletes = []
         for segment in self._segments:
             segment.close()
-        self._write_state(clean_shutdown=True)
+        # A log that never held data and never needed a state file needs none now:
+        # reopened, its recovery is that of an empty segment (no reads). So closing an
+        # idle new partition costs no fsync.
+        if self._state_stored or self.size_bytes or self._state() != LogState():
+            self._write_state(clean_shutdown=True)
         self._closed = True
 
     def delete(self) -> None:

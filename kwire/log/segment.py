@@ -124,6 +124,10 @@ class LogSegment:
         # The first batch's max timestamp, which segment.ms is counted from (as Kafka).
         self._rolling_timestamp: int | None = None
         self.deleted = False
+        # Whether the files may hold changes not yet fsynced. A file found on disk may
+        # (a crashed process's writes can still be in the page cache); an empty one
+        # holds nothing to lose, so an idle new partition's flush and close cost no fsync.
+        self._unsynced = self.size > 0
 
     # ---- files -------------------------------------------------------------------
 
@@ -178,10 +182,10 @@ class LogSegment:
 
     def _write_indexes(self) -> None:
         """Write the index entries not yet in the files (no fsync)."""
-        if self._offset_index is not None:
-            self._offset_index.write()
-        if self._time_index is not None:
-            self._time_index.write()
+        if self._offset_index is not None and self._offset_index.write():
+            self._unsynced = True
+        if self._time_index is not None and self._time_index.write():
+            self._unsynced = True
 
     def _drop_indexes(self) -> None:
         """Forget the loaded indexes; entries not yet written are lost (as in a crash)."""
@@ -263,6 +267,7 @@ class LogSegment:
         start = self.size
         _write_all(self.file.fileno(), data)
         self.size = start + len(data)
+        self._unsynced = True
         shift = start - headers[0].position
         offset_index = self.offset_index
         time_index = self.time_index
@@ -430,6 +435,7 @@ class LogSegment:
         if cut:
             os.ftruncate(fd, position)
             self.size = position
+            self._unsynced = True
         self._finish_rebuild()
         return cut
 
@@ -465,6 +471,7 @@ class LogSegment:
         self.time_index.truncate_to(header.base_offset)
         removed = self.size - header.position
         os.ftruncate(self.file.fileno(), header.position)
+        self._unsynced = True
         self.size = header.position
         if header.position == 0:
             self._rolling_timestamp = None
@@ -494,14 +501,17 @@ class LogSegment:
 
     def flush(self) -> None:
         """Write pending index entries; fsync the log and both index files (which a
-        roll wrote without syncing)."""
+        roll wrote without syncing). Nothing to do if nothing changed since the last."""
         self._write_indexes()
+        if not self._unsynced:
+            return
         if self._file is not None:
             os.fsync(self._file.fileno())
         else:
             fsync_path(self.log_path)  # not open (an inactive segment not read since load)
         fsync_path(self.index_path)
         fsync_path(self.time_index_path)
+        self._unsynced = False
 
     def close(self) -> None:
         """Clean close: the final time entry and written indexes, as after a roll, synced."""
