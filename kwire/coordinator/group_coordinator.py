@@ -532,6 +532,26 @@ class GroupCoordinator:
             self.groups[group_id] = group
         return results
 
+    def commit_transactional_offsets(self, group_id: str, offsets: dict[tuple[str, int], OffsetAndMetadata]) -> ErrorCode:
+        """A committed transaction's TxnOffsetCommit offsets, made visible (and stored)."""
+        group = self.groups.get(group_id)
+        if group is None:
+            self.ensure_offsets_topic()
+            group = self.groups[group_id] = self._new_group(group_id, now_ms())
+        records = [
+            (
+                codec.encode_offset_commit_key(group_id, topic, index),
+                codec.encode_offset_commit_value(
+                    codec.OffsetCommitValue(om.offset, om.metadata, om.commit_timestamp, om.leader_epoch, om.expire_timestamp)
+                ),
+            )
+            for (topic, index), om in offsets.items()
+        ]
+        error = self._append(group_id, records)
+        if error is ErrorCode.none:
+            group.offsets.update(offsets)
+        return error
+
     def fetch_offsets(
         self, group_id: str, partitions: Sequence[tuple[str, int]] | None, require_stable: bool = False
     ) -> tuple[ErrorCode, dict[tuple[str, int], OffsetAndMetadata | None]]:
