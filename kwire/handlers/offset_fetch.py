@@ -2,7 +2,8 @@
 
 A null topic list (v2+) asks for every committed offset of the group. Partitions
 without a commit answer offset -1 with no error. Commits are appended before they
-are answered, so none is ever pending and require_stable (v7+) never has to wait.
+are answered; only a transaction's TxnOffsetCommit is pending until the transaction
+ends, and require_stable (v7+) answers UNSTABLE_OFFSET_COMMIT for it meanwhile.
 """
 
 from __future__ import annotations
@@ -24,17 +25,24 @@ NO_METADATA = ""
 
 def fetch(
     ctx: RequestContext, group_id: str, topics: Any, require_stable: bool
-) -> tuple[ErrorCode, dict[str, list[tuple[int, OffsetAndMetadata | None]]]]:
-    """(group error, per topic [(partition, committed or None)]) in request order."""
+) -> tuple[ErrorCode, dict[str, list[tuple[int, OffsetAndMetadata | None, ErrorCode]]]]:
+    """(group error, per topic [(partition, committed or None, error)]) in request order.
+    With require_stable, a partition with a transactional commit pending answers
+    UNSTABLE_OFFSET_COMMIT (the client retries)."""
     wanted = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
     coordinator = group_coordinator(ctx.broker)
     if coordinator is None:
         error, found = ErrorCode.coordinator_not_available, {}
     else:
         error, found = coordinator.fetch_offsets(group_id, wanted, require_stable)
-    by_topic: dict[str, list[tuple[int, OffsetAndMetadata | None]]] = {}
+    transactions = ctx.broker.services.get("transactions") if require_stable else None
+    unstable = transactions.pending_offset_partitions(group_id) if transactions is not None else set()
+    by_topic: dict[str, list[tuple[int, OffsetAndMetadata | None, ErrorCode]]] = {}
     for (topic, index), committed in (found.items() if wanted is None else ((tp, found.get(tp)) for tp in wanted)):
-        by_topic.setdefault(topic, []).append((index, committed))
+        if (topic, index) in unstable:
+            by_topic.setdefault(topic, []).append((index, None, ErrorCode.unstable_offset_commit))
+        else:
+            by_topic.setdefault(topic, []).append((index, committed, ErrorCode.none))
     return error, by_topic
 
 
@@ -62,7 +70,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                     module.OffsetFetchResponseTopics,
                     name=name,
                     partitions=tuple(
-                        _partition(module.OffsetFetchResponsePartitions, i, c, ErrorCode.none) for i, c in entries
+                        _partition(module.OffsetFetchResponsePartitions, i, c, e) for i, c, e in entries
                     ),
                 )
                 for name, entries in by_topic.items()
@@ -79,8 +87,8 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             module.OffsetFetchResponseTopic,
             name=name,
             partitions=tuple(
-                _partition(module.OffsetFetchResponsePartition, i, None if error is not ErrorCode.none else c, partition_error)
-                for i, c in entries
+                _partition(module.OffsetFetchResponsePartition, i, None if error is not ErrorCode.none else c, partition_error if error is not ErrorCode.none else e)
+                for i, c, e in entries
             ),
         )
         for name, entries in by_topic.items()
