@@ -1,0 +1,26 @@
+"""EndTxn (key 26), v0-4: commit or abort. The markers are in every partition of the
+transaction before the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from kwire.coordinator.transaction_coordinator import transaction_coordinator
+from kwire.handlers import RequestContext
+from kwire.handlers.add_partitions_to_txn import fenced_for
+from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.protocol.apis import api
+from kwire.protocol.messages import make, response_module
+
+
+@api(26, 0, 4)
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    module = response_module(26, ctx.api_version)
+    coordinator = transaction_coordinator(ctx.broker)
+    if coordinator is None:
+        error = ErrorCode.coordinator_not_available
+    else:
+        error = coordinator.end_txn(request.transactional_id, request.producer_id, request.producer_epoch, bool(request.committed))
+    return make(module.EndTxnResponse, throttle_time=NO_THROTTLE, error_code=fenced_for(error, ctx.api_version, 2))
