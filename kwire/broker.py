@@ -213,6 +213,9 @@ class Broker:
         from kwire.coordinator.group_coordinator import GroupCoordinator
 
         self.services["groups"] = GroupCoordinator(self)
+        from kwire.coordinator.transaction_coordinator import TransactionCoordinator
+
+        self.services["transactions"] = TransactionCoordinator(self)
         # From here on, a crash is an unclean stop.
         clean_marker.unlink(missing_ok=True)
         self._save_metadata()

@@ -38,7 +38,9 @@ def find(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str |
         coordinator.ensure_offsets_topic()
         return ErrorCode.none, None
     if key_type == KEY_TYPE_TRANSACTION:
-        if "transactions" in ctx.broker.services:
+        coordinator = ctx.broker.services.get("transactions")
+        if coordinator is not None and getattr(coordinator, "active", True):
+            coordinator.ensure_topic()
             return ErrorCode.none, None
         return ErrorCode.coordinator_not_available, "The coordinator is not available."
     return ErrorCode.invalid_request, f"Unknown key type {key_type}"
