@@ -52,7 +52,10 @@ def produce_to_partition(
         transactions = broker.services.get("transactions")
         error = transactions.verify_produce(headers[0].producer_id, headers[0].producer_epoch, topic_name, index) if transactions else None
         if error is not None:
-            return error, -1, -1, partition.log_start_offset, f"{error.name} for transactional producer {headers[0].producer_id}"
+            return PartitionProduceResult(
+                index, error, -1, log_start_offset=partition.log_start_offset,
+                error_message=f"{error.name} for transactional producer {headers[0].producer_id}",
+            )
     try:
         base_offset, log_append_time = partition.append(records, headers, now_ms())
     except KafkaError as e:
