@@ -40,6 +40,7 @@ class PartitionResult:
     high_watermark: int = -1
     last_stable_offset: int = -1
     log_start_offset: int = -1
+    aborted_transactions: list[tuple[int, int]] | None = None
 
     def changed(self) -> bool:
         w = self.wanted
@@ -130,6 +131,10 @@ def read_partitions(
         )
         if read.size:
             result.records = read.regions
+            transactions = broker.services.get("transactions") if isolation_level == READ_COMMITTED else None
+            if transactions is not None:
+                # Aborted transactions overlapping what is returned (Kafka's .txnindex).
+                result.aborted_transactions = transactions.aborted_transactions(partition, offset, upper)
             total += read.size
             budget -= read.size
     return results, total, found
@@ -227,6 +232,7 @@ def _by_topic(results: list[PartitionResult], by_id: bool) -> list[tuple[Any, li
                 last_stable_offset=r.last_stable_offset,
                 log_start_offset=r.log_start_offset,
                 records=r.records,
+                aborted_transactions=r.aborted_transactions or (),
             )
         )
     return list(grouped.items())
