@@ -156,6 +156,8 @@ def short_exc(e: BaseException) -> str:
     if hasattr(err, "name") and hasattr(err, "str") and callable(err.str):
         # confluent-kafka's KafkaException(KafkaError): "KafkaException _TIMED_OUT: text"
         return f"{type(e).__name__} {err.name()}: {err.str()}"
+    if isinstance(e, TimeoutError) and not str(e).strip():
+        return "TimeoutError: no answer in time"
     s = str(e).strip() or repr(e)
     name = type(e).__name__
     if name not in ("Fail", "NotApplicable") and not s.startswith(name):
