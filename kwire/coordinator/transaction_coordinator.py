@@ -28,7 +28,7 @@ import trio
 from kio.schema.errors import ErrorCode
 
 from kwire.coordinator import transactions as tx
-from kwire.coordinator.group import OffsetAndMetadata
+from kwire.coordinator.group import GroupState, OffsetAndMetadata
 from kwire.coordinator.group_coordinator import (
     OFFSETS_TOPIC,
     _read_batches,
@@ -288,8 +288,11 @@ class TransactionCoordinator:
         producer_id: int,
         producer_epoch: int,
         offsets: dict[TopicPartition, tuple[int, int, str | None]],
+        member_id: str = "",
+        generation_id: int = -1,
     ) -> ErrorCode:
-        """One error for all the partitions (as Kafka's validation gives)."""
+        """One error for all the partitions (as Kafka's validation gives). A member id or
+        generation (v3+, KIP-447) is checked against the group, as Kafka's doTxnCommitOffsets."""
         groups = group_coordinator(self.broker)
         if groups is None:
             return ErrorCode.coordinator_not_available
@@ -303,6 +306,14 @@ class TransactionCoordinator:
             return ErrorCode.producer_fenced
         if meta.state is not TxnState.ONGOING or (OFFSETS_TOPIC, groups.partition_for(group_id)) not in meta.partitions:
             return ErrorCode.invalid_txn_state
+        group = groups.groups.get(group_id)
+        if group is not None:
+            if group.state is GroupState.DEAD:
+                return ErrorCode.coordinator_not_available
+            if member_id and member_id not in group.members:
+                return ErrorCode.unknown_member_id
+            if generation_id >= 0 and generation_id != group.generation_id:
+                return ErrorCode.illegal_generation
         timestamp = now_ms()
         pending = self.pending_offsets.setdefault(producer_id, {}).setdefault(group_id, {})
         for tp, (offset, leader_epoch, metadata) in offsets.items():
@@ -402,6 +413,8 @@ class TransactionCoordinator:
     def verify_produce(self, producer_id: int, producer_epoch: int, topic: str, index: int) -> ErrorCode | None:
         """A transactional batch must belong to its producer's ongoing transaction with
         this partition added (Kafka 3.9's transaction verification)."""
+        if self.loading:
+            return None  # the transaction is not known yet: not refused for that
         meta = self.txns.get(self.by_producer.get(producer_id, ""))
         if meta is None or meta.producer_id != producer_id:
             return ErrorCode.invalid_txn_state

@@ -28,7 +28,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         error = ErrorCode.coordinator_not_available
     else:
         error = coordinator.txn_offset_commit(
-            request.transactional_id, request.group_id, request.producer_id, request.producer_epoch, offsets
+            request.transactional_id, request.group_id, request.producer_id, request.producer_epoch, offsets,
+            member_id=getattr(request, "member_id", ""),
+            generation_id=getattr(request, "generation_id", -1),
         )
     error = fenced_for(error, ctx.api_version, 3)
     topics: dict[str, list[Any]] = {}
