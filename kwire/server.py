@@ -127,11 +127,17 @@ class Connection:
             if isinstance(payload, bytes):
                 await self.stream.send_all(payload)
                 return
+            pending = b""
             for part in payload:
                 if isinstance(part, FileRegion):
+                    if pending:
+                        await self.stream.send_all(pending)
+                        pending = b""
                     await send_file_region(self.stream.socket, part)
                 else:
-                    await self.stream.send_all(part)
+                    pending += part  # header and small parts go out together
+            if pending:
+                await self.stream.send_all(pending)
         finally:
             self.writing = False
 

@@ -79,7 +79,11 @@ async def dispatch(context: RequestContext, frame: bytearray) -> bytes | list[by
         return None
     if isinstance(response, EncodedBody):
         header = response_header(correlation_id, flexible)
-        return [_SIZE.pack(len(header) + response.size) + header, *response.parts]
+        head = _SIZE.pack(len(header) + response.size) + header
+        parts = response.parts
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return head + parts[0]  # one send, not two
+        return [head, *parts]
     # ApiVersions responses keep header v0 in every version, so that a client
     # can read it before it knows which versions the broker speaks.
     return _frame(correlation_id, flexible and api_key != API_VERSIONS_KEY, encode(response))
