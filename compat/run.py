@@ -243,13 +243,15 @@ def write_results(path: Path, results: list[dict], scenarios: list[str], args, s
     fails = [(c, sid) for c in cols for sid in scenarios
              if sid in c["cells"] and c["cells"][sid].status == "fail"]
     notes = [(c, n) for c in cols for n in c.get("notes", [])]
-    if fails or notes:
+    if fails:
         lines += ["", "## Failures in full", ""]
         for c, sid in fails:
             d = " ".join(c["cells"][sid].detail.split())
             if len(d) > 400:
                 d = d[:399] + "…"
             lines.append(f"- **{c['title']}**, {S.BY_ID[sid].title}: `{d.replace('`', chr(39))}`")
+    if notes:
+        lines += ["", "## Notes on this run", ""]
         for c, n in notes:
             lines.append(f"- **{c['title']}**: {n}")
     lines += ["", "pass = the scenario's checks held; fail: the first check or step that "
