@@ -859,15 +859,18 @@ class PartitionLog:
     # ---- shutting down ----------------------------------------------------------------
 
     def close(self) -> None:
-        """Clean close: flush, seal and write indexes, record the clean shutdown."""
+        """Clean close: seal and write indexes, flush, record the clean shutdown."""
         if self._closed:
             return
-        self.flush()
         for _, segment in self._pending_deletes:
             segment.delete_files()
         self._pending_deletes = []
-        for segment in self._segments:
-            segment.close()
+        # The segments from the recovery point on are synced as they close (the active
+        # one after its final time entry), so each file is synced once.
+        first = self._segment_index(self._recovery_point)
+        for i, segment in enumerate(self._segments):
+            segment.close(sync=i >= first)
+        self._recovery_point = self._log_end_offset
         # A log that never held data and never needed a state file needs none now:
         # reopened, its recovery is that of an empty segment (no reads). So closing an
         # idle new partition costs no fsync.

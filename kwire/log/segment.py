@@ -513,13 +513,16 @@ class LogSegment:
         fsync_path(self.time_index_path)
         self._unsynced = False
 
-    def close(self) -> None:
-        """Clean close: the final time entry and written indexes, as after a roll, synced."""
+    def close(self, *, sync: bool = True) -> None:
+        """Clean close: the final time entry (active segment) and the index files
+        written, as after a roll; then fsynced, unless `sync` is False (the log knows
+        the segment was flushed)."""
         file = self._file
+        if file is not None and file.closed:
+            return  # closed already
         if self.active:
-            if file is None or file.closed:
-                return  # closed already
             self._seal_indexes()
+        if sync:
             self.flush()
         else:
             self._write_indexes()
