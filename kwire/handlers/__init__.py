@@ -12,8 +12,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kio.schema.errors import ErrorCode
-
 from kwire.log.segment import FileRegion
 from kwire.protocol.apis import API_TABLE
 from kwire.protocol.fetch_response import EncodedBody
@@ -93,9 +91,6 @@ def _frame(correlation_id: int, flexible: bool, body: bytes) -> bytes:
     header = response_header(correlation_id, flexible)
     return _SIZE.pack(len(header) + len(body)) + header + body
 
-
-def error_code_of(e: BaseException) -> ErrorCode:
-    return getattr(e, "error_code", ErrorCode.unknown_server_error)
 
 
 def _register_all() -> None:

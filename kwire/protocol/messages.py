@@ -78,9 +78,6 @@ def make(cls: type[T], **values: Any) -> T:
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
-def has_field(cls: type, name: str) -> bool:
-    return name in _field_names(cls)
-
 
 def warm_up(apis: Iterable[tuple[int, int]]) -> None:
     """Import kio's modules for these (api key, version) pairs ahead of the first
