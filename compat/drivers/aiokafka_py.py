@@ -15,7 +15,7 @@ from compat import scenarios as S
 from compat.drivers import common as C
 from compat.drivers.common import check
 
-C.LogDiag.install("aiokafka", ignore=())
+C.LogDiag.install("aiokafka", debug=("aiokafka.conn",))
 
 COMMON = {"request_timeout_ms": 10000}
 

@@ -9,6 +9,7 @@ the client library is blocked in.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -69,6 +70,8 @@ class Ctx:
 
     def _expired(self, name: str, timeout: float) -> None:
         _emit("fail", f"timeout in {name} ({timeout:g}s){client_error_hint()}")
+        dump_client_log()
+        sys.stderr.flush()
         os._exit(0)
 
     def disarm(self) -> None:
@@ -104,11 +107,15 @@ class LogDiag(logging.Handler):
         super().__init__(logging.DEBUG)
         self.ignore = ignore
 
+    recent: collections.deque = collections.deque(maxlen=4000)
+
     def emit(self, record):
         try:
             msg = record.getMessage()
         except Exception:
             return
+        LogDiag.recent.append(f"{record.relativeCreated:9.0f} {record.threadName} "
+                              f"{record.name}: {msg[:500]}")
         if any(i in msg for i in self.ignore):
             return
         if record.levelno >= logging.WARNING:
@@ -121,11 +128,16 @@ class LogDiag(logging.Handler):
                                   + (f" ({m.group(3)})" if m.group(3) else ""))
 
     @classmethod
-    def install(cls, logger_name: str, ignore: tuple[str, ...] = ()) -> None:
+    def install(cls, logger_name: str, debug: tuple[str, ...] = (),
+                ignore: tuple[str, ...] = ()) -> None:
+        """Warnings from the whole client; DEBUG only from the loggers in `debug` (the
+        ones that print each response), as full debug logging costs a lot of CPU."""
         lg = logging.getLogger(logger_name)
         lg.addHandler(cls(ignore))
-        lg.setLevel(logging.DEBUG)
+        lg.setLevel(logging.WARNING)
         lg.propagate = False
+        for name in debug:
+            logging.getLogger(name).setLevel(logging.DEBUG)
 
 
 def check(cond: bool, msg: str) -> None:
@@ -194,6 +206,12 @@ def payload(kind: str, i: int) -> str:
     return f"z{i}-" + kind * 40
 
 
+def dump_client_log() -> None:
+    """On failure: the client library's recent log lines go to the scenario's log file."""
+    if LogDiag.recent:
+        sys.stderr.write("--- client log (last lines)\n" + "\n".join(LogDiag.recent) + "\n")
+
+
 def main(table: dict) -> None:
     if len(sys.argv) != 4:
         print("usage: DRIVER SCENARIO BOOTSTRAP PREFIX", file=sys.stderr)
@@ -216,10 +234,12 @@ def main(table: dict) -> None:
         except Fail as e:
             ctx.disarm()
             traceback.print_exc(file=sys.stderr)
+            dump_client_log()
             _emit("fail", f"{ctx.current}: {short_exc(e)}{client_error_hint()}")
         except Exception as e:
             ctx.disarm()
             traceback.print_exc(file=sys.stderr)
+            dump_client_log()
             msg = short_exc(e)
             hint = client_error_hint()
             _emit("fail", f"{ctx.current}: {msg}{hint if hint[19:-1] not in msg else ''}")

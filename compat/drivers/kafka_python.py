@@ -14,7 +14,8 @@ from compat import scenarios as S
 from compat.drivers import common as C
 from compat.drivers.common import check
 
-C.LogDiag.install("kafka", ignore=("disabling auto-commit",))
+C.LogDiag.install("kafka", debug=("kafka.protocol.parser", "kafka.producer.transaction_manager"),
+                  ignore=("disabling auto-commit",))
 
 COMMON = {"request_timeout_ms": 10000}
 
