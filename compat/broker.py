@@ -57,6 +57,25 @@ class KwireBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        # The free port is only free when asked: another process may take it before the
+        # broker binds it, so a start that fails on "Address already in use" is retried.
+        for attempt in range(5):
+            try:
+                self._start_once()
+                return
+            except BrokerError:
+                if attempt == 4 or not self._lost_port():
+                    raise
+                self.stop()
+
+    def _lost_port(self) -> bool:
+        try:
+            tail = self.log_path.read_bytes()[-6000:].decode(errors="replace")
+        except OSError:
+            return False
+        return "Address already in use" in tail.rsplit("=== start", 1)[-1]
+
+    def _start_once(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="kwire-compat-")
         self.port = free_port()
         cmd = [sys.executable, "-m", "kwire", "serve",
