@@ -588,6 +588,7 @@ def test_index_files_are_written_at_flush_roll_and_close(tmp_path: Path) -> None
     more = active.offset_index.entries
     assert more > entries
     log.roll()  # the rolled segment's files are complete (the seal entry included)
+    assert active._offset_index is None  # and read again when needed
     assert active.index_path.stat().st_size == 8 * more
     assert active.time_index.last_entry[0] == 109
     assert active.time_index_path.stat().st_size == 12 * active.time_index.entries

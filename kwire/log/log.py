@@ -311,6 +311,8 @@ class PartitionLog:
                     break
             elif segment.indexes_need_rebuild():
                 segment.rebuild_indexes()
+                # Trusted from now on, so synced now (the recovery point is past it).
+                segment.flush()
             elif segment.active:
                 segment.load_tail_state()
             # Nothing is read from the log yet: an inactive segment's fd waits for a read.

@@ -487,10 +487,12 @@ class LogSegment:
         self._write_indexes()
 
     def make_inactive(self) -> None:
-        """On roll: seal the indexes (kept loaded: the segment was just read from)."""
+        """On roll: seal the indexes; they are read again when next needed (memory
+        holds the indexes of the segments being read, not of every one rolled)."""
         if not self.active:
             return
         self._seal_indexes()
+        self._drop_indexes()
         self.active = False
 
     def make_active(self) -> None:
