@@ -140,6 +140,7 @@ def run_client(client: Client, args, runid: str) -> dict:
     log(f"{client.id} {out['version']}: running {len(args.scenarios)} scenarios")
     budget_end = min(t0 + args.client_timeout, args.deadline_at)
     started = False
+    prev: str | None = None
 
     def start_broker() -> str | None:
         """Start a fresh broker; retried when something else stops it while starting."""
@@ -164,6 +165,12 @@ def run_client(client: Client, args, runid: str) -> dict:
                                            "was used up before this scenario")
             continue
         for attempt in (1, 2):
+            if started and not broker.alive() and prev is not None:
+                # Died between scenarios (after the previous one's check): say so.
+                why = "stopped from outside" if broker.stopped_from_outside() else \
+                    f"died (exit {broker.exit_status()})"
+                out["notes"].append(f"broker {why} after {prev} had finished; restarted")
+                started = False
             if not started or not broker.alive():
                 broker.stop()
                 err = start_broker()
@@ -191,12 +198,19 @@ def run_client(client: Client, args, runid: str) -> dict:
                                 f"client saw: {cell.detail or cell.status}", cell.seconds)
             break
         out["cells"][s] = cell
+        prev = s
         mark = "ok  " if cell.status == "pass" else cell.status
         log(f"  {client.id:16} {s:20} {mark:4} {cell.seconds:5.1f}s "
             f"{cell.text(120) if cell.status != 'pass' else ''}")
-    note = broker.stop()
-    if note:
-        out["notes"].append(note)
+    if started and not broker.alive() and prev is not None:
+        why = "stopped from outside" if broker.stopped_from_outside() else \
+            f"died (exit {broker.exit_status()})"
+        out["notes"].append(f"broker {why} after {prev} had finished")
+    elif started:
+        note = broker.stop()
+        if note:
+            out["notes"].append(note)
+    broker.stop()
     out["seconds"] = time.monotonic() - t0
     return out
 
