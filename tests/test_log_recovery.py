@@ -271,6 +271,35 @@ def test_lost_indexes_are_rebuilt(tmp_path: Path, how: str) -> None:
     check_appends_after(log, sent)
 
 
+def test_small_segment_without_offset_entries_is_not_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "t-0"
+    log = reopen(directory)
+    append(log, batch(1, ts=5))
+    sent = read_all(log)
+    log.close()
+    active = log.segments[-1]
+    assert active.size <= CONFIG["index_interval_bytes"]
+    assert not active.index_path.exists()  # no entry to write
+    rebuilt: list[int] = []
+    original = LogSegment.rebuild_indexes
+
+    def spy(self: LogSegment) -> None:
+        rebuilt.append(self.base_offset)
+        original(self)
+
+    monkeypatch.setattr(LogSegment, "rebuild_indexes", spy)
+    log = reopen(directory)
+    assert rebuilt == []  # nothing is missing: a segment this small has no offset entry
+    log.close()
+    # A present but wrong offset index is still caught.
+    active.index_path.write_bytes((5).to_bytes(4, "big") + (10**6).to_bytes(4, "big"))
+    log = reopen(directory)
+    assert rebuilt == [0]
+    check_appends_after(log, sent)
+
+
 def test_crashed_active_index_is_rebuilt_not_trusted(tmp_path: Path) -> None:
     directory = tmp_path / "t-0"
     log, sent = filled_log(directory, 10, 9)

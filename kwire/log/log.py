@@ -311,8 +311,10 @@ class PartitionLog:
                     break
             elif segment.indexes_need_rebuild():
                 segment.rebuild_indexes()
-                # Trusted from now on, so synced now (the recovery point is past it).
-                segment.flush()
+                if not segment.active:
+                    # Its files are trusted from now on, so synced now (the recovery
+                    # point is past it); the active segment is rescanned after a crash.
+                    segment.flush()
             elif segment.active:
                 segment.load_tail_state()
             # Nothing is read from the log yet: an inactive segment's fd waits for a read.

@@ -206,7 +206,11 @@ class LogSegment:
         if self._offset_index is not None:
             return not self._offset_index.is_sane(self.size)
         tail = OffsetIndex.read_tail(self.index_path, 2)
-        return tail is None or not OffsetIndex.entries_are_sane(tail, self.size)
+        if tail is None:
+            # No offset entry: none is missing if the segment is at most
+            # index.interval.bytes (its first entry would start past that).
+            return self.size > self.index_interval_bytes
+        return not OffsetIndex.entries_are_sane(tail, self.size)
 
     @property
     def indexes_full(self) -> bool:
