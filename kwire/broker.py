@@ -219,7 +219,8 @@ class Broker:
         # From here on, a crash is an unclean stop.
         clean_marker.unlink(missing_ok=True)
         self._save_metadata()
-        log.info("opened %d topics in %s (%s shutdown)", len(self.topics), self.log_dir, "clean" if clean else "unclean")
+        after = "a clean shutdown" if clean else "an unclean shutdown, logs recovered" if meta else "nothing: a new log dir"
+        log.info("opened %d topics in %s after %s", len(self.topics), self.log_dir, after)
 
     def close(self) -> None:
         for partition in self.all_partitions():
