@@ -196,6 +196,20 @@ def check_in_order(records, expect_total: int) -> None:
         check(idx == sorted(idx), f"partition {p}: records out of produce order {idx[:8]}")
 
 
+def disjoint_split(assigned) -> list[set[int]] | None:
+    """Two members' partitions, once they are disjoint and cover partitions 0-2."""
+    a = [set(x) for x in assigned]
+    return a if (a[0] and a[1] and not (a[0] & a[1]) and a[0] | a[1] == {0, 1, 2}) else None
+
+
+def check_split_reads(assign: list[set[int]], reads: list[list[tuple[int, int, str]]]) -> None:
+    """Each member read only its own partitions, and together everything, in order."""
+    for i, records in enumerate(reads):
+        ps = {p for p, _, _ in records}
+        check(ps <= assign[i], f"member {i} read partitions {ps}, assigned {assign[i]}")
+    check_in_order([r for records in reads for r in records], S.N_SPREAD)
+
+
 def index_of(v: str) -> int:
     digits = "".join(ch for ch in v.split("-")[0] if ch.isdigit())
     return int(digits) if digits else -1

@@ -185,10 +185,9 @@ def s_group_split(ctx):
     ms = [Member(ctx, ctx.group, ctx.topic) for _ in range(2)]
     try:
         def split():
-            a = [set(m.assigned) for m in ms]
             for m in ms:
                 check(m.p.poll() is None, f"kcat member exited: {m.lines[-1:]}")
-            return a if (a[0] and a[1] and not (a[0] & a[1]) and a[0] | a[1] == {0, 1, 2}) else None
+            return C.disjoint_split(m.assigned for m in ms)
         assign = C.wait_until(split, 40, "disjoint assignments covering partitions 0-2")
         ctx.step("produce")
         spread(ctx, ctx.topic, S.N_SPREAD, "m{}")
@@ -199,11 +198,8 @@ def s_group_split(ctx):
     finally:
         for m in ms:
             m.stop()
-    for i, m in enumerate(ms):
-        ps = {r["partition"] for r in m.records}
-        check(ps <= assign[i], f"member {i} read partitions {ps}, assigned {assign[i]}")
-    C.check_in_order([(r["partition"], r["offset"], r["payload"]) for m in ms for r in m.records],
-                     S.N_SPREAD)
+    C.check_split_reads(assign, [[(r["partition"], r["offset"], r["payload"]) for r in m.records]
+                                 for m in ms])
 
 
 def compression(codec):
