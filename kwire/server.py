@@ -89,19 +89,33 @@ class Connection:
                     if not received:
                         return  # the client closed; answers still owed are sent
                     frames.advance(received)
+                    # Inline answers to the requests of one read leave in one send.
+                    ready: list[bytes] = []
                     while (frame := frames.next_frame()) is not None:
                         slot = _Slot()
                         if not serves_inline(frame):
+                            if ready:
+                                await self._send(b"".join(ready))
+                                ready.clear()
                             self.queued += 1
                             await send.send(slot)
                             nursery.start_soon(self._serve, frame, slot, scope)
                             continue
                         await self._serve(frame, slot, scope)
                         if self.queued or self.writing:
+                            # Answers ahead are still owed; `ready` is empty here,
+                            # as it is sent before anything is queued.
                             self.queued += 1
                             await send.send(slot)
+                        elif isinstance(slot.payload, bytes):
+                            ready.append(slot.payload)
                         elif slot.payload is not None:
+                            if ready:
+                                await self._send(b"".join(ready))
+                                ready.clear()
                             await self._send(slot.payload)
+                    if ready:
+                        await self._send(b"".join(ready))
         except FrameError as e:
             log.warning("closing connection from %s: %s", self.peer, e)
             scope.cancel()
