@@ -210,6 +210,28 @@ def check_split_reads(assign: list[set[int]], reads: list[list[tuple[int, int, s
     check_in_order([r for records in reads for r in records], S.N_SPREAD)
 
 
+def run_split_members(ctx, loop, assigned, got, stop: threading.Event, errs: list,
+                      produce_spread, join_timeout: float = 10) -> None:
+    """Run two member threads (`loop(i)`), wait for disjoint assignments, produce the
+    spread records, and check each member read only its own partitions."""
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    assign = wait_until(lambda: disjoint_split(assigned), 40,
+                        "disjoint assignments covering partitions 0-2")
+    ctx.step("produce")
+    produce_spread()
+    ctx.step("both members read", 30)
+    wait_until(lambda: len(got[0]) + len(got[1]) >= S.N_SPREAD, 25,
+               "30 records read by the two members")
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(join_timeout)
+    check(not errs, f"consumer error: {errs and short_exc(errs[0])}")
+    check_split_reads(assign, got)
+
+
 def index_of(v: str) -> int:
     digits = "".join(ch for ch in v.split("-")[0] if ch.isdigit())
     return int(digits) if digits else -1

@@ -188,24 +188,11 @@ def s_group_split(ctx):
         except Exception as e:
             errs.append(e)
 
-    ts = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(2)]
-    for t in ts:
-        t.start()
+    def produce_spread():
+        produce(ctx, ctx.topic, [{"value": f"m{i}".encode(), "partition": i % 3}
+                                 for i in range(S.N_SPREAD)])
 
-    assign = C.wait_until(lambda: C.disjoint_split(assigned), 40,
-                          "disjoint assignments covering partitions 0-2")
-    ctx.step("produce")
-    produce(ctx, ctx.topic, [{"value": f"m{i}".encode(), "partition": i % 3}
-                             for i in range(S.N_SPREAD)])
-    ctx.step("both members read", 30)
-    C.wait_until(lambda: len(got[0]) + len(got[1]) >= S.N_SPREAD, 25,
-                 "30 records read by the two members")
-    time.sleep(0.5)
-    stop.set()
-    for t in ts:
-        t.join(10)
-    check(not errs, f"consumer error: {errs and C.short_exc(errs[0])}")
-    C.check_split_reads(assign, got)
+    C.run_split_members(ctx, loop, assigned, got, stop, errs, produce_spread, join_timeout=10)
 
 
 def compression(codec):
