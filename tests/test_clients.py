@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -130,7 +131,7 @@ while True:
         pass
     p.poll(0)
 """
-    producer = subprocess.Popen(["python", "-c", script], stdout=subprocess.PIPE, text=True)
+    producer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     time.sleep(3)
     broker.kill()
     time.sleep(0.5)
