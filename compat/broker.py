@@ -120,13 +120,17 @@ class KwireBroker:
         return self.proc is not None and self.proc.poll() is None
 
     def stopped_from_outside(self) -> bool:
-        """Was the broker signalled by someone else (it is exiting or gone, not crashed)?
+        """Was the broker stopped by someone else (it is exiting or gone, not crashed)?
 
-        The harness only signals a broker in stop(), so a "received SIGTERM" in the log
-        of the current start, or death by a signal, means another process did it."""
+        The harness only signals a broker in stop(), so death by SIGTERM/SIGINT, or a
+        "received SIGTERM" in the log of the current start with a clean exit (or none
+        yet), means another process did it. Any other signal (SIGABRT, SIGSEGV, SIGKILL)
+        or a non-zero exit is the broker's own death, never "from outside"."""
         rc = self.exit_status()
         if rc is not None and rc < 0:
-            return True
+            return -rc in (signal.SIGTERM, signal.SIGINT)
+        if rc not in (None, 0):
+            return False
         try:
             tail = self.log_path.read_bytes()[-8000:].decode(errors="replace")
         except OSError:
@@ -152,8 +156,8 @@ class KwireBroker:
                 self.proc.send_signal(signal.SIGTERM)
                 try:
                     self.proc.wait(timeout)
-                    if self.proc.returncode not in (0, -signal.SIGTERM):
-                        note = f"broker exited {self.proc.returncode} on SIGTERM"
+                    if self.proc.returncode != 0:
+                        note = f"broker exited {self.proc.returncode} on SIGTERM, not 0"
                 except subprocess.TimeoutExpired:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                     self.proc.wait()

@@ -4,7 +4,10 @@
     python -m compat --clients java,kcat --scenarios transactions
     python -m compat --bootstrap 127.0.0.1:9092 --output /tmp/r.md   # an already running broker
 
-Exits 0 whenever the harness itself ran: failing cells are data, not errors.
+Exits 1 when a cell fails (a check, a timeout, a client that could not be installed,
+an n.a. that scenarios.NOT_APPLICABLE does not list), when a broker died or did not stop
+cleanly on SIGTERM, or (--check) when the cell statuses differ from the committed
+RESULTS.md; 0 when all is as it should be.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -116,7 +120,8 @@ def run_scenario(client: Client, scenario: str, bootstrap: str, prefix: str,
 def run_client(client: Client, args, runid: str) -> dict:
     """Install, start a fresh broker, run the scenarios one by one, stop the broker."""
     t0 = time.monotonic()
-    out: dict = {"client": client.id, "title": client.title, "cells": {}, "notes": []}
+    out: dict = {"client": client.id, "title": client.title, "cells": {}, "notes": [],
+                 "broker_problems": []}
     try:
         reason = None if args.no_install else client.install()
     except Exception as e:  # an installer bug must not stop the matrix
@@ -126,10 +131,12 @@ def run_client(client: Client, args, runid: str) -> dict:
     except Exception:
         out["version"] = "?"
     if reason is not None:
+        # A failed install is the harness's or the machine's failure, not a feature the
+        # client lacks: every cell of the column fails (n.a. is only for missing APIs).
         log(f"{client.id}: not available: {reason}")
         out["unavailable"] = reason
         for s in args.scenarios:
-            out["cells"][s] = Cell("na", f"client not installed: {reason}")
+            out["cells"][s] = Cell("fail", f"client not installed: {reason}")
         return out
     logdir = LOGS / client.id
     if args.bootstrap:
@@ -141,6 +148,17 @@ def run_client(client: Client, args, runid: str) -> dict:
     budget_end = min(t0 + args.client_timeout, args.deadline_at)
     started = False
     prev: str | None = None
+
+    def died_after(scenario: str) -> None:
+        """The broker was found gone after `scenario` had passed its checks."""
+        if broker.stopped_from_outside():
+            out["notes"].append(f"broker stopped from outside (signal) after {scenario} had finished")
+            return
+        why = f"broker died (exit {broker.exit_status()}) after this scenario had finished"
+        out["broker_problems"].append(f"broker died (exit {broker.exit_status()}) after {scenario}")
+        old_cell = out["cells"][scenario]
+        out["cells"][scenario] = Cell("fail", f"{why}; client saw: {old_cell.detail or old_cell.status}",
+                                      old_cell.seconds)
 
     def start_broker() -> str | None:
         """Start a fresh broker; retried when something else stops it while starting."""
@@ -166,10 +184,10 @@ def run_client(client: Client, args, runid: str) -> dict:
             continue
         for attempt in (1, 2):
             if started and not broker.alive() and prev is not None:
-                # Died between scenarios (after the previous one's check): say so.
-                why = "stopped from outside" if broker.stopped_from_outside() else \
-                    f"died (exit {broker.exit_status()})"
-                out["notes"].append(f"broker {why} after {prev} had finished; restarted")
+                # Died between scenarios (after the previous one's check): a crash fails
+                # the previous cell, whose checks held but whose broker did not survive.
+                died_after(prev)
+                out["notes"].append(f"broker stopped after {prev} had finished; restarted")
                 started = False
             if not started or not broker.alive():
                 broker.stop()
@@ -181,8 +199,9 @@ def run_client(client: Client, args, runid: str) -> dict:
             limit = min(args.scenario_timeout, max(5.0, budget_end - time.monotonic()))
             cell = run_scenario(client, s, broker.bootstrap, prefix, limit, logdir)
             if broker.stopped_from_outside():
-                # Not kwire's doing (another process signalled it): run the scenario
-                # again on a fresh broker rather than record a failure.
+                # Not kwire's doing (another process sent SIGTERM/SIGINT): run the scenario
+                # again on a fresh broker rather than record a failure. A crash (any other
+                # signal, a non-zero exit) is not this case.
                 broker.wait_exit(15)
                 if attempt == 1:
                     out["notes"].append(f"broker was stopped from outside (signal) during {s}; "
@@ -196,20 +215,23 @@ def run_client(client: Client, args, runid: str) -> dict:
                 break
             cell = Cell("fail", f"broker died (exit {broker.exit_status()}); "
                                 f"client saw: {cell.detail or cell.status}", cell.seconds)
+            out["broker_problems"].append(f"broker died (exit {broker.exit_status()}) during {s}")
             break
+        if cell.status == "na" and (client.id, s) not in S.NOT_APPLICABLE:
+            # n.a. means the client lacks the API; anywhere else it would hide a failure.
+            cell = Cell("fail", f"n.a. where the client has the API: {cell.detail}", cell.seconds)
         out["cells"][s] = cell
         prev = s
         mark = "ok  " if cell.status == "pass" else cell.status
         log(f"  {client.id:16} {s:20} {mark:4} {cell.seconds:5.1f}s "
             f"{cell.text(120) if cell.status != 'pass' else ''}")
     if started and not broker.alive() and prev is not None:
-        why = "stopped from outside" if broker.stopped_from_outside() else \
-            f"died (exit {broker.exit_status()})"
-        out["notes"].append(f"broker {why} after {prev} had finished")
+        died_after(prev)
     elif started:
         note = broker.stop()
         if note:
-            out["notes"].append(note)
+            # Not exiting 0 on SIGTERM (or not at all) is a broker bug.
+            out["broker_problems"].append(note)
     broker.stop()
     out["seconds"] = time.monotonic() - t0
     return out
@@ -264,15 +286,70 @@ def write_results(path: Path, results: list[dict], scenarios: list[str], args, s
             if len(d) > 400:
                 d = d[:399] + "…"
             lines.append(f"- **{c['title']}**, {S.BY_ID[sid].title}: `{d.replace('`', chr(39))}`")
+    problems = [(c, n) for c in cols for n in c.get("broker_problems", [])]
+    if problems:
+        lines += ["", "## Broker problems", ""]
+        for c, n in problems:
+            lines.append(f"- **{c['title']}**: {n}")
     if notes:
         lines += ["", "## Notes on this run", ""]
         for c, n in notes:
             lines.append(f"- **{c['title']}**: {n}")
     lines += ["", "pass = the scenario's checks held; fail: the first check or step that "
-              "did not (\"timeout in <step>\" when a step ran out of time); n.a. = the client "
-              "itself lacks the feature.", ""]
+              "did not (\"timeout in <step>\" when a step ran out of time, \"broker died\" "
+              "when the broker did, \"client not installed\" when its install failed); "
+              "n.a. = the client itself lacks the feature.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
+
+
+STATUS_OF_WORD = {"pass": "pass", "fail": "fail", "n.a.": "na"}
+
+
+def parse_matrix(text: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """The table of a RESULTS.md: (scenario title, client title) -> (status, cell text),
+    status one of pass, fail, na ("?" for anything else, "" for an empty cell)."""
+    lines = text.splitlines()
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("| scenario |"))
+    except StopIteration:
+        return {}
+
+    def split(line: str) -> list[str]:
+        # Cells escape "|" as "\|"; split on the others only.
+        return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+    cols = split(lines[start])[1:]
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    for line in lines[start + 1:]:
+        if not line.startswith("|"):
+            break
+        cells = split(line)
+        if not cells or set(cells[0]) <= {"-"}:
+            continue
+        for col, text_ in zip(cols, cells[1:], strict=False):
+            word = text_.split(":", 1)[0].strip()
+            out[(cells[0], col)] = (STATUS_OF_WORD.get(word, "?" if text_ else ""), text_)
+    return out
+
+
+def compare_matrices(committed: dict[tuple[str, str], tuple[str, str]],
+                     produced: dict[tuple[str, str], tuple[str, str]],
+                     partial: bool = False) -> list[str]:
+    """Cells whose status differs (timings and wording aside), one line each. With
+    partial (a run of some rows or columns) committed cells outside the run are skipped."""
+    if partial:
+        rows = {r for r, _ in produced}
+        cols = {c for _, c in produced}
+        committed = {k: v for k, v in committed.items() if k[0] in rows and k[1] in cols}
+    diffs = []
+    for key in list(committed) + [k for k in produced if k not in committed]:
+        was = committed.get(key, ("absent", ""))
+        now = produced.get(key, ("absent", ""))
+        if was[0] != now[0]:
+            diffs.append(f"{key[0]} / {key[1]}: committed {was[0]!r}, this run {now[0]!r}"
+                         + (f" ({now[1]})" if now[0] not in ("pass", "absent") else ""))
+    return diffs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deadline", type=float, default=1000.0,
                     help="limit for the whole run including installs, seconds (1000): "
                          "scenarios not started by then are recorded as timeouts")
+    ap.add_argument("--check", nargs="?", const="", metavar="FILE",
+                    help="also fail unless every cell's status matches FILE (default: "
+                         "compat/RESULTS.md as it was before this run, i.e. the committed one "
+                         "in a clean checkout); the differences are printed")
     ap.add_argument("--no-install", action="store_true", help="do not install missing clients")
     ap.add_argument("--install-only", action="store_true", help="install the clients and stop")
     ap.add_argument("--output", help="where to write the table (compat/RESULTS.md for a full run "
@@ -312,15 +393,26 @@ def main(argv: list[str] | None = None) -> int:
         full = len(clients) == len(CLIENTS) and args.scenarios == S.SCENARIO_IDS
         args.output = str(Path(__file__).resolve().parent / "RESULTS.md") \
             if full and not args.bootstrap else str(WORK / "RESULTS.partial.md")
+    partial = not (len(clients) == len(CLIENTS) and args.scenarios == S.SCENARIO_IDS)
+    committed_text: str | None = None
+    if args.check is not None:
+        ref = Path(args.check) if args.check else Path(__file__).resolve().parent / "RESULTS.md"
+        try:
+            committed_text = ref.read_text()  # read now: the run may overwrite it
+        except OSError as e:
+            committed_text = ""
+            log(f"--check: cannot read {ref}: {e}")
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.monotonic()
     args.deadline_at = t0 + args.deadline
     WORK.mkdir(parents=True, exist_ok=True)
     if args.install_only:
+        failed = 0
         for c in clients:
             r = c.install()
             log(f"{c.id}: {'ready' if r is None else r}")
-        return 0
+            failed += r is not None
+        return 1 if failed else 0
     # Installs share apt/npm: do them one client at a time, before the runs.
     if not args.no_install:
         pre: dict[str, str | None] = {}
@@ -348,9 +440,27 @@ def main(argv: list[str] | None = None) -> int:
         for cell in r["cells"].values():
             counts[cell.status] = counts.get(cell.status, 0) + 1
     log(f"wrote {out} in {wall:.0f}s")
-    print(f"compat: {counts['pass']} passed, {counts['fail']} failed, {counts['na']} n.a.",
+    problems = [f"{r['client']}: {n}" for r in results for n in r.get("broker_problems", [])]
+    for pr in problems:
+        log(f"broker problem: {pr}")
+    diffs: list[str] = []
+    if committed_text is not None:
+        committed = parse_matrix(committed_text)
+        if not committed:
+            diffs = ["the committed RESULTS.md has no matrix to compare with"]
+        else:
+            diffs = compare_matrices(committed, parse_matrix(out.read_text()), partial)
+        if diffs:
+            log(f"{len(diffs)} cell(s) differ from the committed matrix:")
+            for d in diffs:
+                print(f"  {d}", flush=True)
+        else:
+            log("every cell's status matches the committed matrix")
+    print(f"compat: {counts['pass']} passed, {counts['fail']} failed, {counts['na']} n.a., "
+          f"{len(problems)} broker problem(s)"
+          + (f", {len(diffs)} cell(s) differ from the committed matrix" if diffs else ""),
           flush=True)
-    return 0
+    return 1 if counts["fail"] or problems or diffs else 0
 
 
 if __name__ == "__main__":
