@@ -14,15 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from kwire.log.segment import FileRegion
 from kwire.protocol.apis import API_TABLE
+from kwire.protocol.bounds import check_request
+from kwire.protocol.error_response import error_response
 from kwire.protocol.fetch_response import EncodedBody
 from kwire.protocol.headers import MalformedRequest, parse_request_header, peek_api, response_header
-from kwire.protocol.messages import decode_request, encode, is_flexible
+from kwire.protocol.messages import decode_request, encode, is_flexible, response_class
 
 if TYPE_CHECKING:
     from kwire.broker import Broker
 
 log = logging.getLogger(__name__)
 
+PRODUCE_KEY = 0
 API_VERSIONS_KEY = 18
 _SIZE = struct.Struct(">i")
 
@@ -63,16 +66,27 @@ async def dispatch(context: RequestContext, frame: bytearray) -> bytes | list[by
             request = api.decode(frame, header.body_offset, api_version)
         else:
             # kio reads only read-only buffers; a view costs no copy.
-            request = decode_request(api_key, api_version, memoryview(frame).toreadonly(), header.body_offset)
+            view = memoryview(frame).toreadonly()
+            # kio's native reader trusts declared counts and lengths (a lie
+            # aborts the process): the body is walked against them first.
+            check_request(api_key, api_version, view, header.body_offset)
+            request = decode_request(api_key, api_version, view, header.body_offset)
     except MalformedRequest:
         raise
-    except Exception as e:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:
+        # Also a panic in kio's native reader (pyo3's PanicException is a
+        # BaseException): this request is unreadable, the broker goes on.
         raise MalformedRequest(f"cannot parse API {api_key} v{api_version}: {e!r}") from None
     context.api_key = api_key
     context.api_version = api_version
     context.correlation_id = correlation_id
     context.client_id = header.client_id
-    response = await api.handle(context, request)
+    try:
+        response = await api.handle(context, request)
+    except Exception as e:
+        response = _failed(api_key, api_version, request, e)
     if response is None:
         return None
     if isinstance(response, EncodedBody):
@@ -85,6 +99,19 @@ async def dispatch(context: RequestContext, frame: bytearray) -> bytes | list[by
     # ApiVersions responses keep header v0 in every version, so that a client
     # can read it before it knows which versions the broker speaks.
     return _frame(correlation_id, flexible and api_key != API_VERSIONS_KEY, encode(response))
+
+
+def _failed(api_key: int, api_version: int, request: Any, error: Exception) -> Any:
+    """Kafka's answer to a request whose handler failed: the API's error
+    response with UNKNOWN_SERVER_ERROR (AbstractRequest.getErrorResponse), and
+    the connection stays open."""
+    log.error("API %d v%d failed: %r", api_key, api_version, error)
+    log.debug("API %d v%d failed", api_key, api_version, exc_info=error)
+    if api_key == PRODUCE_KEY and getattr(request, "acks", None) == 0:
+        # No answer is owed with acks=0: Kafka closes the connection instead,
+        # the only way the producer learns of the failure.
+        raise MalformedRequest("produce with acks=0 failed; closing the connection as Kafka does")
+    return error_response(response_class(api_key, api_version), request)
 
 
 def _frame(correlation_id: int, flexible: bool, body: bytes) -> bytes:

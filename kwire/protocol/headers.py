@@ -17,7 +17,8 @@ class MalformedRequest(Exception):
 
 
 def read_uvarint(buf: bytes | memoryview, offset: int) -> tuple[int, int]:
-    """Unsigned varint (protobuf style) at `offset`; returns (value, next offset)."""
+    """Unsigned 32-bit varint (protobuf style) at `offset`; returns (value, next
+    offset). At most five bytes, as Kafka's ByteUtils.readUnsignedVarint."""
     result = 0
     shift = 0
     while True:
@@ -27,10 +28,12 @@ def read_uvarint(buf: bytes | memoryview, offset: int) -> tuple[int, int]:
         offset += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
+            if result > 0xFFFFFFFF:
+                raise MalformedRequest("varint exceeds 32 bits")
             return result, offset
         shift += 7
-        if shift > 63:
-            raise MalformedRequest("varint too long")
+        if shift >= 35:
+            raise MalformedRequest("varint longer than five bytes")
 
 
 def encode_uvarint(value: int) -> bytes:
@@ -45,6 +48,9 @@ def encode_uvarint(value: int) -> bytes:
 
 def skip_tagged_fields(buf: bytes | memoryview, offset: int) -> int:
     count, offset = read_uvarint(buf, offset)
+    if count * 2 > len(buf) - offset:
+        # A tag and a size take a byte each at least.
+        raise MalformedRequest(f"{count} tagged fields in {len(buf) - offset} bytes")
     for _ in range(count):
         _tag, offset = read_uvarint(buf, offset)
         size, offset = read_uvarint(buf, offset)
@@ -81,6 +87,8 @@ def parse_request_header(frame: bytes, flexible: bool) -> RequestHeader:
     api_key, api_version, correlation_id, client_id_length = _FIXED.unpack_from(frame, 0)
     offset = 10
     client_id = None
+    if client_id_length < -1:
+        raise MalformedRequest(f"client_id length {client_id_length}")
     if client_id_length >= 0:
         end = offset + client_id_length
         if end > len(frame):

@@ -63,10 +63,14 @@ class _Reader:
         value, self.pos = read_uvarint(self.view, self.pos)
         return value - 1
 
-    def array_length(self) -> int:
+    def array_length(self, element_size: int) -> int:
+        """A non-nullable array's count, trusted no further than the bytes left
+        allow (each element takes `element_size` bytes at least), as Kafka."""
         n = self.compact_length() if self.flexible else self.int32()
-        if n < -1:
-            raise MalformedRequest("negative array length")
+        if n < 0:
+            raise MalformedRequest(f"produce request array length {n}")
+        if n * element_size > len(self.view) - self.pos:
+            raise MalformedRequest(f"produce request array of {n} in {len(self.view) - self.pos} bytes")
         return n
 
     def string(self) -> str | None:
@@ -75,6 +79,8 @@ class _Reader:
         else:
             n = _I16.unpack_from(self.view, self.need(2))[0]
         if n < 0:
+            if n < -1:
+                raise MalformedRequest(f"produce request string length {n}")
             return None
         start = self.need(n)
         return bytes(self.view[start : start + n]).decode("utf-8")
@@ -82,6 +88,8 @@ class _Reader:
     def records(self) -> memoryview | None:
         n = self.compact_length() if self.flexible else self.int32()
         if n < 0:
+            if n < -1:
+                raise MalformedRequest(f"produce request records length {n}")
             return None
         start = self.need(n)
         return self.view[start : start + n]
@@ -93,17 +101,21 @@ class _Reader:
 
 def read_produce_request(frame: bytearray, offset: int, version: int) -> ProduceRequest:
     """Read the body at `offset` of a received frame (a bytearray the caller owns)."""
-    r = _Reader(memoryview(frame), offset, version >= FLEXIBLE_VERSION)
+    flexible = version >= FLEXIBLE_VERSION
+    r = _Reader(memoryview(frame), offset, flexible)
+    # The fewest bytes a topic (name, partition array) and a partition (index,
+    # records) take, tagged-field counts included.
+    topic_size, partition_size = (3, 6) if flexible else (6, 8)
     try:
         transactional_id = r.string()
         acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(r.view, r.need(6))
         topics = []
-        for _ in range(max(r.array_length(), 0)):
+        for _ in range(r.array_length(topic_size)):
             name = r.string()
             if name is None:
                 raise MalformedRequest("null topic name")
             partitions = []
-            for _ in range(max(r.array_length(), 0)):
+            for _ in range(r.array_length(partition_size)):
                 index = r.int32()
                 partitions.append(PartitionProduceData(index, r.records()))
                 r.tagged_fields()
