@@ -23,6 +23,7 @@ from kio.schema.errors import ErrorCode
 from kwire.config import TOPIC_CONFIGS, BrokerConfig, ConfigError, validate_topic_configs
 from kwire.coordinator.producer_state import ProducerStateManager
 from kwire.errors import KafkaError
+from kwire.log.background import flush_in_thread
 from kwire.log.checkpoint import write_atomically
 from kwire.log.log import LogConfig, PartitionLog
 from kwire.protocol.records import BatchHeader, set_log_append_time
@@ -236,6 +237,8 @@ class Broker:
     def _open_partition(self, topic: Topic, index: int, clean: bool = True) -> Partition:
         directory = self.log_dir / f"{topic.name}-{index}"
         partition_log = PartitionLog.open(directory, topic.log_config(), clean_shutdown=clean)
+        # Rolled segments are fsynced off the event loop, then the recovery point moves.
+        partition_log.roll_flusher = flush_in_thread
         if partition_log.leader_epoch < 0:
             # A new partition's first leader is epoch 0, as in Kafka.
             partition_log.leader_epoch = 0

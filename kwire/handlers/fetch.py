@@ -6,6 +6,7 @@ max_wait, woken by appends to any of its partitions, not by a timer loop.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +26,13 @@ from kwire.fetch_sessions import (
 )
 from kwire.handlers import RequestContext
 from kwire.handlers.list_offsets import READ_COMMITTED, check_leader_epoch
-from kwire.log.segment import FileRegion
+from kwire.log.segment import CorruptRecordError, FileRegion
 from kwire.protocol.apis import api
 from kwire.protocol.fetch_response import FetchedPartition, encode_fetch_response
 
 TOPIC_IDS_VERSION = 13
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -126,9 +129,15 @@ def read_partitions(
             continue
         # Kafka returns at least one whole batch, even past the limits, but only
         # for the first partition with data, so a response stays bounded.
-        read = partition.log.read(
-            offset, min(wanted.max_bytes, budget), max_offset=upper, min_one_batch=total == 0
-        )
+        try:
+            read = partition.log.read(
+                offset, min(wanted.max_bytes, budget), max_offset=upper, min_one_batch=total == 0
+            )
+        except CorruptRecordError as e:
+            # As Kafka's ReplicaManager: this partition's answer is CORRUPT_MESSAGE.
+            log.error("fetch of %s-%d at offset %d: corrupt record batch: %s", partition.topic.name, partition.index, offset, e)
+            result.error = ErrorCode.corrupt_message
+            continue
         if read.size:
             result.records = read.regions
             transactions = broker.services.get("transactions") if isolation_level == READ_COMMITTED else None

@@ -29,9 +29,20 @@ Public API::
         apply_retention(now_ms) -> segments deleted
         roll(now_ms=None), flush(up_to=None), maybe_flush(now_ms), close(), delete()
 
+        roll_flusher: Callable[[FlushJob], None] | None   # flushes rolled segments
     LogRead: regions (list[FileRegion(file, position, size)]), size, first_offset,
              log_start_offset, log_end_offset, high_watermark; tobytes()
-    OffsetOutOfRangeError
+    OffsetOutOfRangeError, CorruptRecordError (read(): a batch on disk fails its checks)
+    FlushJob: run() in any thread, then complete() on the log's thread
+
+Damage: recovery rescans only segments from the recovery point on (each roll
+flushes the rolled segment and moves the recovery point, see FlushJob), cuts the
+first bad batch and everything after it, and logs a WARN saying what it dropped.
+After a clean shutdown the active segment's tail is still checked (cheaply) and
+recovered if it is not exactly what the shutdown left. Older data is checked
+when read: headers on every read (what the index walk reads anyway), CRC-32C
+once per batch not written or checked by this process; a bad batch makes read()
+stop before it, or raise CorruptRecordError if it is the first.
 
 Hot path: append() rewrites each batch's baseOffset and partitionLeaderEpoch in
 place (both outside the CRC), then writes all batches with one write(); read()
@@ -46,6 +57,8 @@ fd, no mmap; see index.py). A brand-new partition creates only its empty
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import time
 from bisect import bisect_right
@@ -60,8 +73,10 @@ from kwire.log.segment import (
     INT32_MAX,
     LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
+    CorruptRecordError,
     FileRegion,
     LogSegment,
+    Truncation,
 )
 from kwire.protocol.records import (
     BatchHeader,
@@ -78,9 +93,53 @@ _STRAY_SUFFIXES = (DELETED_SUFFIX, TMP_SUFFIX, ".cleaned", ".swap")
 _CHECKPOINT_INTERVAL_MS = 60_000
 _LONG_MAX = (1 << 63) - 1
 
+logger = logging.getLogger(__name__)
+
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class FlushJob:
+    """A rolled segment's flush, run off the event loop (Kafka flushes a rolled
+    segment from its scheduler, not in the request path).
+
+    `run()` fsyncs (any thread; own fds, so closes and deletes meanwhile are
+    harmless); then `complete()`, on the log's thread, moves the recovery point and
+    writes it to the state file. The recovery point so never passes data that is
+    not yet on disk, and a crash after a roll rescans the active segment only."""
+
+    def __init__(
+        self,
+        log: PartitionLog,
+        up_to: int,
+        generation: int,
+        segments: list[LogSegment],
+        fds: list[int],
+    ) -> None:
+        self.log = log
+        self.up_to = up_to
+        self.generation = generation
+        self.segments = segments
+        self._fds = fds
+        self.synced = False
+
+    def run(self) -> None:
+        try:
+            for fd in self._fds:
+                os.fsync(fd)
+            self.synced = True
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
+
+    def complete(self) -> None:
+        self.release()  # if run() never ran (cancelled first)
+        self.log._complete_flush(self)
 
 
 class OffsetOutOfRangeError(Exception):
@@ -194,6 +253,13 @@ class PartitionLog:
         self._closed = False
         # Whether the state file exists (a brand-new partition has none until needed).
         self._state_stored = False
+        # Runs a roll's FlushJob off the event loop (the broker's, see background.py);
+        # without one, rolled segments are flushed by the next maybe_flush().
+        self.roll_flusher: Callable[[FlushJob], None] | None = None
+        # The highest offset a FlushJob in flight will move the recovery point to.
+        self._flushing_to = -1
+        # Bumped by truncation: a FlushJob prepared before one no longer applies.
+        self._generation = 0
 
     # ---- opening and recovery ------------------------------------------------------
 
@@ -259,7 +325,7 @@ class PartitionLog:
             segments[0]._rolling_timestamp = -1
         else:
             segments = [new_segment(b, i == len(bases) - 1) for i, b in enumerate(bases)]
-            cls._recover_segments(segments, state.recovery_point, clean)
+            cls._recover_segments(segments, state.recovery_point, clean, directory.name)
 
         log = cls(directory, config, segments, now)
         active = segments[-1]
@@ -290,9 +356,16 @@ class PartitionLog:
         return log
 
     @staticmethod
-    def _recover_segments(segments: list[LogSegment], recovery_point: int, clean: bool) -> None:
+    def _recover_segments(
+        segments: list[LogSegment], recovery_point: int, clean: bool, name: str
+    ) -> None:
         """Trust what is flushed, validate the rest; the segments list is cut in place
-        if a segment other than the last had to be truncated."""
+        if a segment other than the last had to be truncated.
+
+        After a clean shutdown the recovery point is the log end offset then, and
+        the active segment's tail is still checked against it (a file cut or
+        damaged while the broker was down): nothing is ever appended after bytes
+        that are not a whole, valid batch."""
         if clean:
             first_unflushed = len(segments)
         else:
@@ -303,12 +376,15 @@ class PartitionLog:
         for i, segment in enumerate(segments):
             if i >= first_unflushed:
                 cut = segment.recover()
-                if cut and i < len(segments) - 1:
+                if cut:
                     # Everything after a torn batch is unreliable: drop later segments.
-                    for later in segments[i + 1 :]:
-                        later.delete_files()
+                    later = segments[i + 1 :]
+                    _warn_dropped(name, segment, cut, later, "an unclean shutdown")
+                    for dropped in later:
+                        dropped.delete_files()
                     del segments[i + 1 :]
-                    break
+                    if later:
+                        break
             elif segment.indexes_need_rebuild():
                 segment.rebuild_indexes()
                 if not segment.active:
@@ -323,6 +399,30 @@ class PartitionLog:
         if not active.active:
             active.make_active()
             active.load_tail_state()
+        if clean:
+            problem = active.tail_problem(recovery_point)
+            if problem is not None:
+                logger.warning(
+                    "%s: segment %s does not end as the clean shutdown left it: %s; "
+                    "recovering it",
+                    name,
+                    active.log_path.name,
+                    problem,
+                )
+                cut = active.recover()
+                if cut:
+                    _warn_dropped(name, active, cut, [], "a clean shutdown")
+                end = active.next_offset if active.next_offset is not None else active.base_offset
+                if end < recovery_point:
+                    logger.warning(
+                        "%s: the log end offset is %d, below the %d recorded at the clean "
+                        "shutdown: offsets %d to %d are lost",
+                        name,
+                        end,
+                        recovery_point,
+                        end,
+                        recovery_point - 1,
+                    )
 
     # ---- offsets and state -----------------------------------------------------------
 
@@ -516,7 +616,55 @@ class PartitionLog:
         old.make_inactive()
         self._segments.append(new)
         self._bases.append(base)
+        if self.roll_flusher is not None:
+            self._flush_rolled(base)
         return new
+
+    def _flush_rolled(self, up_to: int) -> None:
+        """Hand the segments below `up_to` (just rolled) to the roll flusher."""
+        segments = [
+            s
+            for s in self._segments[self._segment_index(self._recovery_point) :]
+            if s.base_offset < up_to
+        ]
+        fds: list[int] = []
+        try:
+            for segment in segments:
+                fds += segment.open_for_sync()
+            # The new segment's directory entry, so that the files below it are found.
+            fds.append(os.open(self.directory, os.O_RDONLY))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        job = FlushJob(self, up_to, self._generation, segments, fds)
+        self._flushing_to = max(self._flushing_to, up_to)
+        assert self.roll_flusher is not None
+        try:
+            self.roll_flusher(job)
+        except BaseException:
+            job.release()
+            self._flushing_to = -1
+            raise
+
+    def _complete_flush(self, job: FlushJob) -> None:
+        """A FlushJob's fsyncs are done (or failed): move the recovery point, persist it."""
+        if self._flushing_to <= job.up_to:
+            self._flushing_to = -1
+        if not job.synced or self._closed or job.generation != self._generation:
+            return
+        for segment in job.segments:
+            if not segment.deleted:
+                segment.mark_synced()
+        target = min(job.up_to, self._log_end_offset)
+        now = _now_ms()
+        if target > self._recovery_point:
+            self._recovery_point = target
+            self._last_flush_ms = now
+        # Written now, not within the minute: a crash must not rescan what is synced
+        # (a damaged byte in a rescanned segment would cut everything after it).
+        self._write_state()
+        self._last_checkpoint_ms = now
 
     # ---- flushing -------------------------------------------------------------------------
 
@@ -533,7 +681,7 @@ class PartitionLog:
         (as Kafka flushes a segment once it is rolled, so recovery need not rescan it)."""
         self._flush_if_due(now_ms)
         active_base = self._segments[-1].base_offset
-        if self._recovery_point < active_base:
+        if self._recovery_point < active_base and self._flushing_to < active_base:
             self.flush(active_base, now_ms=now_ms)
 
     def flush(
@@ -596,36 +744,51 @@ class PartitionLog:
         total = 0
         while i < len(segments):
             segment = segments[i]
-            header = segment.find_batch(offset)
-            if header is None:
-                i += 1
-                if i < len(segments):
-                    offset = segments[i].base_offset
-                continue
-            if header.last_offset >= bound:
-                break
+            try:
+                header = segment.find_batch(offset, strict=True)
+                if header is None:
+                    i += 1
+                    if i < len(segments):
+                        offset = segments[i].base_offset
+                    continue
+                if header.last_offset >= bound:
+                    break
+                end = self._bound_position(i, bound)
+                available = end - header.position
+                room = max_bytes - total
+                if available <= room:
+                    take = available
+                else:
+                    take = 0
+                    if room > 0:
+                        take = (
+                            segment.last_boundary_within(header.position, header.position + room)
+                            - header.position
+                        )
+                    if take == 0:
+                        if not (min_one_batch and not regions):
+                            break
+                        take = header.size
+                # Header checks above; CRCs here, once per batch this process did not
+                # write or check before. A corrupt batch ends the read before it.
+                sound = segment.verified_length(header.position, take)
+                if sound == 0:
+                    raise CorruptRecordError(
+                        f"record batch at offsets {header.base_offset} to {header.last_offset} "
+                        f"fails its checks (CRC-32C or header)",
+                        path=segment.log_path,
+                        position=header.position,
+                    )
+            except CorruptRecordError:
+                if regions:
+                    break  # what comes before it is served; the next read reports it
+                raise
             if result.first_offset < 0:
                 result.first_offset = header.base_offset
-            end = self._bound_position(i, bound)
-            available = end - header.position
-            room = max_bytes - total
-            if available <= room:
-                take = available
-            else:
-                take = 0
-                if room > 0:
-                    take = (
-                        segment.last_boundary_within(header.position, header.position + room)
-                        - header.position
-                    )
-                if take == 0:
-                    if not (min_one_batch and not regions):
-                        break
-                    take = header.size
-            regions.append(segment.region(header.position, take))
-            total += take
-            if take < available or end < segment.size:
-                break  # max_bytes or the bound reached
+            regions.append(segment.region(header.position, sound))
+            total += sound
+            if sound < available or end < segment.size:
+                break  # max_bytes, the bound, or a corrupt batch reached
             i += 1
             if i < len(segments):
                 offset = segments[i].base_offset
@@ -725,6 +888,7 @@ class PartitionLog:
                 segment.next_offset if segment.next_offset is not None else segment.base_offset
             )
         self._bound_cache = None
+        self._generation += 1
         self._high_watermark = min(self._high_watermark, self._log_end_offset)
         self._recovery_point = min(self._recovery_point, self._log_end_offset)
         self._epochs.truncate_from_end(self._log_end_offset)
@@ -748,6 +912,7 @@ class PartitionLog:
         self._log_start_offset = self._log_end_offset = offset
         self._high_watermark = self._recovery_point = offset
         self._bound_cache = None
+        self._generation += 1
         self._epochs.clear()
 
     def delete_records_before(self, offset: int, *, now_ms: int | None = None) -> int:
@@ -910,3 +1075,40 @@ def _first_record(
         if match(pair):
             return pair
     return None
+
+
+def _warn_dropped(
+    name: str, segment: LogSegment, cut: Truncation, later: list[LogSegment], after: str
+) -> None:
+    """Recovery dropped data: say exactly what (bytes, batches, offsets), as a WARN."""
+    last_offset = cut.last_offset
+    also = ""
+    if later:
+        later_bytes = sum(s.size for s in later)
+        final = later[-1]
+        _, start = final.offset_index.last_entry
+        for header in final.iter_headers(start if start < final.size else 0):
+            last_offset = max(last_offset, header.last_offset)
+        also = (
+            f", and the {len(later)} later segment(s) from offset {later[0].base_offset} "
+            f"({later_bytes} bytes)"
+        )
+    offsets = (
+        f"offsets {cut.first_offset} to {last_offset}"
+        if last_offset >= cut.first_offset
+        else f"offsets from {cut.first_offset}"
+    )
+    logger.warning(
+        "%s: recovery after %s dropped %d bytes of segment %s from position %d "
+        "(%d batch(es), from the first that fails its checks on)%s: %s lost; "
+        "the log end offset is now %d",
+        name,
+        after,
+        cut.bytes,
+        segment.log_path.name,
+        cut.position,
+        cut.batches,
+        also,
+        offsets,
+        cut.first_offset,
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,49 @@ _SCAN_BLOCK = 8192
 # Recovery reads whole batches (for the CRC) in large sequential chunks.
 _RECOVERY_BLOCK = 1 << 20
 _MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - LOG_OVERHEAD
+
+
+class CorruptRecordError(Exception):
+    """Kafka's CorruptRecordException: a batch on disk fails its checks. A fetch of it
+    is answered CORRUPT_MESSAGE."""
+
+    def __init__(self, message: str, *, path: Path, position: int) -> None:
+        super().__init__(f"{path.name} at position {position}: {message}")
+        self.path = path
+        self.position = position
+
+
+@dataclass(frozen=True, slots=True)
+class Truncation:
+    """What recovery cut off a segment: from `position` (where offset `first_offset`
+    would have started) to the old end. `batches` and `last_offset` come from the
+    dropped bytes' headers as far as they still parse (-1: none did)."""
+
+    position: int
+    bytes: int
+    batches: int
+    first_offset: int
+    last_offset: int
+
+    def __bool__(self) -> bool:
+        return self.bytes > 0
+
+
+def header_problem(header: BatchHeader, end: int, min_offset: int, base_offset: int) -> str | None:
+    """Why a batch header cannot be a batch of this segment (None if it can): magic 2,
+    length at least a header and within `end`, offsets from `min_offset` on and
+    within the segment's int32 range. Header fields only, no CRC."""
+    if header.magic != 2:
+        return f"magic {header.magic}"
+    if header.batch_length < _MIN_BATCH_LENGTH:
+        return f"batch length {header.batch_length} is less than a batch header"
+    if header.position + header.size > end:
+        return f"batch length {header.batch_length} runs past the end of the segment ({end} bytes)"
+    if header.base_offset < min_offset:
+        return f"base offset {header.base_offset} below the expected {min_offset}"
+    if header.last_offset_delta < 0 or header.last_offset - base_offset > INT32_MAX:
+        return f"last offset delta {header.last_offset_delta} out of range"
+    return None
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -128,6 +172,9 @@ class LogSegment:
         # (a crashed process's writes can still be in the page cache); an empty one
         # holds nothing to lose, so an idle new partition's flush and close cost no fsync.
         self._unsynced = self.size > 0
+        # Byte spans [start, end) whose batches this process wrote or CRC-checked
+        # (whole batches, sorted, disjoint): a read CRC-checks only what is outside.
+        self._verified: list[tuple[int, int]] = []
 
     # ---- files -------------------------------------------------------------------
 
@@ -296,6 +343,8 @@ class LogSegment:
         if start == 0:
             self._rolling_timestamp = headers[0].max_timestamp
         self.next_offset = headers[-1].next_offset
+        # Produce checked these batches' CRCs (validate_batches): no read re-checks them.
+        self._mark_verified(start, self.size)
 
     # ---- reads -------------------------------------------------------------------
 
@@ -309,31 +358,51 @@ class LogSegment:
         header.position = position
         return header
 
-    def iter_headers(self, start: int = 0, end: int | None = None) -> Iterator[BatchHeader]:
-        """Headers of the whole batches in [start, end), positions relative to this file."""
-        end = self.size if end is None else min(end, self.size)
+    def iter_headers(
+        self, start: int = 0, end: int | None = None, *, strict: bool = False
+    ) -> Iterator[BatchHeader]:
+        """Headers of the whole batches in [start, end), positions relative to this file.
+
+        Lenient (load, index rebuilds): stops at the first header that cannot be a
+        batch. `strict` (the fetch path): raises CorruptRecordError for it instead,
+        unless it is a batch that merely runs past `end` (a read limit)."""
+        size = self.size
+        end = size if end is None else min(end, size)
         fd = self.file.fileno()
         position = start
         buf = b""
         buf_start = start
+        min_offset = self.base_offset
         while position + BATCH_HEADER_SIZE <= end:
             rel = position - buf_start
             if rel + BATCH_HEADER_SIZE > len(buf):
                 buf = os.pread(fd, min(_SCAN_BLOCK, end - position), position)
                 buf_start, rel = position, 0
                 if len(buf) < BATCH_HEADER_SIZE:
+                    if strict:
+                        raise CorruptRecordError(
+                            f"file ends before the {size} bytes it held", path=self.log_path,
+                            position=position,
+                        )
                     return
             header = parse_batch_header(buf, rel)
             header.position = position
-            if header.batch_length < _MIN_BATCH_LENGTH or position + header.size > end:
+            if strict:
+                problem = header_problem(header, size, min_offset, self.base_offset)
+                if problem is not None:
+                    raise CorruptRecordError(problem, path=self.log_path, position=position)
+                if position + header.size > end:
+                    return  # a read limit, not damage
+                min_offset = header.next_offset
+            elif header.batch_length < _MIN_BATCH_LENGTH or position + header.size > end:
                 return
             yield header
             position += header.size
 
-    def find_batch(self, offset: int) -> BatchHeader | None:
+    def find_batch(self, offset: int, *, strict: bool = False) -> BatchHeader | None:
         """The first batch whose last offset is >= `offset`: index lookup, then a header scan."""
         _, position = self.offset_index.lookup(offset)
-        for header in self.iter_headers(position):
+        for header in self.iter_headers(position, strict=strict):
             if header.last_offset >= offset:
                 return header
         return None
@@ -342,9 +411,61 @@ class LogSegment:
         """The largest batch end <= `limit`, counting from the batch at `start` (>= start)."""
         _, position = self.offset_index.lookup_position(limit)
         boundary = max(position, start)
-        for header in self.iter_headers(boundary, limit):
+        for header in self.iter_headers(boundary, limit, strict=True):
             boundary = header.position + header.size
         return boundary
+
+    # ---- read checks -----------------------------------------------------------------
+
+    def _mark_verified(self, start: int, end: int) -> None:
+        if start >= end:
+            return
+        spans = self._verified
+        if spans and spans[-1][0] <= start <= spans[-1][1]:
+            # The usual case (appends, sequential reads): the last span grows.
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+            return
+        merged: list[tuple[int, int]] = []
+        for a, b in spans:
+            if b < start or a > end:
+                merged.append((a, b))
+            else:
+                start, end = min(a, start), max(b, end)
+        merged.append((start, end))
+        merged.sort()
+        self._verified = merged
+
+    def _clip_verified(self, size: int) -> None:
+        self._verified = [(a, min(b, size)) for a, b in self._verified if a < size]
+
+    def verified_length(self, position: int, size: int) -> int:
+        """How much of the whole batches in [position, position + size) are sound:
+        `size` if all are, else the length up to the first corrupt batch.
+
+        A batch this process wrote or already checked costs nothing; any other is
+        read and CRC-checked once, and its span remembered, so a fetch of old data
+        (flushed segments that start-up did not rescan) pays one pread and CRC per
+        batch the first time only, and sendfile serves it from then on."""
+        end = position + size
+        spans = self._verified
+        i = max(0, bisect_right(spans, (position, end)) - 1)
+        cursor = position
+        fd = self.file.fileno()
+        while cursor < end:
+            # Skip the verified span holding the cursor, if any.
+            while i < len(spans) and spans[i][1] <= cursor:
+                i += 1
+            if i < len(spans) and spans[i][0] <= cursor:
+                cursor = spans[i][1]
+                continue
+            stop = min(end, spans[i][0]) if i < len(spans) else end
+            data = os.pread(fd, stop - cursor, cursor)
+            good = _sound_prefix(data, cursor, self.base_offset)
+            self._mark_verified(cursor, cursor + good)
+            if good < stop - cursor:
+                return cursor + good - position
+            cursor = stop
+        return size
 
     def region(self, position: int, size: int) -> FileRegion:
         return FileRegion(self.file, position, size)
@@ -393,9 +514,9 @@ class LogSegment:
             self._index_batch(header, offset_index, time_index)
         self._finish_rebuild()
 
-    def recover(self) -> int:
+    def recover(self) -> Truncation:
         """Validate every batch (length, magic 2, CRC-32C, rising offsets), cut the
-        file at the first bad one, rebuild the indexes. Returns the bytes cut."""
+        file at the first bad one, rebuild the indexes. Returns what was cut."""
         offset_index, time_index = self._start_rebuild()
         fd = self.file.fileno()
         size = self.size
@@ -420,14 +541,7 @@ class LogSegment:
                 break
             header = parse_batch_header(head)
             header.position = position
-            if (
-                header.magic != 2
-                or header.batch_length < _MIN_BATCH_LENGTH
-                or position + header.size > size
-                or header.base_offset < next_offset
-                or header.last_offset_delta < 0
-                or header.last_offset - self.base_offset > INT32_MAX
-            ):
+            if header_problem(header, size, next_offset, self.base_offset) is not None:
                 break
             batch = view(position, header.size)
             if len(batch) < header.size or crc32c(batch[ATTRIBUTES_OFFSET:]) != header.crc:
@@ -435,13 +549,76 @@ class LogSegment:
             self._index_batch(header, offset_index, time_index)
             next_offset = header.next_offset
             position += header.size
-        cut = size - position
+        cut = Truncation(position, size - position, 0, next_offset, -1)
         if cut:
+            cut = self._describe_dropped(position, next_offset)
             os.ftruncate(fd, position)
             self.size = position
             self._unsynced = True
+        self._verified = [(0, position)] if position else []
         self._finish_rebuild()
         return cut
+
+    def _describe_dropped(self, position: int, first_offset: int) -> Truncation:
+        """For the recovery warning: the batches (and their offsets) in the bytes from
+        `position` to the end, as far as their headers still parse; a torn or
+        unreadable batch counts as one, and ends the scan."""
+        size = self.size
+        batches, last_offset, at = 0, -1, position
+        start_offset = first_offset
+        fd = self.file.fileno()
+        while at < size:
+            batches += 1
+            head = os.pread(fd, BATCH_HEADER_SIZE, at)
+            if len(head) < BATCH_HEADER_SIZE:
+                break
+            header = parse_batch_header(head)
+            header.position = at
+            # A torn batch's header still says which offsets it held.
+            if header_problem(header, 1 << 62, first_offset, self.base_offset) is not None:
+                break
+            last_offset = header.last_offset
+            first_offset = header.next_offset
+            at += header.size
+        return Truncation(position, size - position, batches, start_offset, last_offset)
+
+    def tail_problem(self, expected_next_offset: int) -> str | None:
+        """For a trusted active segment (clean shutdown): why its end cannot be
+        appended after, or None. Cheap: a header scan from the last offset index
+        entry, then the CRC of the last batch only. The batches must end exactly at
+        the file's end, the last one be whole with a valid CRC, and the next offset
+        be the log end offset that the clean shutdown recorded."""
+        size = self.size
+        if size == 0:
+            if expected_next_offset > self.base_offset:
+                return f"empty, but the log ended at offset {expected_next_offset}"
+            return None
+        _, start = self.offset_index.last_entry
+        if start >= size:
+            return f"the offset index points at position {start}, past the end ({size} bytes)"
+        last: BatchHeader | None = None
+        end = start
+        for header in self.iter_headers(start):
+            last, end = header, header.position + header.size
+        if last is None:
+            return f"no whole batch at position {start}"
+        if end != size:
+            return f"{size - end} bytes after the last whole batch (offsets to {last.last_offset})"
+        data = os.pread(self.file.fileno(), last.size, last.position)
+        problem = header_problem(last, size, self.base_offset, self.base_offset)
+        if problem is None and (
+            len(data) < last.size or crc32c(memoryview(data)[ATTRIBUTES_OFFSET:]) != last.crc
+        ):
+            problem = "CRC-32C mismatch"
+        if problem is not None:
+            return f"last batch (offsets {last.base_offset} to {last.last_offset}): {problem}"
+        if last.next_offset != expected_next_offset:
+            return (
+                f"ends at offset {last.next_offset}, not at the log end offset "
+                f"{expected_next_offset} recorded at shutdown"
+            )
+        self._mark_verified(last.position, size)
+        return None
 
     def load_tail_state(self) -> None:
         """For a trusted segment becoming active: find its next offset, max timestamp
@@ -477,6 +654,7 @@ class LogSegment:
         os.ftruncate(self.file.fileno(), header.position)
         self._unsynced = True
         self.size = header.position
+        self._clip_verified(self.size)
         if header.position == 0:
             self._rolling_timestamp = None
         self.load_tail_state()
@@ -517,6 +695,29 @@ class LogSegment:
             fsync_path(self.log_path)  # not open (an inactive segment not read since load)
         fsync_path(self.index_path)
         fsync_path(self.time_index_path)
+        self._unsynced = False
+
+    def open_for_sync(self) -> list[int]:
+        """For a flush off the event loop (an inactive segment, whose files no longer
+        change): its index entries written, and fds of its files to fsync and close
+        in another thread. Own fds, so a close or delete meanwhile is harmless."""
+        self._write_indexes()
+        if not self._unsynced:
+            return []
+        fds = []
+        if self._file is not None and not self._file.closed:
+            fds.append(os.dup(self._file.fileno()))
+        for path in (self.log_path, self.index_path, self.time_index_path):
+            if path is self.log_path and fds:
+                continue
+            try:
+                fds.append(os.open(path, os.O_RDONLY))
+            except FileNotFoundError:
+                pass
+        return fds
+
+    def mark_synced(self) -> None:
+        """A flush off the event loop of this (unchanged) segment's files completed."""
         self._unsynced = False
 
     def close(self, *, sync: bool = True) -> None:
@@ -560,6 +761,24 @@ class LogSegment:
 
     def __repr__(self) -> str:
         return f"LogSegment(base_offset={self.base_offset}, size={self.size}, active={self.active})"
+
+
+def _sound_prefix(data: bytes, position: int, base_offset: int) -> int:
+    """Length of the leading whole batches of `data` (read from `position`) whose
+    headers are sane and whose CRC-32C matches."""
+    view = memoryview(data)
+    at, end = 0, len(data)
+    min_offset = base_offset
+    while at + BATCH_HEADER_SIZE <= end:
+        header = parse_batch_header(view, at)
+        header.position = at
+        if header_problem(header, end, min_offset, base_offset) is not None:
+            break
+        if crc32c(view[at + ATTRIBUTES_OFFSET : at + header.size]) != header.crc:
+            break
+        min_offset = header.next_offset
+        at += header.size
+    return at
 
 
 def _open_existing(path: str, flags: int) -> int:
