@@ -85,20 +85,22 @@ async def dispatch(context: RequestContext, frame: bytearray) -> bytes | list[by
     context.client_id = header.client_id
     try:
         response = await api.handle(context, request)
+        if response is None:
+            return None
+        if isinstance(response, EncodedBody):
+            header = response_header(correlation_id, flexible)
+            head = _SIZE.pack(len(header) + response.size) + header
+            parts = response.parts
+            if len(parts) == 1 and isinstance(parts[0], bytes):
+                return head + parts[0]  # one send, not two
+            return [head, *parts]
+        body = encode(response)
     except Exception as e:
-        response = _failed(api_key, api_version, request, e)
-    if response is None:
-        return None
-    if isinstance(response, EncodedBody):
-        header = response_header(correlation_id, flexible)
-        head = _SIZE.pack(len(header) + response.size) + header
-        parts = response.parts
-        if len(parts) == 1 and isinstance(parts[0], bytes):
-            return head + parts[0]  # one send, not two
-        return [head, *parts]
+        # The handler, or the writing of what it returned, failed.
+        body = encode(_failed(api_key, api_version, request, e))
     # ApiVersions responses keep header v0 in every version, so that a client
     # can read it before it knows which versions the broker speaks.
-    return _frame(correlation_id, flexible and api_key != API_VERSIONS_KEY, encode(response))
+    return _frame(correlation_id, flexible and api_key != API_VERSIONS_KEY, body)
 
 
 def _failed(api_key: int, api_version: int, request: Any, error: Exception) -> Any:

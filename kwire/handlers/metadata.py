@@ -88,6 +88,12 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         for topic in broker.topics.values():
             entries.append(topic_entry(module, broker.broker_id, topic, include_operations))
     else:
+        if ctx.api_version < 12 and any(t.name is None or getattr(t, "topic_id", None) is not None for t in request.topics):
+            # As Kafka: v10-11 carry topic ids but may not use them, and a null
+            # name there is an InvalidRequestException, answered per topic.
+            from kwire.protocol.error_response import error_response
+
+            return error_response(module.MetadataResponse, request, ErrorCode.invalid_request)
         for wanted in request.topics:
             name = wanted.name
             topic_id = getattr(wanted, "topic_id", None)

@@ -98,8 +98,9 @@ def encode_fetch_response(
     array_length(len(topics))
     for topic, partitions in topics:
         if version >= TOPIC_ID_VERSION:
-            assert isinstance(topic, uuid.UUID)
-            w.buffer += topic.bytes
+            # kio reads the zero topic id (an unknown topic) as None; it goes back as zeros.
+            assert topic is None or isinstance(topic, uuid.UUID)
+            w.buffer += topic.bytes if topic is not None else bytes(16)
         else:
             name = str(topic).encode()
             w.buffer += encode_uvarint(len(name) + 1) + name if flexible else _I16.pack(len(name)) + name
