@@ -216,6 +216,7 @@ def run_client(client: Client, args, runid: str) -> dict:
             cell = Cell("fail", f"broker died (exit {broker.exit_status()}); "
                                 f"client saw: {cell.detail or cell.status}", cell.seconds)
             out["broker_problems"].append(f"broker died (exit {broker.exit_status()}) during {s}")
+            started = False  # recorded here: not again as a death after this scenario
             break
         if cell.status == "na" and (client.id, s) not in S.NOT_APPLICABLE:
             # n.a. means the client lacks the API; anywhere else it would hide a failure.
