@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kwire.log import LogConfig, LogRead, OffsetOutOfRangeError, PartitionLog
+from kwire.log import FlushJob, LogConfig, LogRead, OffsetOutOfRangeError, PartitionLog
 from kwire.log.checkpoint import LEADER_EPOCH_FILE, STATE_FILE
 from kwire.log.log import parse_partition_dir
 from kwire.log.segment import LogSegment
@@ -799,6 +799,8 @@ operations = st.lists(
         st.tuples(st.just("truncate"), st.integers(0, 10**6), st.just(0)),
         st.tuples(st.just("delete_records"), st.integers(0, 10**6), st.just(0)),
         st.tuples(st.just("reopen"), st.just(0), st.just(0)),
+        st.tuples(st.just("crash"), st.just(0), st.just(0)),
+        st.tuples(st.just("flush_rolled"), st.just(0), st.just(0)),
     ),
     max_size=40,
 )
@@ -811,7 +813,10 @@ def test_log_matches_model(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = {"segment_bytes": segment_bytes, "index_interval_bytes": interval}
+        # Roll flushes wait for a "flush_rolled" step, as a worker thread would.
+        jobs: list[FlushJob] = []
         log = open_log(Path(tmp), **config)
+        log.roll_flusher = jobs.append
         model: list[tuple[int, int, bytes]] = []  # (base offset, next offset, batch bytes[16:])
         start = end = 0
         for op, a, b in ops:
@@ -852,7 +857,28 @@ def test_log_matches_model(
                 model = [m for m in model if m[1] > start]
             elif op == "reopen":
                 log.close()
+                for job in jobs:  # finishing after the close: nothing moves
+                    job.run()
+                    job.complete()
+                jobs.clear()
                 log = open_log(Path(tmp), **config)
+                log.roll_flusher = jobs.append
+            elif op == "crash":
+                for segment in log.segments:
+                    segment._drop_indexes()
+                    if segment._file is not None:
+                        segment._file.close()
+                for job in jobs:
+                    job.release()
+                jobs.clear()
+                log = open_log(Path(tmp), **config)
+                log.roll_flusher = jobs.append
+            elif op == "flush_rolled":
+                for job in jobs:
+                    job.run()
+                    job.complete()
+                jobs.clear()
+                assert log.recovery_point <= log.log_end_offset
             assert (log.log_start_offset, log.log_end_offset) == (start, end)
         committed(log)
         got = read_all(log)

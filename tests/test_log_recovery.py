@@ -3,6 +3,7 @@ leftover files, and the LogManager's clean-shutdown marker."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
@@ -14,9 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kwire.log import LogConfig, LogManager, PartitionLog
+from kwire.log import FlushJob, LogConfig, LogManager, PartitionLog
+from kwire.log.checkpoint import LogState
 from kwire.log.manager import CLEAN_SHUTDOWN_FILE, LogDirLockedError
-from kwire.log.segment import LogSegment
+from kwire.log.segment import CorruptRecordError, LogSegment, Truncation
 from kwire.protocol.records import BatchHeader, build_batch, parse_batch_header, validate_batches
 
 # More examples: KWIRE_LOG_EXAMPLES=1000 pytest tests/test_log*.py
@@ -66,7 +68,7 @@ def recovered_segments() -> Iterator[list[int]]:
     seen: list[int] = []
     original = LogSegment.recover
 
-    def spy(self: LogSegment) -> int:
+    def spy(self: LogSegment) -> Truncation:
         seen.append(self.base_offset)
         return original(self)
 
@@ -181,7 +183,9 @@ def test_unclean_stop_without_damage_keeps_everything(tmp_path: Path) -> None:
     check_appends_after(log, sent)
 
 
-def test_corrupt_middle_segment_drops_the_rest(tmp_path: Path) -> None:
+def test_corrupt_middle_segment_drops_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     directory = tmp_path / "t-0"
     log, sent = filled_log(directory, 40, 3)
     segments = log.segments
@@ -194,12 +198,24 @@ def test_corrupt_middle_segment_drops_the_rest(tmp_path: Path) -> None:
     with open(victim.log_path, "r+b") as f:
         f.seek(batches_in_victim[1].position + 20)
         f.write(b"\xff" * 8)
-    with recovered_segments() as seen:
+    end = parse_batch_header(sent[-1]).last_offset
+    victim_bytes = victim.size - batches_in_victim[1].position
+    later_bytes = sum(s.size for s in segments[2:])
+    with recovered_segments() as seen, caplog.at_level(logging.WARNING, "kwire.log"):
         log = reopen(directory)
     assert seen[:2] == [0, victim.base_offset]
     assert [s.base_offset for s in log.segments] == [0, victim.base_offset]
     assert not segments[2].log_path.exists()
     check_appends_after(log, sent[: first_in_victim + 1])
+    [warning] = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    kept_end = batches_in_victim[1].base_offset
+    assert warning == (
+        f"t-0: recovery after an unclean shutdown dropped {victim_bytes} bytes of segment "
+        f"{victim.log_path.name} from position {batches_in_victim[1].position} (1 batch(es), from "
+        f"the first that fails its checks on), and the {len(segments) - 2} later segment(s) from "
+        f"offset {segments[2].base_offset} ({later_bytes} bytes): offsets {kept_end} to {end} lost; "
+        f"the log end offset is now {kept_end}"
+    )
 
 
 def test_recovery_starts_at_the_recovery_point(tmp_path: Path) -> None:
@@ -242,6 +258,210 @@ def test_log_start_offset_beyond_lost_data(tmp_path: Path) -> None:
     log = reopen(directory)
     assert log.log_start_offset == log.log_end_offset == 4
     assert append(log, batch(1)) == 4
+
+
+# ---- a clean shutdown's tail ----------------------------------------------------------
+
+
+def dropped_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("keep", [1, 60, -1])
+def test_torn_last_batch_after_clean_close_is_cut(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, keep: int
+) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 25, 11)
+    log.close()
+    path = log.segments[-1].log_path
+    size = path.stat().st_size
+    last = parse_batch_header(sent[-1])
+    cut_at = size - len(sent[-1]) + (keep if keep > 0 else len(sent[-1]) - 1)
+    os.truncate(path, cut_at)
+    with recovered_segments() as seen, caplog.at_level(logging.WARNING, "kwire.log"):
+        log = reopen(directory)
+    assert seen == [log.segments[-1].base_offset]
+    assert log.recovery_point == log.log_end_offset == last.base_offset
+    check_appends_after(log, sent[:-1])
+    warnings = dropped_warnings(caplog)
+    assert len(warnings) == 2
+    assert "does not end as the clean shutdown left it" in warnings[0]
+    assert warnings[1] == (
+        f"t-0: recovery after a clean shutdown dropped {cut_at - (size - len(sent[-1]))} bytes of "
+        f"segment {path.name} from position {size - len(sent[-1])} (1 batch(es), from the first "
+        f"that fails its checks on): offsets {last.base_offset} to {last.last_offset} lost; "
+        f"the log end offset is now {last.base_offset}"
+    )
+
+
+def test_clean_close_cut_at_a_batch_boundary_says_what_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 25, 12)
+    log.close()
+    path = log.segments[-1].log_path
+    os.truncate(path, path.stat().st_size - len(sent[-1]))
+    with caplog.at_level(logging.WARNING, "kwire.log"):
+        log = reopen(directory)
+    last = parse_batch_header(sent[-1])
+    assert log.log_end_offset == last.base_offset
+    assert dropped_warnings(caplog)[-1] == (
+        f"t-0: the log end offset is {last.base_offset}, below the {last.next_offset} recorded at "
+        f"the clean shutdown: offsets {last.base_offset} to {last.last_offset} are lost"
+    )
+    check_appends_after(log, sent[:-1])
+
+
+def test_flipped_byte_in_last_batch_after_clean_close_is_cut(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 25, 13)
+    log.close()
+    path = log.segments[-1].log_path
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size - 3)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 1]))
+    log = reopen(directory)
+    check_appends_after(log, sent[:-1])
+
+
+def test_clean_tail_check_reads_only_the_tail(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 60, 14)
+    log.close()
+    with recovered_segments() as seen:
+        log = reopen(directory)
+    assert seen == []
+    check_appends_after(log, sent)
+
+
+# ---- flushing rolled segments and the recovery point ----------------------------------------
+
+
+def test_roll_flush_moves_recovery_point_only_when_complete(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log = reopen(directory)
+    jobs: list[FlushJob] = []
+    log.roll_flusher = jobs.append
+    rng = random.Random(15)
+    while len(log.segments) < 3:
+        append(log, batch(rng.randint(1, 4), size=100))
+    assert len(jobs) == 2 and log.recovery_point == 0
+    assert [j.up_to for j in jobs] == [s.base_offset for s in log.segments[1:]]
+    # Done out of order: the later job covers the earlier one's segments too.
+    jobs[1].run()
+    assert log.recovery_point == 0  # fsynced, but not completed yet
+    jobs[1].complete()
+    assert log.recovery_point == log.segments[2].base_offset
+    assert LogState.read(directory).recovery_point == log.segments[2].base_offset  # type: ignore[union-attr]
+    jobs[0].run()
+    jobs[0].complete()
+    assert log.recovery_point == log.segments[2].base_offset
+    sent = read_all(log)
+    crash(log)
+    with recovered_segments() as seen:
+        log = reopen(directory)
+    assert seen == [log.segments[-1].base_offset]
+    assert read_all(log) == sent
+
+
+def test_roll_flush_prepared_before_truncation_is_dropped(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log = reopen(directory)
+    jobs: list[FlushJob] = []
+    log.roll_flusher = jobs.append
+    while len(log.segments) < 2:
+        append(log, batch(2, size=100))
+    log.truncate_to(1)
+    jobs[0].run()
+    jobs[0].complete()
+    assert log.recovery_point == 0
+    # A job that never ran (cancelled) releases its fds and moves nothing.
+    while len(log.segments) < 2:
+        append(log, batch(2, size=100))
+    jobs[-1].complete()
+    assert log.recovery_point == 0
+    log.close()
+
+
+def test_flipped_byte_in_flushed_segment_is_not_recovered_but_reported_on_read(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "t-0"
+    log = reopen(directory)
+    log.roll_flusher = lambda job: (job.run(), job.complete())  # type: ignore[func-returns-value]
+    rng = random.Random(16)
+    while len(log.segments) < 5:
+        append(log, batch(rng.randint(1, 4), ts=len(log.segments), size=rng.randint(20, 100)))
+    sent = read_all(log)
+    victim = log.segments[1]
+    headers = list(victim.iter_headers())
+    bad = headers[1]
+    crash(log)
+    with open(victim.log_path, "r+b") as f:
+        f.seek(bad.position + bad.size - 5)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0x40]))
+    with recovered_segments() as seen:
+        log = reopen(directory)
+    assert seen == [log.segments[-1].base_offset]
+    assert log.log_end_offset == parse_batch_header(sent[-1]).next_offset
+    log.high_watermark = log.log_end_offset
+    # A read from before it stops before it; a read of it is an error; after it, all is there.
+    got = log.read(victim.base_offset, 1 << 20).tobytes()
+    assert [h.base_offset for h in headers_of(got)] == [headers[0].base_offset]
+    with pytest.raises(CorruptRecordError, match=f"offsets {bad.base_offset} to {bad.last_offset}"):
+        log.read(bad.base_offset, 1 << 20)
+    with pytest.raises(CorruptRecordError):
+        log.read(bad.last_offset, 1, min_one_batch=True)
+    after = []
+    offset = bad.next_offset
+    while offset < log.log_end_offset:
+        data = log.read(offset, 1 << 20).tobytes()
+        after += [data[h.position : h.position + h.size] for h in headers_of(data)]
+        offset = parse_batch_header(after[-1]).next_offset
+    index = next(i for i, b in enumerate(sent) if parse_batch_header(b).base_offset == bad.base_offset)
+    assert after == sent[index + 1 :]
+
+
+def test_garbage_header_found_by_a_read_is_corrupt_not_the_end(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 30, 17)
+    log.close()
+    log = reopen(directory)
+    log.high_watermark = log.log_end_offset
+    victim = next(s for s in log.segments if len(list(s.iter_headers())) >= 3)
+    headers = list(victim.iter_headers())
+    # Damaged after open: the batch length of the third batch becomes garbage.
+    with open(victim.log_path, "r+b") as f:
+        f.seek(headers[2].position + 8)
+        f.write((10**8).to_bytes(4, "big"))
+    data = log.read(victim.base_offset, 1 << 20).tobytes()
+    assert [h.base_offset for h in headers_of(data)] == [h.base_offset for h in headers[:2]]
+    with pytest.raises(CorruptRecordError, match="runs past the end of the segment"):
+        log.read(headers[2].base_offset, 1 << 20)
+
+
+def test_reads_check_each_batch_once(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 30, 18)
+    log.close()
+    log = reopen(directory)
+    segment = log.segments[0]
+    assert segment._verified == []
+    # Reads in any order, then all of it: one span covering the segment.
+    headers = list(segment.iter_headers())
+    for header in headers[::-2] + headers:
+        segment.verified_length(header.position, header.size)
+    assert segment._verified == [(0, segment.size)]
+    # Appends are checked by produce, so the active segment stays one span.
+    active = log.segments[-1]
+    append(log, batch(2))
+    assert active._verified[-1][1] == active.size
 
 
 # ---- indexes ----------------------------------------------------------------------

@@ -63,7 +63,7 @@ import shutil
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kwire.log.checkpoint import TMP_SUFFIX, LeaderEpochCache, LogState
@@ -411,9 +411,11 @@ class PartitionLog:
                 )
                 cut = active.recover()
                 if cut:
-                    _warn_dropped(name, active, cut, [], "a clean shutdown")
+                    # The shutdown recorded where the log ended: that is the last offset lost.
+                    last = max(cut.last_offset, recovery_point - 1)
+                    _warn_dropped(name, active, replace(cut, last_offset=last), [], "a clean shutdown")
                 end = active.next_offset if active.next_offset is not None else active.base_offset
-                if end < recovery_point:
+                if not cut and end < recovery_point:
                     logger.warning(
                         "%s: the log end offset is %d, below the %d recorded at the clean "
                         "shutdown: offsets %d to %d are lost",
