@@ -154,6 +154,8 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("log.cleaner.max.compaction.lag.ms", _I(1, LONG_MAX), LONG_MAX),
         ConfigDef("log.message.timestamp.before.max.ms", _I(0, LONG_MAX), LONG_MAX),
         ConfigDef("log.message.timestamp.after.max.ms", _I(0, LONG_MAX), LONG_MAX),
+        # Deprecated in Kafka 3.6 (KIP-937) but still read: before/after fall back to it.
+        ConfigDef("log.message.timestamp.difference.max.ms", _I(0, LONG_MAX), LONG_MAX),
         ConfigDef("unclean.leader.election.enable", _parse_bool, False),
         ConfigDef("offsets.topic.num.partitions", _I(1, INT_MAX), 50),
         ConfigDef("offsets.topic.replication.factor", _I(1, 32767), 1),
@@ -218,6 +220,7 @@ TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
         TopicConfigDef("message.timestamp.type", BROKER_CONFIGS["log.message.timestamp.type"].parse, "log.message.timestamp.type"),
         TopicConfigDef("message.timestamp.before.max.ms", _I(0, LONG_MAX), "log.message.timestamp.before.max.ms"),
         TopicConfigDef("message.timestamp.after.max.ms", _I(0, LONG_MAX), "log.message.timestamp.after.max.ms"),
+        TopicConfigDef("message.timestamp.difference.max.ms", _I(0, LONG_MAX), "log.message.timestamp.difference.max.ms"),
         TopicConfigDef("min.cleanable.dirty.ratio", float, "log.cleaner.min.cleanable.ratio"),
         TopicConfigDef("min.compaction.lag.ms", _I(0, LONG_MAX), "log.cleaner.min.compaction.lag.ms"),
         TopicConfigDef("max.compaction.lag.ms", _I(1, LONG_MAX), "log.cleaner.max.compaction.lag.ms"),
@@ -231,7 +234,6 @@ TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
         TopicConfigDef("preallocate", _parse_bool, None, False),
         # Accepted and reported as Kafka 3.9 does; kwire has no use for them yet
         # (no tiered storage, no down-conversion, no replication throttles).
-        TopicConfigDef("message.timestamp.difference.max.ms", _I(0, LONG_MAX), None, LONG_MAX),
         TopicConfigDef("message.downconversion.enable", _parse_bool, None, True),
         TopicConfigDef("message.format.version", _parse_str, None, "3.0-IV1"),
         TopicConfigDef("local.retention.ms", _I(-2, LONG_MAX), None, -2),
