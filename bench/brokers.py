@@ -175,6 +175,7 @@ class BrokerProcess:
         self._sampler: threading.Thread | None = None
         self._stop_sampling = threading.Event()
         self.stop_note: str | None = None
+        self.stopped_by_harness = False
         self.stop_sent: float | None = None
 
     @property
@@ -284,10 +285,13 @@ class BrokerProcess:
             return
         self.peak_mb()
         self.stop_sent = time.monotonic()
+        self.stopped_by_harness = True
         self.proc.send_signal(signal.SIGTERM)
+        # kwire handles SIGTERM and exits 0; the peer may die of the signal's default action.
+        clean = (0,) if self.spec.kind == "kwire" else (0, -signal.SIGTERM, 128 + signal.SIGTERM)
         try:
             code = self.proc.wait(grace)
-            if code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
+            if code not in clean:
                 self.stop_note = f"exited with code {code} on SIGTERM"
         except subprocess.TimeoutExpired:
             self.stop_note = f"did not stop within {grace:.0f} s of SIGTERM; killed"

@@ -176,7 +176,8 @@ def versions(specs) -> dict:
     return v
 
 
-def render(plan, specs, results, events, elapsed, command, load_before: str = "?") -> str:
+def render(plan, specs, results, events, elapsed, command, load_before: str = "?",
+           errors: list[str] | None = None) -> str:
     names, rows = table_rows(plan, specs, results)
     m, v = machine(), versions(specs)
     m["load average (1/5/15 min) before / after"] = f"{load_before} / {loadavg()}"
@@ -222,20 +223,26 @@ def render(plan, specs, results, events, elapsed, command, load_before: str = "?
     if plan.quick:
         out += ["This is a quick run: sizes are below those the targets are set for (1,000,000 messages, "
                 "10,000 partitions), so the target column is indicative only.", ""]
-    out += ["## Errors and notes", ""]
-    if events:
-        counts: dict[str, int] = {}
-        for e in events:
-            counts[e] = counts.get(e, 0) + 1
-        for e, n in counts.items():
-            first, *rest = e.splitlines()
-            out.append(f"- {first}" + (f" (x{n})" if n > 1 else ""))
-            if rest:
-                out.append("")
-                out.append("  ```")
-                out += [f"  {ln}" for ln in rest[-10:]]
-                out.append("  ```")
-    else:
-        out.append("- none")
-    out.append("")
+    # Errors (any of them fails --fail-on-error) apart from notes, which do not.
+    errors = list(errors if errors is not None else [e for e in events if " / " in e.split(":", 1)[0]])
+    notes = [e for e in events if e not in errors]
+    out += ["## Errors", "", *_listed(errors), "", "## Notes", "", *_listed(notes), ""]
     return "\n".join(out)
+
+
+def _listed(items: list[str]) -> list[str]:
+    if not items:
+        return ["- none"]
+    out = []
+    counts: dict[str, int] = {}
+    for e in items:
+        counts[e] = counts.get(e, 0) + 1
+    for e, n in counts.items():
+        first, *rest = e.splitlines()
+        out.append(f"- {first}" + (f" (x{n})" if n > 1 else ""))
+        if rest:
+            out.append("")
+            out.append("  ```")
+            out += [f"  {ln}" for ln in rest[-10:]]
+            out.append("  ```")
+    return out

@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench import report, wire  # noqa: E402
+from bench import checks, report, wire  # noqa: E402
 from bench.brokers import (  # noqa: E402
     REPO,
     BrokerFailed,
@@ -77,6 +77,9 @@ class Runner:
         # results[broker][phase] = list of dicts, one per attempt (ok results or {"error": ...})
         self.results: dict[str, dict[str, list[dict]]] = {s.name: {} for s in specs}
         self.events: list[str] = []
+        # Broker-level errors (not a phase's): a death that needed a restart, an unclean
+        # stop, a broker that cannot run. They fail --fail-on-error with the phase errors.
+        self.broker_errors: list[str] = []
         self._seq = 0
 
     def record(self, broker: str, phase: str, res: dict, quiet: bool = False) -> None:
@@ -89,6 +92,14 @@ class Runner:
     def note(self, broker: str, msg: str) -> None:
         log(f"  note {broker}: {msg.splitlines()[0][:300]}")
         self.events.append(f"{broker}: {msg}")
+
+    def error(self, broker: str, msg: str) -> None:
+        log(f"  ERROR {broker}: {msg.splitlines()[0][:300]}")
+        self.events.append(f"{broker} / broker: {msg}")
+        self.broker_errors.append(f"{broker} / broker: {msg}")
+
+    def errors(self) -> list[str]:
+        return checks.run_errors(self.results, self.broker_errors)
 
     # ------------------------------------------------------------------ processes
 
@@ -115,10 +126,10 @@ class Runner:
                 self.note(spec.name, f"ApiVersions probe failed: {e!r}")
         return b
 
-    def stop_broker(self, b: BrokerProcess, keep_data: bool = False) -> None:
+    def stop_broker(self, b: BrokerProcess, keep_data: bool = False, known_dead: bool = False) -> None:
         b.stop()
-        if b.stop_note:
-            self.note(b.spec.name, f"stop ({b.dir.name}): {b.stop_note}")
+        if b.stop_note and not (known_dead and not b.stopped_by_harness):
+            self.error(b.spec.name, f"stop ({b.dir.name}): {b.stop_note}")
         if not keep_data:
             b.cleanup()
 
@@ -182,23 +193,25 @@ class Runner:
         peak = hwm = 0.0
         restarts = 0
 
-        def restart(why: str, overrides: dict) -> BrokerProcess | None:
+        def restart(why: str, overrides: dict, died: bool = False) -> BrokerProcess | None:
             """Stop (if running) and start again on the same data, with `overrides`."""
             nonlocal b, peak, hwm, restarts
             peak, hwm = max(peak, b.peak_mb()), max(hwm, b.hwm_mb())
             self.note(name, f"restart on the same data: {why}")
-            self.stop_broker(b, keep_data=True)
+            self.stop_broker(b, keep_data=True, known_dead=died)
             restarts += 1
             try:
                 b = self.start_broker(spec, f"r{rep}-restart{restarts}", overrides, data_from=b)
                 return b
             except BrokerFailed as e:
-                self.note(name, f"restart failed: {e}")
+                self.error(name, f"restart failed: {e}")
                 return None
 
         def ensure_alive(partitions: int | None = None) -> BrokerProcess | None:
             if not b.alive():
-                return restart(f"the broker died ({b.describe_death()})", b.overrides)
+                # The figures after this come from another process: the run is not clean.
+                self.error(name, f"the broker died and had to be restarted ({b.describe_death()})")
+                return restart(f"the broker died ({b.describe_death()})", b.overrides, died=True)
             if (partitions is not None and spec.create_topics is False and spec.takes_overrides
                     and int(b.overrides.get("num.partitions", 1)) != partitions):
                 return restart(f"num.partitions={partitions} for auto-created topics",
@@ -315,7 +328,7 @@ class Runner:
         specs = [s for s in self.specs if not s.unavailable]
         for s in self.specs:
             if s.unavailable:
-                self.note(s.name, f"not run: {s.unavailable}")
+                self.error(s.name, f"not run: {s.unavailable}")
         for rep in range(self.plan.reps):
             for s in specs:  # interleaved: kwire, peer, kwire, peer, ...
                 self.run_main(s, rep)
@@ -397,16 +410,20 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - t0
     (workdir / "results.json").write_text(json.dumps(
         {"plan": asdict(plan), "results": runner.results, "events": runner.events}, indent=1, default=str))
+    errors = runner.errors()
     text = report.render(plan, specs, runner.results, runner.events, elapsed,
                          " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
-                         load_before)
+                         load_before, errors)
     output.write_text(text)
     print()
     print(report.console_table(plan, specs, runner.results))
     log(f"done in {elapsed:.0f} s; wrote {output}")
+    if errors:
+        log(f"{len(errors)} error(s):")
+        for e in errors:
+            log("  " + e.splitlines()[0][:300])
     if args.fail_on_error:
-        bad = [e for e in runner.events if " / " in e]
-        return 1 if bad else 0
+        return 1 if errors else 0
     return 0
 
 

@@ -29,6 +29,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from . import procstat, wire
+from .checks import count_error, latency_figures, partition_error
 
 
 class PhaseError(Exception):
@@ -84,6 +85,19 @@ def wait_partitions(client, topic: str, want: int, timeout: float) -> int:
     raise PhaseError(f"topic {topic} not ready with {want} partitions after {timeout:.0f}s (last: {last})")
 
 
+def topic_size(bootstrap: str, topic: str, partitions: int) -> int:
+    """Messages in the topic: the sum of high - low watermarks over its partitions."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-size-{time.time_ns()}"})
+    try:
+        total = 0
+        for part in range(partitions):
+            low, high = c.get_watermark_offsets(TopicPartition(topic, part), timeout=10)
+            total += high - low
+        return total
+    finally:
+        c.close()
+
+
 # --------------------------------------------------------------------------- produce
 
 def phase_produce(a: dict) -> dict:
@@ -121,9 +135,10 @@ def phase_produce(a: dict) -> dict:
         if p.flush(a["timeout"] / 4) != 0:
             raise PhaseError("auto-create: first message not acknowledged; " + "; ".join(errors[:3]))
         n -= 1
-    got = wait_partitions(p, topic, 1, a["timeout"] / 4)
-    if got != parts:
-        notes.append(f"topic has {got} partitions, not {parts}")
+    got = wait_partitions(p, topic, parts, a["timeout"] / 4)
+    wrong = partition_error(topic, parts, got)
+    if wrong:
+        raise PhaseError(wrong)
 
     value = b"v" * size
     produce, poll = p.produce, p.poll
@@ -155,6 +170,10 @@ def phase_produce(a: dict) -> dict:
         raise PhaseError(f"{left} messages still unacknowledged at the deadline; {errors[:3]}")
     if failed[0]:
         raise PhaseError(f"{failed[0]} messages failed: {errors[:3]}")
+    # Acknowledged is not stored: the topic must hold exactly what was produced.
+    lost = count_error(f"topic {topic} after produce", in_topic, topic_size(bs, topic, got))
+    if lost:
+        raise PhaseError(lost)
     dt = t1 - t0
     return {
         "messages": n, "in_topic": in_topic, "seconds": dt,
@@ -282,6 +301,10 @@ def phase_consume(a: dict) -> dict:
         close_s = time.monotonic() - t_close
     # The throughput window runs from the assignment (group joined, or assign() called) to the
     # last message: it includes the offset look-ups and the first fetch, not the group join.
+    # The loop stops at n or more: more than the topic holds means duplicates.
+    extra = count_error(f"consume ({mode})", n, count)
+    if extra:
+        raise PhaseError(extra)
     t_from, cpu_from = assigned[0] if assigned else (t_first, cpu_first)
     dt = t_end - t_from
     return {
@@ -423,24 +446,18 @@ def phase_latency(a: dict) -> dict:
             proc.kill()
     if not r["ok"]:
         raise PhaseError(r["error"])
-    if left:
-        notes.append(f"{left} messages unacknowledged")
-    lat = sorted(r["lat_ns"])
-    if not lat:
-        raise PhaseError("no steady-state message received")
-    if not r["done"]:
-        notes.append("END marker not received before the deadline")
+    # Lost or unacknowledged messages fail the phase: no percentiles over the survivors.
+    figures, problems = latency_figures(r["lat_ns"], n, left, r["done"])
+    if problems:
+        raise PhaseError("; ".join(problems) + (f" (errors: {errors[:3]})" if errors else ""))
     wall = t1 - t0
-
-    def pct(q):
-        return lat[min(len(lat) - 1, int(q * len(lat)))] / 1e6
     return {
-        "sent": n, "received": len(lat),
+        "sent": n, "received": len(r["lat_ns"]),
         "achieved_rate": n / wall,
-        "p50_ms": statistics.median(lat) / 1e6, "p99_ms": pct(0.99), "max_ms": lat[-1] / 1e6,
+        **figures,
         "broker_cpu_s": cpu1 - cpu0, "broker_cpu_pct": (cpu1 - cpu0) / wall * 100,
         "producer_cpu_pct": (own1 - own0) / wall * 100, "consumer_cpu_pct": r.get("cpu_pct"),
-        "notes": notes + ([f"lost {n - len(lat)} messages"] if len(lat) < n else []),
+        "notes": notes,
     }
 
 
