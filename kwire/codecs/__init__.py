@@ -18,7 +18,12 @@ what the Java client writes, since every Kafka client reads that:
 - zstd: a standard zstd frame.
 
 Errors: `UnsupportedCompression` for an unknown codec id, `CorruptCompressedData`
-for input a codec cannot read; both are `CompressionError`s (a ValueError).
+for input a codec cannot read, `OutputBufferFull` when `decompress_into` runs out of
+room; all are `CompressionError`s (a ValueError).
+
+`decompress_into` writes into a caller's buffer and stops when it is full, so the
+memory a batch may take while it decompresses is bounded by the caller, whatever
+its compression ratio (a compressed "bomb" of a few KiB can expand to gigabytes).
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ __all__ = [
     "CompressionError",
     "UnsupportedCompression",
     "CorruptCompressedData",
+    "OutputBufferFull",
     "compress",
     "decompress",
+    "decompress_into",
     "codec_for_name",
 ]
 
@@ -73,6 +80,10 @@ class UnsupportedCompression(CompressionError):
 
 class CorruptCompressedData(CompressionError):
     """Input the codec cannot decompress (wraps the codec library's error)."""
+
+
+class OutputBufferFull(CompressionError):
+    """`decompress_into` filled its output buffer before the end of the data."""
 
 
 def codec_for_name(name: str) -> int:
@@ -123,6 +134,31 @@ def decompress(codec: int, data: Buffer) -> bytes:
         raise CorruptCompressedData(f"{CODEC_NAMES[codec]}: {exc}") from exc
 
 
+# cramjam's message when a stream decompressed into a buffer fills it (Rust's
+# io::ErrorKind::WriteZero): the output stopped there, the rest was not read.
+_WRITE_ZERO = "failed to write whole buffer"
+_STREAM_MODULES = {GZIP: cramjam.gzip, LZ4: cramjam.lz4, ZSTD: cramjam.zstd}
+
+
+def decompress_into(codec: int, data: Buffer, out: bytearray | memoryview) -> int:
+    """Decompress into `out`; returns the number of bytes written at its start.
+
+    Raises OutputBufferFull as soon as the result would not fit: no more than
+    len(out) bytes are ever produced. Codec NONE is not accepted (nothing to do).
+    """
+    if codec not in CODEC_NAMES or codec == NONE:
+        raise UnsupportedCompression(codec)
+    try:
+        if codec == SNAPPY:
+            return _snappy_decompress_into(data, out)
+        written = _STREAM_MODULES[codec].decompress_into(data, out)
+    except cramjam.DecompressionError as exc:
+        if _WRITE_ZERO in str(exc):
+            raise OutputBufferFull(f"{CODEC_NAMES[codec]}: more than {len(out)} bytes") from None
+        raise CorruptCompressedData(f"{CODEC_NAMES[codec]}: {exc}") from exc
+    return written
+
+
 # --- snappy, xerial stream -------------------------------------------------
 
 XERIAL_MAGIC = b"\x82SNAPPY\x00"
@@ -165,6 +201,41 @@ def _snappy_decompress(data: Buffer) -> bytes:
         out += cramjam.snappy.decompress_raw(view[position : position + size])
         position += size
     return bytes(out)
+
+
+def _snappy_decompress_into(data: Buffer, out: bytearray | memoryview) -> int:
+    # Each raw block states its decompressed length first: checked before writing.
+    view = memoryview(data).cast("B")
+    target = memoryview(out).cast("B")
+    if bytes(view[:8]) != XERIAL_MAGIC:
+        return _snappy_block_into(view, target, 0)
+    if len(view) < len(_XERIAL_HEADER):
+        raise CorruptCompressedData("snappy: truncated xerial header")
+    written = 0
+    position = len(_XERIAL_HEADER)
+    total = len(view)
+    while position < total:
+        if bytes(view[position : position + 8]) == XERIAL_MAGIC:
+            position += len(_XERIAL_HEADER)
+            continue
+        if total - position < 4:
+            raise CorruptCompressedData("snappy: truncated xerial chunk length")
+        (size,) = _I32.unpack_from(view, position)
+        position += 4
+        if size < 0 or size > total - position:
+            raise CorruptCompressedData(f"snappy: xerial chunk of {size} bytes runs past the data")
+        written = _snappy_block_into(view[position : position + size], target, written)
+        position += size
+    return written
+
+
+def _snappy_block_into(block: memoryview, target: memoryview, written: int) -> int:
+    size = cramjam.snappy.decompress_raw_len(block)
+    if size > len(target) - written:
+        raise OutputBufferFull(f"snappy: more than {len(target)} bytes")
+    if cramjam.snappy.decompress_raw_into(block, target[written : written + size]) != size:
+        raise CorruptCompressedData("snappy: block shorter than its stated length")
+    return written + size
 
 
 # --- lz4 frame, as Kafka's Lz4BlockOutputStream writes it ------------------

@@ -1,7 +1,9 @@
 """Produce (key 0): validate each record batch, assign offsets, append.
 
-Batches are checked by header only (length, magic, CRC-32C, record count) and
-stored exactly as received, whatever their compression. acks=0 gets no answer;
+Batches are checked as Kafka's LogValidator checks a client's: headers (length,
+magic, CRC-32C, record count), then every record, decompressed with a bound
+(records.validate_produced). A partition's batches are stored together or not at
+all, compressed as received. acks=0 gets no answer;
 on one broker acks=-1 is answered like acks=1, once the batch is in the log.
 Request and response are read and written by hand (kwire/protocol/produce_*.py):
 this is the broker's hottest path.
@@ -11,13 +13,39 @@ from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
 
-from kwire.broker import KafkaError, now_ms
+from kwire import codecs
+from kwire.broker import KafkaError, Topic, now_ms
+from kwire.config import LONG_MAX
 from kwire.handlers import RequestContext
 from kwire.protocol.apis import api
 from kwire.protocol.fetch_response import EncodedBody
 from kwire.protocol.produce_request import ProduceRequest, read_produce_request
 from kwire.protocol.produce_response import PartitionProduceResult, encode_produce_response
-from kwire.protocol.records import InvalidBatchError, validate_batches
+from kwire.protocol.records import (
+    InvalidBatchError,
+    RecordPolicy,
+    decompressed_limit,
+    validate_batches,
+    validate_produced,
+)
+
+# ProduceRequest v7 is the first a zstd batch may come in (KIP-110).
+ZSTD_MIN_PRODUCE_VERSION = 7
+
+
+def record_policy(topic: Topic) -> RecordPolicy:
+    """The topic's configs as validate_produced reads them."""
+    difference = topic.config("message.timestamp.difference.max.ms")
+    before = topic.config("message.timestamp.before.max.ms")
+    after = topic.config("message.timestamp.after.max.ms")
+    return RecordPolicy(
+        log_append_time=topic.config("message.timestamp.type") == "LogAppendTime",
+        # KIP-937: the deprecated difference bound applies where before/after are unset.
+        timestamp_before_max_ms=difference if before == LONG_MAX else before,
+        timestamp_after_max_ms=difference if after == LONG_MAX else after,
+        keys_required="compact" in topic.config("cleanup.policy").split(","),
+        max_decompressed_bytes=decompressed_limit(topic.config("max.message.bytes")),
+    )
 
 
 def produce_to_partition(
@@ -47,6 +75,19 @@ def produce_to_partition(
                 -1,
                 error_message=f"batch of {header.size} bytes exceeds max.message.bytes={max_message_bytes}",
             )
+        if header.compression == codecs.ZSTD and ctx.api_version < ZSTD_MIN_PRODUCE_VERSION:
+            return PartitionProduceResult(
+                index,
+                ErrorCode.unsupported_compression_type,
+                -1,
+                error_message=f"zstd batches need ProduceRequest v{ZSTD_MIN_PRODUCE_VERSION}+",
+            )
+    try:
+        validate_produced(records, headers, record_policy(topic), now_ms(), f"{topic_name}-{index}")
+    except InvalidBatchError as e:
+        return PartitionProduceResult(
+            index, e.error_code, -1, error_message=str(e), record_errors=e.record_errors
+        )
     if headers[0].is_transactional:
         # The batch must belong to its producer's ongoing transaction, this partition added.
         transactions = broker.services.get("transactions")

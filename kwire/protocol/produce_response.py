@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kwire.protocol.fetch_response import EncodedBody
 from kwire.protocol.headers import encode_uvarint
+from kwire.protocol.records import RecordError
 
 FLEXIBLE_VERSION = 9
 _PARTITION = struct.Struct(">ihqq")
@@ -29,6 +30,8 @@ class PartitionProduceResult:
     log_append_time_ms: int = -1
     log_start_offset: int = -1
     error_message: str | None = None
+    # KIP-467 (v8+): the records that made the batch fail.
+    record_errors: list[RecordError] = field(default_factory=list)
 
 
 def encode_produce_response(
@@ -59,7 +62,12 @@ def encode_produce_response(
             if version >= 5:
                 out.extend(_I64.pack(p.log_start_offset))
             if version >= 8:
-                length(0)  # record_errors: kwire refuses whole batches
+                length(len(p.record_errors))
+                for record_error in p.record_errors:
+                    out.extend(_I32.pack(record_error.batch_index))
+                    string(record_error.message)
+                    if flexible:
+                        out.append(0)
                 string(p.error_message)
             if flexible:
                 out.append(0)

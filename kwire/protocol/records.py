@@ -6,12 +6,20 @@ crc uint32 (CRC-32C of everything after it), attributes int16, lastOffsetDelta i
 baseTimestamp int64, maxTimestamp int64, producerId int64, producerEpoch int16,
 baseSequence int32, records count int32.
 
-The broker touches a batch only through this header: offsets are assigned by
-rewriting baseOffset (outside the CRC), so a batch is stored exactly as received.
+The broker stores a batch as received, but for the fields Kafka's leader also
+rewrites: baseOffset and partitionLeaderEpoch (outside the CRC), maxTimestamp when it
+is not the records' largest, and LogAppendTime (re-signed).
+
+A produced batch is checked in two steps, as Kafka's LogValidator does:
+`validate_batches` reads the headers (length, magic, CRC-32C, record count), and
+`validate_produced` decompresses each batch (bounded) and walks its records
+(structure, offset deltas, timestamps, keys of compacted topics). The walk is in C
+(_recordcheck.c); `_check_records_python` here is its reference.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +29,8 @@ from crc32c import crc32c
 from kio.schema.errors import ErrorCode
 
 from kwire import codecs
+
+log = logging.getLogger(__name__)
 
 BATCH_HEADER_SIZE = 61
 # baseOffset + batchLength: batchLength counts the bytes after these 12.
@@ -44,12 +54,24 @@ _I64 = struct.Struct(">q")
 _I32 = struct.Struct(">i")
 
 
-class InvalidBatchError(Exception):
-    """A produced batch the broker refuses; `error_code` is Kafka's answer."""
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """Why one record of a refused batch was refused (KIP-467, ProduceResponse v8+)."""
 
-    def __init__(self, error_code: ErrorCode, message: str) -> None:
+    batch_index: int
+    message: str
+
+
+class InvalidBatchError(Exception):
+    """A produced batch the broker refuses; `error_code` is Kafka's answer and
+    `record_errors` the records at fault, where Kafka names them."""
+
+    def __init__(
+        self, error_code: ErrorCode, message: str, record_errors: Sequence[RecordError] = ()
+    ) -> None:
         super().__init__(message)
         self.error_code = error_code
+        self.record_errors = list(record_errors)
 
 
 @dataclass(slots=True)
@@ -623,3 +645,318 @@ def control_record_coordinator_epoch(value: bytes | None) -> int:
     if value is None or len(value) < _CONTROL_VALUE.size:
         raise _corrupt("transaction marker value shorter than 6 bytes")
     return _CONTROL_VALUE.unpack_from(value)[1]
+
+
+# --- Produce validation: the records of a client's batches ------------------------
+# What Kafka's LogValidator checks for a client (AppendOrigin.CLIENT) on magic v2:
+# no control batches, a sequence with every producer id, records that parse, exactly
+# `records count` of them at offset deltas 0..n-1 and nothing after them, timestamps
+# within the topic's bounds (CreateTime), keys on compacted topics. Kafka answers a
+# record that does not parse with InvalidRecordException (INVALID_RECORD); a payload
+# that does not decompress is answered CORRUPT_MESSAGE here, like a CRC mismatch.
+
+NO_TIMESTAMP = -1
+LONG_MAX = _INT64_MAX
+
+# Results of the record walk (_recordcheck.c uses the same numbers).
+RECORD_OK = 0
+RECORD_VARINT_TOO_LONG = 1
+RECORD_TRUNCATED = 2
+RECORD_NEGATIVE_LENGTH = 3
+RECORD_INVALID_KEY_LENGTH = 4
+RECORD_INVALID_VALUE_LENGTH = 5
+RECORD_INVALID_HEADER_COUNT = 6
+RECORD_INVALID_HEADER_KEY_LENGTH = 7
+RECORD_INVALID_HEADER_VALUE_LENGTH = 8
+RECORD_SIZE_MISMATCH = 9
+RECORD_OFFSET_DELTA = 10
+RECORD_COUNT_TOO_HIGH = 11
+RECORD_BYTES_LEFT = 12
+
+RECORD_ERROR_TEXT = {
+    RECORD_VARINT_TOO_LONG: "varint longer than its type allows",
+    RECORD_TRUNCATED: "record runs past the end of its data",
+    RECORD_NEGATIVE_LENGTH: "negative record size",
+    RECORD_INVALID_KEY_LENGTH: "key length below -1",
+    RECORD_INVALID_VALUE_LENGTH: "value length below -1",
+    RECORD_INVALID_HEADER_COUNT: "negative number of record headers",
+    RECORD_INVALID_HEADER_KEY_LENGTH: "negative record header key length",
+    RECORD_INVALID_HEADER_VALUE_LENGTH: "record header value length below -1",
+    RECORD_SIZE_MISMATCH: "record size does not match the fields it holds",
+    RECORD_OFFSET_DELTA: "offset delta is not the record's position in the batch",
+    RECORD_COUNT_TOO_HIGH: "the batch holds fewer records than its record count",
+    RECORD_BYTES_LEFT: "bytes left after the last record of the batch",
+}
+
+# (error, index, max_timestamp, first_bad_timestamp, first_null_key)
+RecordCheck = tuple[int, int, int, int, int]
+
+
+class _WalkError(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _walk_zigzag(data: memoryview, position: int, limit: int, max_bytes: int) -> tuple[int, int]:
+    # decode_varint/decode_varlong read up to the end of their buffer: the limit is
+    # the slice's end; their two failures map to the walk's two codes.
+    try:
+        if max_bytes == _VARINT_MAX_BYTES:
+            return decode_varint(data[:limit], position)
+        return decode_varlong(data[:limit], position)
+    except InvalidBatchError as exc:
+        too_long = str(exc).startswith("varint longer")
+        raise _WalkError(RECORD_VARINT_TOO_LONG if too_long else RECORD_TRUNCATED) from None
+
+
+def _walk_field(data: memoryview, position: int, limit: int, min_length: int, invalid: int) -> tuple[bool, int]:
+    size, position = _walk_zigzag(data, position, limit, _VARINT_MAX_BYTES)
+    if size < min_length:
+        raise _WalkError(invalid)
+    if size > limit - position:
+        raise _WalkError(RECORD_TRUNCATED)
+    return size < 0, position + max(size, 0)
+
+
+def _check_records_python(
+    records: bytes | bytearray | memoryview,
+    records_count: int,
+    base_timestamp: int,
+    timestamp_low: int,
+    timestamp_high: int,
+) -> RecordCheck:
+    """The reference of _recordcheck.check_records: same walk, same result."""
+    data = memoryview(records).cast("B")
+    end = len(data)
+    position = 0
+    index = 0
+    max_timestamp = NO_TIMESTAMP
+    first_bad_timestamp = first_null_key = -1
+    try:
+        while index < records_count:
+            if position == end:
+                raise _WalkError(RECORD_COUNT_TOO_HIGH)
+            length, position = _walk_zigzag(data, position, end, _VARINT_MAX_BYTES)
+            if length < 0:
+                raise _WalkError(RECORD_NEGATIVE_LENGTH)
+            if length > end - position or length == 0:
+                raise _WalkError(RECORD_TRUNCATED)
+            record_end = position + length
+            timestamp_delta, position = _walk_zigzag(data, position + 1, record_end, _VARLONG_MAX_BYTES)
+            offset_delta, position = _walk_zigzag(data, position, record_end, _VARINT_MAX_BYTES)
+            if offset_delta != index:
+                raise _WalkError(RECORD_OFFSET_DELTA)
+            null_key, position = _walk_field(data, position, record_end, -1, RECORD_INVALID_KEY_LENGTH)
+            if null_key and first_null_key < 0:
+                first_null_key = index
+            _, position = _walk_field(data, position, record_end, -1, RECORD_INVALID_VALUE_LENGTH)
+            header_count, position = _walk_zigzag(data, position, record_end, _VARINT_MAX_BYTES)
+            if header_count < 0:
+                raise _WalkError(RECORD_INVALID_HEADER_COUNT)
+            for _ in range(header_count):
+                _, position = _walk_field(data, position, record_end, 0, RECORD_INVALID_HEADER_KEY_LENGTH)
+                _, position = _walk_field(data, position, record_end, -1, RECORD_INVALID_HEADER_VALUE_LENGTH)
+            if position != record_end:
+                raise _WalkError(RECORD_SIZE_MISMATCH)
+            timestamp = _java_long(base_timestamp + timestamp_delta)
+            max_timestamp = max(max_timestamp, timestamp)
+            if first_bad_timestamp < 0 and timestamp != NO_TIMESTAMP and not timestamp_low <= timestamp <= timestamp_high:
+                first_bad_timestamp = index
+            index += 1
+    except _WalkError as exc:
+        return exc.code, index, max_timestamp, first_bad_timestamp, first_null_key
+    error = RECORD_BYTES_LEFT if position != end else RECORD_OK
+    return error, index, max_timestamp, first_bad_timestamp, first_null_key
+
+
+def _java_long(value: int) -> int:
+    """`value` wrapped to int64, as Java's long arithmetic does."""
+    return ((value - _INT64_MIN) & 0xFFFFFFFFFFFFFFFF) + _INT64_MIN
+
+
+try:
+    from kwire.protocol._recordcheck import check_records as _check_records_native
+except ImportError:  # not built: `pip install -e .` compiles it
+    _check_records_native = None
+    log.warning("kwire.protocol._recordcheck is not built: produce validation runs in Python, several times slower")
+
+check_records = _check_records_native or _check_records_python
+"""check_records(records, records_count, base_timestamp, timestamp_low, timestamp_high)
+-> (error, index, max_timestamp, first_bad_timestamp, first_null_key): the walk of a
+decompressed records section. `error` is RECORD_OK or a RECORD_* code about record
+`index`; max_timestamp is -1 without timestamps; first_bad_timestamp is the first
+record whose timestamp is not -1 and outside [timestamp_low, timestamp_high], and
+first_null_key the first record without a key (-1: none)."""
+
+
+# A bomb of a few KiB can decompress to gigabytes, so a batch's records may take at
+# most this many times the topic's max.message.bytes (the bound on the compressed
+# batch), and never less than MIN_DECOMPRESSED_LIMIT. No client writes more: librdkafka
+# caps an uncompressed MessageSet at batch.size and message.max.bytes (1,000,000 bytes
+# by default), and Java's producer closes a batch when its *estimated compressed* size
+# reaches batch.size (16 KiB by default), so its records reach 64 MiB only with
+# batch.size raised to 1 MiB and a ratio above 64 held over the whole batch.
+DECOMPRESSED_LIMIT_FACTOR = 64
+MIN_DECOMPRESSED_LIMIT = 64 << 20
+
+# Decompression writes into this reused buffer (produce runs on the one trio thread,
+# a batch at a time): no allocation per batch. It grows for a larger batch; a buffer
+# beyond _SCRATCH_KEEP bytes (a huge batch, a bomb) serves one batch and is dropped.
+_SCRATCH_KEEP = 8 << 20
+_scratch = bytearray(1 << 20)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPolicy:
+    """What a topic's configs ask of produced records (Kafka's LogConfig)."""
+
+    log_append_time: bool = False  # message.timestamp.type=LogAppendTime
+    timestamp_before_max_ms: int = LONG_MAX
+    timestamp_after_max_ms: int = LONG_MAX
+    keys_required: bool = False  # cleanup.policy includes compact
+    max_decompressed_bytes: int = MIN_DECOMPRESSED_LIMIT
+
+
+def decompressed_limit(max_message_bytes: int) -> int:
+    """The decompressed size a batch may reach on a topic with this max.message.bytes."""
+    return max(MIN_DECOMPRESSED_LIMIT, DECOMPRESSED_LIMIT_FACTOR * max_message_bytes)
+
+
+def decompress_records(codec: int, section: bytes | bytearray | memoryview, limit: int) -> memoryview:
+    """A compressed records section, decompressed into at most `limit` bytes.
+
+    The result is a view of a shared buffer, valid until the next call. Raises
+    InvalidBatchError(CORRUPT_MESSAGE) if it does not decompress or exceeds `limit`.
+    """
+    global _scratch
+    buffer = _scratch
+    while True:
+        room = min(len(buffer), limit)
+        try:
+            written = codecs.decompress_into(codec, section, memoryview(buffer)[:room])
+            return memoryview(buffer)[:written]
+        except codecs.OutputBufferFull:
+            if room >= limit:
+                raise _corrupt(f"records decompress to more than {limit} bytes") from None
+            # Geometric growth: the retries cost less than the final pass.
+            buffer = bytearray(min(limit, len(buffer) * 8))
+            if len(buffer) <= _SCRATCH_KEEP:
+                _scratch = buffer
+        except codecs.CompressionError as exc:
+            raise _corrupt(f"record batch does not decompress: {exc}") from None
+
+
+def validate_produced(
+    buf: bytearray | memoryview,
+    headers: Sequence[BatchHeader],
+    policy: RecordPolicy,
+    now_ms: int,
+    topic_partition: str,
+) -> None:
+    """Check the records of a client's batches, already through validate_batches.
+
+    Raises InvalidBatchError with Kafka's error code, and per-record errors where
+    Kafka gives them (timestamps, keys); nothing of a refused request may be stored.
+    Sets a batch's maxTimestamp to its records' largest when it differs, as Kafka's
+    leader does (CreateTime).
+    """
+    view = memoryview(buf)
+    for header in headers:
+        _validate_batch(view, header, policy, now_ms, topic_partition)
+
+
+def _validate_batch(
+    view: memoryview, header: BatchHeader, policy: RecordPolicy, now_ms: int, topic_partition: str
+) -> None:
+    if header.is_control:
+        raise InvalidBatchError(
+            ErrorCode.invalid_record,
+            f"Clients are not allowed to write control records in topic partition {topic_partition}",
+        )
+    if header.has_producer_id and header.base_sequence < 0:
+        raise InvalidBatchError(
+            ErrorCode.invalid_record,
+            f"Invalid sequence number {header.base_sequence} in record batch with producerId "
+            f"{header.producer_id} in topic partition {topic_partition}",
+        )
+    section = view[header.position + BATCH_HEADER_SIZE : header.position + header.size]
+    codec = header.compression
+    if codec != codecs.NONE:
+        if codec not in codecs.CODEC_NAMES:
+            raise _corrupt(f"unknown compression codec id {codec} in topic partition {topic_partition}")
+        section = decompress_records(codec, section, policy.max_decompressed_bytes)
+    low, high = _INT64_MIN, _INT64_MAX
+    # A record of a LogAppendTime batch has the batch's maxTimestamp: checked once here.
+    check_timestamps = not policy.log_append_time and not header.is_log_append_time
+    if check_timestamps:
+        low = max(_INT64_MIN, now_ms - policy.timestamp_before_max_ms)
+        high = min(_INT64_MAX, now_ms + policy.timestamp_after_max_ms)
+    error, index, max_timestamp, first_bad_timestamp, first_null_key = check_records(
+        section, header.records_count, header.base_timestamp, low, high
+    )
+    if error:
+        raise InvalidBatchError(
+            ErrorCode.invalid_record,
+            f"Found invalid record structure in topic partition {topic_partition}: "
+            f"record {index}: {RECORD_ERROR_TEXT[error]}",
+        )
+    if policy.log_append_time and header.is_log_append_time:
+        message = "Invalid timestamp type in message. Producer should not set timestamp type to LogAppendTime."
+        raise InvalidBatchError(
+            ErrorCode.invalid_timestamp,
+            "One or more records have been rejected due to invalid timestamp",
+            [RecordError(i, message) for i in range(header.records_count)],
+        )
+    if header.is_log_append_time and not policy.log_append_time:
+        low = now_ms - policy.timestamp_before_max_ms
+        high = now_ms + policy.timestamp_after_max_ms
+        if header.max_timestamp != NO_TIMESTAMP and not low <= header.max_timestamp <= high:
+            first_bad_timestamp = 0
+    if first_bad_timestamp >= 0 or (policy.keys_required and first_null_key >= 0):
+        _raise_record_errors(section, header, policy, now_ms, topic_partition)
+    if check_timestamps and max_timestamp != header.max_timestamp:
+        _set_max_timestamp(view, header, max_timestamp)
+
+
+def _raise_record_errors(
+    section: memoryview, header: BatchHeader, policy: RecordPolicy, now_ms: int, topic_partition: str
+) -> None:
+    # The refused path only: every record at fault, as Kafka lists them.
+    low = now_ms - policy.timestamp_before_max_ms
+    high = now_ms + policy.timestamp_after_max_ms
+    errors: list[RecordError] = []
+    bad_timestamp = False
+    for index, record in enumerate(_decode_records(bytes(section), header)):
+        if policy.keys_required and record.key is None:
+            errors.append(
+                RecordError(index, f"Compacted topic cannot accept message without key in topic partition {topic_partition}.")
+            )
+        elif not policy.log_append_time and record.timestamp != NO_TIMESTAMP and not low <= record.timestamp <= high:
+            bad_timestamp = True
+            errors.append(
+                RecordError(
+                    index,
+                    f"Timestamp {record.timestamp} of message with offset {record.offset} is out of range. "
+                    f"The timestamp should be within [{low}, {high}]",
+                )
+            )
+    if bad_timestamp:
+        raise InvalidBatchError(
+            ErrorCode.invalid_timestamp, "One or more records have been rejected due to invalid timestamp", errors
+        )
+    shown = ", ".join(f"RecordError(batchIndex={e.batch_index}, message='{e.message}')" for e in errors[:3])
+    raise InvalidBatchError(
+        ErrorCode.invalid_record,
+        f"One or more records have been rejected due to {len(errors)} record errors in total, "
+        f"and only showing the first three errors at most: [{shown}]",
+        errors,
+    )
+
+
+def _set_max_timestamp(buf: memoryview, header: BatchHeader, timestamp_ms: int) -> None:
+    """Kafka's leader sets maxTimestamp to the records' largest; the CRC covers it."""
+    _I64.pack_into(buf, header.position + MAX_TIMESTAMP_OFFSET, timestamp_ms)
+    header.max_timestamp = timestamp_ms
+    crc = batch_crc(buf, header)
+    struct.pack_into(">I", buf, header.position + CRC_OFFSET, crc)
+    header.crc = crc
