@@ -103,6 +103,48 @@ def _parse_listeners(text: str) -> str:
     return text.strip()
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# Kafka's default listener.security.protocol.map: each protocol names its own listener.
+DEFAULT_SECURITY_PROTOCOL_MAP = ",".join(f"{p}:{p}" for p in SECURITY_PROTOCOLS)
+
+
+def parse_security_protocol_map(text: str) -> dict[str, str]:
+    """listener.security.protocol.map: NAME:PROTOCOL,... (names upper-cased, as Kafka does)."""
+    mapping: dict[str, str] = {}
+    for item in _parse_list(text):
+        name, sep, protocol = item.partition(":")
+        name, protocol = name.strip().upper(), protocol.strip().upper()
+        if not sep or not name:
+            raise ValueError(f"{item!r} is not LISTENER_NAME:SECURITY_PROTOCOL")
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"{protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}")
+        if name in mapping:
+            raise ValueError(f"listener name {name} is mapped twice")
+        mapping[name] = protocol
+    return mapping
+
+
+def _parse_security_protocol_map(text: str) -> str:
+    parse_security_protocol_map(text)
+    return text.strip()
+
+
+def parse_ip_overrides(text: str) -> dict[str, int]:
+    """max.connections.per.ip.overrides: host:count,... (a host is a name or an address)."""
+    overrides: dict[str, int] = {}
+    for item in _parse_list(text):
+        host, sep, count = item.rpartition(":")
+        if not sep or not host.strip():
+            raise ValueError(f"{item!r} is not host:count")
+        overrides[host.strip().strip("[]")] = _parse_int(0, INT_MAX)(count)
+    return overrides
+
+
+def _parse_ip_overrides(text: str) -> str:
+    parse_ip_overrides(text)
+    return text.strip()
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigDef:
     name: str
@@ -147,6 +189,15 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("compression.type", _parse_choice("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"), "producer"),
         ConfigDef("message.max.bytes", _I(0, INT_MAX), 1048588),
         ConfigDef("socket.request.max.bytes", _I(1, INT_MAX), 104857600),
+        # Kafka's default is -1, unbounded; kwire's (None) is DEFAULT_QUEUED_MAX_REQUEST_BYTES.
+        ConfigDef("queued.max.request.bytes", _I(-1, LONG_MAX), None),
+        ConfigDef("connections.max.idle.ms", _I(-1, LONG_MAX), 600_000),
+        ConfigDef("max.connections", _I(0, INT_MAX), INT_MAX),
+        ConfigDef("max.connections.per.ip", _I(0, INT_MAX), INT_MAX),
+        ConfigDef("max.connections.per.ip.overrides", _parse_ip_overrides, ""),
+        ConfigDef("listener.security.protocol.map", _parse_security_protocol_map, DEFAULT_SECURITY_PROTOCOL_MAP),
+        ConfigDef("security.inter.broker.protocol", _parse_choice(*SECURITY_PROTOCOLS), "PLAINTEXT"),
+        ConfigDef("authorizer.class.name", _parse_str, ""),
         ConfigDef("min.insync.replicas", _I(1, INT_MAX), 1),
         ConfigDef("log.cleaner.delete.retention.ms", _I(0, LONG_MAX), 86_400_000),
         ConfigDef("log.cleaner.min.cleanable.ratio", float, 0.5),
@@ -188,12 +239,30 @@ _KNOWN_UNUSED = {
     "transaction.state.log.min.isr",
     "zookeeper.connection.timeout.ms",
     "group.coordinator.rebalance.protocols",
-    "listener.security.protocol.map",
     "inter.broker.listener.name",
     "process.roles",
     "controller.quorum.voters",
     "controller.listener.names",
 }
+
+
+# kwire's bound on queued.max.request.bytes when none is given (Kafka's -1 is
+# unbounded): large request frames being read hold at most this much, together.
+DEFAULT_QUEUED_MAX_REQUEST_BYTES = 100 * 1024 * 1024
+
+# Settings of TLS, SASL and authorization. kwire has none of these yet: serving
+# plaintext to unauthenticated clients while such a setting is given would be a
+# silent downgrade, so start-up refuses them.
+_SECURITY_PREFIXES = ("ssl.", "sasl.", "delegation.token.")
+_SECURITY_KEYS = {"principal.builder.class", "security.providers", "super.users", "allow.everyone.if.no.acl.found"}
+
+
+def is_security_setting(key: str) -> bool:
+    if key.startswith("listener.name."):
+        # listener.name.<name>.ssl.keystore.location, listener.name.<name>.plain.sasl.jaas.config ...
+        key = key[len("listener.name.") :].partition(".")[2]
+        return key.startswith(_SECURITY_PREFIXES) or ".sasl." in f".{key}"
+    return key.startswith(_SECURITY_PREFIXES) or key in _SECURITY_KEYS
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +343,8 @@ class BrokerConfig:
 
     def __init__(self, values: Mapping[str, str] | None = None) -> None:
         self._given: dict[str, str] = {}
+        # Security settings given, which validate() refuses.
+        self._security: list[str] = []
         self._values: dict[str, Any] = {name: d.default for name, d in BROKER_CONFIGS.items()}
         for key, text in (values or {}).items():
             self.set(key, text)
@@ -281,7 +352,9 @@ class BrokerConfig:
     def set(self, key: str, text: str) -> None:
         definition = BROKER_CONFIGS.get(key)
         if definition is None:
-            if key not in _KNOWN_UNUSED:
+            if is_security_setting(key):
+                self._security.append(key)
+            elif key not in _KNOWN_UNUSED:
                 log.warning("unknown config %r ignored", key)
             return
         try:
@@ -330,6 +403,22 @@ class BrokerConfig:
     def advertised_listeners(self) -> list[Listener]:
         text = self["advertised.listeners"]
         return parse_listeners(text) if text else self.listeners
+
+    @property
+    def security_protocol_map(self) -> dict[str, str]:
+        return parse_security_protocol_map(self["listener.security.protocol.map"])
+
+    @property
+    def queued_max_request_bytes(self) -> int | None:
+        """The bound on large request frames being read, together; None: unbounded."""
+        value = self["queued.max.request.bytes"]
+        if value is None:
+            return max(DEFAULT_QUEUED_MAX_REQUEST_BYTES, self["socket.request.max.bytes"])
+        return value if value > 0 else None
+
+    @property
+    def max_connections_per_ip_overrides(self) -> dict[str, int]:
+        return parse_ip_overrides(self["max.connections.per.ip.overrides"])
 
     @property
     def retention_ms(self) -> int:
@@ -385,6 +474,39 @@ class BrokerConfig:
         self.listeners  # noqa: B018 - parse to validate
         if self["group.min.session.timeout.ms"] > self["group.max.session.timeout.ms"]:
             raise ConfigError("group.min.session.timeout.ms exceeds group.max.session.timeout.ms")
+        queued = self["queued.max.request.bytes"]
+        if queued is not None and 0 < queued < self["socket.request.max.bytes"]:
+            raise ConfigError("queued.max.request.bytes must be larger or equal to socket.request.max.bytes")
+        if self["max.connections.per.ip"] == 0 and not self.max_connections_per_ip_overrides:
+            raise ConfigError(
+                "max.connections.per.ip can be set to zero only if max.connections.per.ip.overrides property is set."
+            )
+        self._validate_security()
+
+    def _validate_security(self) -> None:
+        """Every listener must map to a protocol; any protocol but PLAINTEXT, and any
+        TLS, SASL or authorizer setting, is refused: kwire cannot honour them yet."""
+        protocols = self.security_protocol_map
+        refused = list(self._security)
+        for key in ("listeners", "advertised.listeners"):
+            for listener in self.listeners if key == "listeners" else self.advertised_listeners:
+                protocol = protocols.get(listener.name)
+                if protocol is None:
+                    raise ConfigError(
+                        f"{key}: no security protocol defined for listener {listener.name} "
+                        f"in listener.security.protocol.map={self['listener.security.protocol.map']}"
+                    )
+                if protocol != "PLAINTEXT" and key == "listeners":
+                    refused.append(f"listeners={listener} (security protocol {protocol})")
+        if self["security.inter.broker.protocol"] != "PLAINTEXT":
+            refused.append(f"security.inter.broker.protocol={self['security.inter.broker.protocol']}")
+        if self["authorizer.class.name"]:
+            refused.append(f"authorizer.class.name={self['authorizer.class.name']}")
+        if refused:
+            raise ConfigError(
+                f"kwire cannot honour {', '.join(refused)}: it serves PLAINTEXT only, with no TLS, "
+                "SASL or authorization yet, and will not serve unprotected in their place"
+            )
 
 
 def validate_topic_configs(configs: Mapping[str, str | None]) -> dict[str, Any]:
