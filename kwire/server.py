@@ -3,13 +3,21 @@
 A connection reads requests while earlier ones are being served (a long-poll
 fetch does not stop the next request from being read) and answers strictly in
 request order, as Kafka clients require.
+
+Limits, with Kafka's names: socket.request.max.bytes per frame,
+queued.max.request.bytes for the large frames being read on all connections
+together, connections.max.idle.ms, max.connections and max.connections.per.ip.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import ipaddress
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -29,6 +37,57 @@ log = logging.getLogger(__name__)
 # Requests read ahead per connection before reading pauses (Kafka clients keep
 # at most 5 in flight by default; this bounds memory for a misbehaving one).
 MAX_PIPELINED_REQUESTS = 64
+
+# What a client hanging up looks like; never worth a traceback.
+NETWORK_ERRORS = (ConnectionError, TimeoutError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+# After this many connections closed, give freed heap memory back to the OS:
+# glibc keeps it otherwise, and RSS stays at its peak after a burst of clients.
+TRIM_AFTER_CLOSES = 64
+
+
+def is_network_error(error: BaseException) -> bool:
+    """True for a network error, or a group holding only network errors."""
+    if isinstance(error, BaseExceptionGroup):  # trio's MultiError is one too
+        return all(is_network_error(e) for e in error.exceptions)
+    return isinstance(error, NETWORK_ERRORS)
+
+
+class MemoryPool:
+    """Kafka's queued.max.request.bytes: memory for the large frames being read,
+    shared by all connections (small frames use each connection's own buffer).
+
+    A reservation that does not fit waits until memory is released, with two
+    exceptions that keep it from deadlocking, as Kafka's MemoryPool admits a
+    frame larger than the pool: a reservation when nothing is reserved always
+    goes through (the frame is admitted alone), and so does the oldest frame in
+    progress (frames holding part of the pool cannot all wait on one another).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        # Holder -> bytes held, in the order their frames were admitted.
+        self._holders: dict[object, int] = {}
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def _fits(self, holder: object, size: int) -> bool:
+        if self.used + size <= self.capacity or not self._holders:
+            return True
+        return next(iter(self._holders)) is holder
+
+    async def reserve(self, holder: object, size: int) -> None:
+        while not self._fits(holder, size):
+            await self._lot.park()
+        self.used += size
+        self._holders[holder] = self._holders.get(holder, 0) + size
+
+    def release(self, holder: object) -> None:
+        """Release everything `holder` holds and wake those waiting."""
+        size = self._holders.pop(holder, 0)
+        if size:
+            self.used -= size
+            self._lot.unpark_all()
 
 
 class _Slot:
@@ -50,44 +109,64 @@ class Connection:
     may wait (fetch, group joins) get a task, and the writer answers in order.
     """
 
-    def __init__(self, server: KafkaServer, stream: trio.SocketStream, listener_name: str) -> None:
+    def __init__(self, server: KafkaServer, stream: trio.SocketStream, listener_name: str, peer: str) -> None:
         self.server = server
         self.stream = stream
         self.listener_name = listener_name
+        self.peer = peer
         # Answers handed to the writer task and not yet written, and whether
         # something is being written now: an inline answer may go straight out
         # only when both are clear, so answers keep request order.
         self.queued = 0
         self.writing = False
-        try:
-            host, port = stream.socket.getpeername()[:2]
-            self.peer = f"{host}:{port}"
-        except OSError:
-            self.peer = "?"
+        # For connections.max.idle.ms: when bytes last came in or an answer
+        # queued behind others went out, and when the unfinished frame began.
+        self.last_active = trio.current_time()
+        self.frame_started: float | None = None
+        # Bytes of the server's memory pool this connection's frame holds.
+        self.pool_held = 0
+        self.scope = trio.CancelScope()
+
+    def idle_expired(self, now: float, idle: float) -> bool:
+        """Idle for `idle` seconds, or a frame begun that long ago and not finished."""
+        started = self.frame_started
+        return now - self.last_active > idle or (started is not None and now - started > idle)
 
     async def run(self) -> None:
         send, receive = trio.open_memory_channel[_Slot](MAX_PIPELINED_REQUESTS)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_answers, receive, nursery.cancel_scope)
-                await self._read_requests(nursery, send)
+            with self.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_answers, receive, nursery.cancel_scope)
+                    await self._read_requests(nursery, send)
         finally:
+            if self.pool_held:
+                self.server.memory_pool.release(self)
+                self.pool_held = 0
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
                 await self.stream.aclose()
 
     async def _read_requests(self, nursery: trio.Nursery, send: trio.MemorySendChannel[_Slot]) -> None:
         """Read frames and serve each; errors end this connection only."""
-        frames = FrameBuffer(self.server.broker.config["socket.request.max.bytes"])
+        pool = self.server.memory_pool
+        frames = FrameBuffer(self.server.broker.config["socket.request.max.bytes"], budgeted=pool is not None)
         sock = self.stream.socket
         scope = nursery.cancel_scope
+        current_time = trio.current_time
         try:
             async with send:
                 while True:
+                    if frames.wants:
+                        # A large frame needs memory: reading waits until the pool has it.
+                        await pool.reserve(self, frames.wants)
+                        self.pool_held += frames.wants
+                        frames.grow()
                     # Received straight into the frame buffer: no copy per read.
                     received = await sock.recv_into(frames.writable())
                     if not received:
                         return  # the client closed; answers still owed are sent
+                    self.last_active = current_time()
                     frames.advance(received)
                     # Inline answers to the requests of one read leave in one send.
                     ready: list[bytes] = []
@@ -116,10 +195,22 @@ class Connection:
                             await self._send(slot.payload)
                     if ready:
                         await self._send(b"".join(ready))
+                    if self.pool_held and not frames.held:
+                        pool.release(self)  # the large frame was taken and served
+                        self.pool_held = 0
+                    if frames.pending_bytes:
+                        if self.frame_started is None:
+                            self.frame_started = self.last_active
+                    elif self.frame_started is not None:
+                        self.frame_started = None
         except FrameError as e:
             log.warning("closing connection from %s: %s", self.peer, e)
             scope.cancel()
-        except OSError:
+        except NETWORK_ERRORS as e:
+            log.debug("connection from %s ended: %r", self.peer, e)
+            scope.cancel()
+        except OSError as e:
+            log.info("closing connection from %s: %s", self.peer, e)
             scope.cancel()
 
     async def _serve(self, frame: bytearray, slot: _Slot, connection_scope: trio.CancelScope) -> None:
@@ -162,8 +253,10 @@ class Connection:
                     await slot.done.wait()
                     if slot.payload is not None:
                         await self._send(slot.payload)
+                        self.last_active = trio.current_time()
                     self.queued -= 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            log.debug("connection from %s ended while answering: %r", self.peer, e)
             scope.cancel()
 
 
@@ -189,6 +282,17 @@ class KafkaServer:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.bound: list[tuple[str, str, int]] = []
+        config = broker.config
+        limit = config.queued_max_request_bytes
+        self.memory_pool = MemoryPool(limit) if limit is not None else None
+        self.connections: set[Connection] = set()
+        self.connections_per_ip: dict[str, int] = {}
+        self.max_connections: int = config["max.connections"]
+        self.max_connections_per_ip: int = config["max.connections.per.ip"]
+        self.max_connections_per_ip_overrides = _resolve_ip_overrides(config.max_connections_per_ip_overrides)
+        idle_ms = config["connections.max.idle.ms"]
+        self.connections_max_idle = idle_ms / 1000 if idle_ms >= 0 else None
+        self.closed_since_trim = 0
 
     async def serve(self, task_status: trio.TaskStatus[list[tuple[str, str, int]]] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -199,18 +303,102 @@ class KafkaServer:
                 self.broker.bound_ports[listener.name] = port
                 handler = self._handler(listener.name)
                 nursery.start_soon(trio.serve_listeners, handler, listeners)
+            if self.connections_max_idle is not None:
+                nursery.start_soon(self._close_idle_connections, self.connections_max_idle)
+            if _malloc_trim is not None:
+                nursery.start_soon(self._trim_memory)
             await self.broker.start_services(nursery)
             task_status.started(self.bound)
+
+    def _admit(self, ip: str) -> str | None:
+        """Why a new connection from `ip` must be closed at once, or None to serve it."""
+        if len(self.connections) >= self.max_connections:
+            return f"the broker already has the configured maximum of {self.max_connections} connections (max.connections)"
+        limit = self.max_connections_per_ip_overrides.get(ip, self.max_connections_per_ip)
+        if self.connections_per_ip.get(ip, 0) >= limit:
+            return f"address already has the configured maximum of {limit} connections"
+        return None
 
     def _handler(self, name: str) -> Callable[[trio.SocketStream], Awaitable[None]]:
         async def handle(stream: trio.SocketStream) -> None:
             try:
-                await Connection(self, stream, name).run()
-            except Exception:
+                ip, port = stream.socket.getpeername()[:2]
+            except OSError:
+                ip, port = "?", 0
+            refusal = self._admit(ip)
+            if refusal is not None:
+                log.info("Rejected connection from %s, %s.", ip, refusal)
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                return
+            connection = Connection(self, stream, name, f"{ip}:{port}")
+            self.connections.add(connection)
+            self.connections_per_ip[ip] = self.connections_per_ip.get(ip, 0) + 1
+            try:
+                await connection.run()
+            except Exception as e:
                 # Never let one connection's failure reach the listener's nursery.
-                log.exception("connection failed")
+                if is_network_error(e):
+                    log.debug("connection from %s ended: %r", connection.peer, e)
+                else:
+                    log.exception("connection from %s failed", connection.peer)
+            finally:
+                self.connections.discard(connection)
+                left = self.connections_per_ip[ip] - 1
+                if left:
+                    self.connections_per_ip[ip] = left
+                else:
+                    del self.connections_per_ip[ip]
+                self.closed_since_trim += 1
 
         return handle
+
+    async def _close_idle_connections(self, idle: float) -> None:
+        """connections.max.idle.ms: close connections idle (or stuck in a frame) that long."""
+        # Checked often enough to close within about a tenth of the limit late.
+        period = min(max(idle / 10, 0.01), 30.0)
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            for connection in list(self.connections):
+                if connection.idle_expired(now, idle):
+                    log.debug("closing connection from %s: idle beyond connections.max.idle.ms", connection.peer)
+                    connection.scope.cancel()
+
+    async def _trim_memory(self) -> None:
+        while True:
+            await trio.sleep(1)
+            if self.closed_since_trim >= TRIM_AFTER_CLOSES:
+                self.closed_since_trim = 0
+                _malloc_trim(0)
+
+
+def _resolve_ip_overrides(overrides: dict[str, int]) -> dict[str, int]:
+    """max.connections.per.ip.overrides by address: host names are resolved once, at start-up."""
+    resolved: dict[str, int] = {}
+    for host, count in overrides.items():
+        try:
+            resolved[str(ipaddress.ip_address(host))] = count
+            continue
+        except ValueError:
+            pass
+        for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP):
+            resolved[str(info[4][0])] = count
+    return resolved
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None elsewhere (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 async def run_broker(
