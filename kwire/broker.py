@@ -35,6 +35,11 @@ CLEAN_SHUTDOWN_FILE = ".kwire_clean_shutdown"
 PRODUCER_SNAPSHOT_FILE = "producer-state.snapshot"
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_TOPIC_LENGTH = 249
+# Kafka's Topic.INTERNAL_TOPICS, and the KRaft metadata log: names the broker
+# keeps for itself, which clients may neither create nor write.
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state", "__share_group_state"})
+CLUSTER_METADATA_TOPIC = "__cluster_metadata"
+RESERVED_TOPICS = INTERNAL_TOPICS | {CLUSTER_METADATA_TOPIC}
 # Producer ids are handed out in blocks, and the block's end persisted, so that
 # ids stay unique across restarts without a write per InitProducerId.
 PRODUCER_ID_BLOCK = 1000
@@ -306,6 +311,9 @@ class Broker:
     ) -> Topic | None:
         """Create a topic, Kafka's checks and error codes included."""
         self.check_new_topic_name(name)
+        if name in RESERVED_TOPICS and not internal:
+            # Only the broker's own coordinators make these, with their own settings.
+            raise KafkaError(ErrorCode.invalid_request, f"Creation of internal topic {name} is prohibited.")
         if num_partitions == -1:
             num_partitions = self.config["num.partitions"]
         if num_partitions <= 0:
@@ -388,7 +396,7 @@ class Broker:
         self._save_metadata()
 
     def auto_create_topic(self, name: str) -> Topic | None:
-        if not self.config["auto.create.topics.enable"]:
+        if not self.config["auto.create.topics.enable"] or name in RESERVED_TOPICS:
             return None
         return self.create_topic(name)
 
