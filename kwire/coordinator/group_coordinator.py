@@ -44,7 +44,9 @@ from kwire.coordinator.group import (
 )
 from kwire.protocol.records import (
     BATCH_HEADER_SIZE,
+    CONTROL_COMMIT,
     build_batch,
+    control_record_type,
     iter_records,
     parse_batch_header,
     validate_batches,
@@ -126,6 +128,10 @@ class GroupCoordinator:
         self.retention_ms: int = config["offsets.retention.minutes"] * 60_000
         self.retention_check_interval_ms: int = config["offsets.retention.check.interval.ms"]
         self.groups: dict[str, Group] = {}
+        # TxnOffsetCommit offsets read back from the log whose transaction has no marker
+        # yet: producer id -> group -> partition -> offset. The transaction coordinator
+        # takes them over once loaded, so its EndTxn commits or drops them.
+        self.open_transactional_offsets: dict[int, dict[str, dict[tuple[str, int], OffsetAndMetadata]]] = {}
         # Until `run` starts, nothing is served (COORDINATOR_NOT_AVAILABLE); partitions
         # being read back answer COORDINATOR_LOAD_IN_PROGRESS.
         self.active = False
@@ -211,9 +217,12 @@ class GroupCoordinator:
         topic = self.ensure_offsets_topic()
         return topic.partitions[self.partition_for(group_id)]
 
-    def _append(self, group_id: str, records: Sequence[tuple[bytes, bytes | None]]) -> ErrorCode:
+    def _append(
+        self, group_id: str, records: Sequence[tuple[bytes, bytes | None]], producer_id: int = -1, producer_epoch: int = -1
+    ) -> ErrorCode:
         """Append records for `group_id` to its partition: the write every commit and
-        group change waits for."""
+        group change waits for. With a producer id, a transactional batch of that
+        producer (a TxnOffsetCommit's offsets, as Kafka stores them)."""
         if not records:
             return ErrorCode.none
         from kwire.broker import KafkaError
@@ -221,7 +230,13 @@ class GroupCoordinator:
         timestamp = now_ms()
         try:
             partition = self._offsets_partition(group_id)
-            batch = build_batch(list(records), timestamp_ms=timestamp)
+            if producer_id >= 0:
+                batch = build_batch(
+                    list(records), timestamp_ms=timestamp, producer_id=producer_id, producer_epoch=producer_epoch,
+                    base_sequence=partition.producers.next_sequence(producer_id, producer_epoch), transactional=True,
+                )
+            else:
+                batch = build_batch(list(records), timestamp_ms=timestamp)
             headers = validate_batches(batch)
             partition.append(bytearray(batch), headers, timestamp)
         except KafkaError as e:
@@ -278,8 +293,14 @@ class GroupCoordinator:
     def _load_partition(self, partition: Partition) -> None:
         offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         metadata: dict[str, codec.GroupMetadataValue | None] = {}
+        # Transactional offsets wait for their producer's marker: commit applies them.
+        pending: dict[int, dict[str, dict[tuple[str, int], OffsetAndMetadata]]] = {}
         for header, batch in _read_batches(partition):
             if header.is_control:
+                by_group = pending.pop(header.producer_id, None)
+                if by_group and any(control_record_type(r.key) == CONTROL_COMMIT for r in iter_records(batch)):
+                    for group_id, committed in by_group.items():
+                        offsets.setdefault(group_id, {}).update(committed)
                 continue
             for record in iter_records(batch):
                 if record.key is None:
@@ -287,7 +308,11 @@ class GroupCoordinator:
                 try:
                     key = codec.decode_key(record.key)
                     if isinstance(key, codec.OffsetCommitKey):
-                        group_offsets = offsets.setdefault(key.group, {})
+                        group_offsets = (
+                            pending.setdefault(header.producer_id, {}).setdefault(key.group, {})
+                            if header.is_transactional
+                            else offsets.setdefault(key.group, {})
+                        )
                         if record.value is None:
                             group_offsets.pop((key.topic, key.partition), None)
                         else:
@@ -301,6 +326,9 @@ class GroupCoordinator:
                         )
                 except codec.CodecError as e:
                     log.warning("%s-%d offset %d: skipping record: %s", OFFSETS_TOPIC, partition.index, record.offset, e)
+        for producer_id, by_group in pending.items():
+            for group_id, committed in by_group.items():
+                self.open_transactional_offsets.setdefault(producer_id, {}).setdefault(group_id, {}).update(committed)
         now = now_ms()
         for group_id in set(offsets) | set(metadata):
             value = metadata.get(group_id)
@@ -531,6 +559,24 @@ class GroupCoordinator:
         if group_id not in self.groups and accepted and store_error is ErrorCode.none:
             self.groups[group_id] = group
         return results
+
+    def store_transactional_offsets(
+        self, group_id: str, producer_id: int, producer_epoch: int, offsets: dict[tuple[str, int], OffsetAndMetadata]
+    ) -> ErrorCode:
+        """A TxnOffsetCommit's offsets, written to the log as the producer's transactional
+        batch before they are answered: not visible until the transaction's commit marker,
+        and not lost if the broker stops before EndTxn."""
+        records = [
+            (
+                codec.encode_offset_commit_key(group_id, topic, index),
+                codec.encode_offset_commit_value(
+                    codec.OffsetCommitValue(om.offset, om.metadata, om.commit_timestamp, om.leader_epoch, om.expire_timestamp)
+                ),
+            )
+            for (topic, index), om in offsets.items()
+        ]
+        self.ensure_offsets_topic()
+        return self._append(group_id, records, producer_id, producer_epoch)
 
     def commit_transactional_offsets(self, group_id: str, offsets: dict[tuple[str, int], OffsetAndMetadata]) -> ErrorCode:
         """A committed transaction's TxnOffsetCommit offsets, made visible (and stored)."""

@@ -121,6 +121,14 @@ class ProducerStateManager:
                 )
             )
 
+    def next_sequence(self, producer_id: int, producer_epoch: int) -> int:
+        """The sequence a new batch of this producer and epoch must start at, for a
+        batch the broker writes on the producer's behalf (a TxnOffsetCommit's offsets)."""
+        entry = self.producers.get(producer_id)
+        if entry is None or entry.producer_epoch != producer_epoch or entry.last_sequence == NO_SEQUENCE:
+            return 0
+        return (entry.last_sequence + 1) % SEQUENCE_WRAP
+
     def rebuild(self, headers: Iterable[BatchHeader]) -> None:
         """Replay the log's batch headers, oldest first."""
         self.producers.clear()

@@ -175,6 +175,7 @@ class TransactionCoordinator:
                 log.exception("cannot load %s-%d", TRANSACTION_STATE_TOPIC, partition.index)
             await trio.sleep(0)
         self.by_producer = {meta.producer_id: tid for tid, meta in self.txns.items()}
+        await self._take_open_offsets()
         # Transactions caught between prepare and complete get their markers now.
         for meta in list(self.txns.values()):
             plan = tx.recovery_plan(meta)
@@ -183,6 +184,23 @@ class TransactionCoordinator:
                 self._finish(meta, plan)
         self._changed()
         log.info("loaded %d transactional ids from %s in %d ms", len(self.txns), TRANSACTION_STATE_TOPIC, now_ms() - started)
+
+    async def _take_open_offsets(self) -> None:
+        """TxnOffsetCommit offsets the group coordinator read back without a marker
+        become pending again for their open transaction (its EndTxn decides them)."""
+        groups = group_coordinator(self.broker)
+        if groups is None:
+            return
+        while groups.loading:  # __consumer_offsets is being read back (started before us)
+            await trio.sleep(0.01)
+        for producer_id, by_group in groups.open_transactional_offsets.items():
+            meta = self.txns.get(self.by_producer.get(producer_id, ""))
+            if meta is None or meta.producer_id != producer_id or meta.state.is_complete:
+                continue
+            pending = self.pending_offsets.setdefault(producer_id, {})
+            for group_id, offsets in by_group.items():
+                pending.setdefault(group_id, {}).update(offsets)
+        groups.open_transactional_offsets.clear()
 
     def _load_partition(self, partition: Partition) -> None:
         for header, batch in _read_batches(partition):
@@ -315,9 +333,16 @@ class TransactionCoordinator:
             if generation_id >= 0 and generation_id != group.generation_id:
                 return ErrorCode.illegal_generation
         timestamp = now_ms()
-        pending = self.pending_offsets.setdefault(producer_id, {}).setdefault(group_id, {})
-        for tp, (offset, leader_epoch, metadata) in offsets.items():
-            pending[tp] = OffsetAndMetadata(offset, metadata or "", timestamp, leader_epoch, None)
+        committed = {
+            tp: OffsetAndMetadata(offset, metadata or "", timestamp, leader_epoch, None)
+            for tp, (offset, leader_epoch, metadata) in offsets.items()
+        }
+        # In the log first (Kafka's transactional offset commit), so a crash before
+        # EndTxn keeps them for the transaction's outcome.
+        error = groups.store_transactional_offsets(group_id, producer_id, producer_epoch, committed)
+        if error is not ErrorCode.none:
+            return error
+        self.pending_offsets.setdefault(producer_id, {}).setdefault(group_id, {}).update(committed)
         return ErrorCode.none
 
     def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> ErrorCode:
