@@ -20,9 +20,11 @@ from kwire.codecs import (
     ZSTD,
     CompressionError,
     CorruptCompressedData,
+    OutputBufferFull,
     UnsupportedCompression,
     compress,
     decompress,
+    decompress_into,
 )
 
 ALL = [NONE, GZIP, SNAPPY, LZ4, ZSTD]
@@ -306,22 +308,100 @@ def test_truncated_output_is_corrupt(codec: int) -> None:
 def test_garbage_fails_cleanly(codec: int, garbage: bytes) -> None:
     # Random bytes may happen to decode (b"\x00" is raw snappy for b""); if not, the
     # only error allowed is ours.
+    assert_both_readers_agree(codec, garbage)
+
+
+def _read_whole(codec: int, data: bytes) -> bytes | type[CompressionError]:
     try:
-        decompress(codec, garbage)
+        return decompress(codec, data)
     except CorruptCompressedData:
-        pass
+        return CompressionError
+
+
+def _read_into(codec: int, data: bytes, room: int) -> bytes | type[CompressionError]:
+    out = bytearray(room)
+    try:
+        return bytes(out[: decompress_into(codec, data, out)])
+    except OutputBufferFull:
+        return OutputBufferFull
+    except CorruptCompressedData:
+        return CompressionError
+
+
+def assert_both_readers_agree(codec: int, data: bytes, original: bytes | None = None) -> None:
+    """decompress and decompress_into (ample room) give the same bytes or both fail;
+    with `original`, a gzip stream (CRC-32 of its content) gives it or fails."""
+    whole = _read_whole(codec, data)
+    into = _read_into(codec, data, 1 << 20)
+    if whole is CompressionError:
+        # A snappy block may state a length past the room: refused before reading.
+        assert into in (CompressionError, OutputBufferFull)
+    else:
+        assert into == whole
+    if original is not None and codec == GZIP:
+        assert whole in (original, CompressionError)
 
 
 @settings(max_examples=300)
 @given(codec=st.sampled_from(COMPRESSED), data=st.data())
 def test_flipped_byte_fails_cleanly(codec: int, data: st.DataObject) -> None:
-    out = bytearray(compress(codec, b"some record data " * 50))
+    original = b"some record data " * 50
+    out = bytearray(compress(codec, original))
     index = data.draw(st.integers(0, len(out) - 1))
     out[index] ^= data.draw(st.integers(1, 255))
-    try:
-        decompress(codec, bytes(out))
-    except CorruptCompressedData:
-        pass
+    assert_both_readers_agree(codec, bytes(out), original)
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+def test_every_truncation_and_byte_flip_fails_or_agrees(codec: int) -> None:
+    original = b"some record data " * 50
+    out = compress(codec, original)
+    for cut in range(len(out)):
+        # A xerial stream cut after its header is a whole stream, of nothing.
+        expected = b"" if codec == SNAPPY and cut == len(codecs._XERIAL_HEADER) else CompressionError
+        assert _read_whole(codec, out[:cut]) == expected
+        assert_both_readers_agree(codec, out[:cut], original)
+    for index in range(len(out)):
+        for flip in (0x01, 0x80, 0xFF):
+            damaged = bytearray(out)
+            damaged[index] ^= flip
+            assert_both_readers_agree(codec, bytes(damaged), original)
+
+
+# --- decompress_into: the bound holds while decompressing ----------------------------
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_decompress_into_exact_room(codec: int, name: str) -> None:
+    data = SAMPLES[name]
+    packed = compress(codec, data)
+    assert _read_into(codec, packed, len(data)) == data
+    assert _read_into(codec, packed, len(data) + 100) == data
+    if data:
+        assert _read_into(codec, packed, len(data) - 1) is OutputBufferFull
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+def test_decompress_into_stops_a_bomb_at_its_buffer(codec: int) -> None:
+    bomb = compress(codec, bytes(64 << 20))
+    out = bytearray(1 << 20)
+    with pytest.raises(OutputBufferFull):
+        decompress_into(codec, bomb, out)
+
+
+def test_decompress_into_reads_streams_other_writers_make() -> None:
+    data = SAMPLES["text"]
+    two_members = gzip.compress(data[:1000]) + gzip.compress(data[1000:])
+    assert _read_into(GZIP, two_members, len(data)) == data
+    assert _read_into(SNAPPY, bytes(cramjam.snappy.compress_raw(data)), len(data)) == data
+    assert _read_into(LZ4, bytes(cramjam.lz4.compress(data)), len(data)) == data
+
+
+@pytest.mark.parametrize("codec", [NONE, 5, 6, 7])
+def test_decompress_into_refuses_other_codecs(codec: int) -> None:
+    with pytest.raises(UnsupportedCompression):
+        decompress_into(codec, b"x", bytearray(10))
 
 
 def test_codec_for_name() -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
 
 from kwire import codecs
+from kwire.protocol import records as records_module
 from kwire.protocol.records import (
     ATTRIBUTES_OFFSET,
     BATCH_HEADER_SIZE,
@@ -22,8 +23,20 @@ from kwire.protocol.records import (
     CRC_OFFSET,
     LOG_OVERHEAD,
     MAGIC_OFFSET,
+    RECORD_BYTES_LEFT,
+    RECORD_COUNT_TOO_HIGH,
+    RECORD_INVALID_HEADER_COUNT,
+    RECORD_INVALID_HEADER_KEY_LENGTH,
+    RECORD_INVALID_KEY_LENGTH,
+    RECORD_NEGATIVE_LENGTH,
+    RECORD_OFFSET_DELTA,
+    RECORD_OK,
+    RECORD_SIZE_MISMATCH,
+    RECORD_TRUNCATED,
+    RECORD_VARINT_TOO_LONG,
     InvalidBatchError,
     Record,
+    RecordPolicy,
     batch_crc,
     build_batch,
     build_control_batch,
@@ -31,6 +44,7 @@ from kwire.protocol.records import (
     control_record_type,
     decode_varint,
     decode_varlong,
+    decompress_records,
     encode_varint,
     encode_varlong,
     iter_records,
@@ -39,6 +53,7 @@ from kwire.protocol.records import (
     set_log_append_time,
     set_partition_leader_epoch,
     validate_batches,
+    validate_produced,
 )
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
@@ -575,6 +590,9 @@ def test_damaged_records_decode_or_fail_cleanly(compression: int, data: st.DataO
         list(iter_records(batch))
     except InvalidBatchError as exc:
         assert exc.error_code == ErrorCode.corrupt_message
+    # What produce validation accepts, a consumer reads whole.
+    if accepted(batch):
+        assert_readable(batch)
 
 
 @settings(max_examples=300)
@@ -657,3 +675,238 @@ def test_iter_records_accepts_any_buffer() -> None:
     expected = list(iter_records(SAMPLE))
     assert list(iter_records(bytearray(SAMPLE))) == expected
     assert list(iter_records(memoryview(b"xx" + SAMPLE)[2:])) == expected
+
+
+# --- produce validation: the record walk, C against the Python reference -------------
+
+NATIVE = records_module._check_records_native
+PYTHON = records_module._check_records_python
+NOW = 1_700_000_000_000
+LOOSE = RecordPolicy()
+
+
+def test_the_native_walk_is_built() -> None:
+    # pip install -e . builds it; without it produce validation is several times slower.
+    assert NATIVE is not None
+    assert records_module.check_records is NATIVE
+
+
+def both_walks(section: bytes, count: int, base: int = 0, low: int = -(2**63), high: int = 2**63 - 1) -> tuple:
+    expected = PYTHON(section, count, base, low, high)
+    assert NATIVE(section, count, base, low, high) == expected
+    assert NATIVE(memoryview(bytearray(section)), count, base, low, high) == expected
+    return expected
+
+
+def section(batch: bytes) -> bytes:
+    return batch[BATCH_HEADER_SIZE:]
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=80), st.integers(0, 6), INT64, INT64, INT64)
+def test_walks_agree_on_random_sections(data: bytes, count: int, base: int, low: int, high: int) -> None:
+    both_walks(data, count, base, low, high)
+
+
+@settings(max_examples=500, deadline=None)
+@given(records=RECORDS, data=st.data())
+def test_walks_agree_on_mutated_sections(records: list, data: st.DataObject) -> None:
+    good = bytearray(section(build_batch(records)))
+    count = len(records)
+    assert both_walks(bytes(good), count)[0:2] == (RECORD_OK, count)
+    for _ in range(data.draw(st.integers(1, 4))):
+        action = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        index = data.draw(st.integers(0, max(0, len(good) - 1)))
+        if action == "flip" and good:
+            good[index] ^= data.draw(st.integers(1, 255))
+        elif action == "insert":
+            good[index:index] = data.draw(st.binary(min_size=1, max_size=4))
+        elif good:
+            del good[index]
+    base = data.draw(INT64)
+    low, high = sorted((data.draw(INT64), data.draw(INT64)))
+    both_walks(bytes(good), data.draw(st.integers(0, count + 2)), base, low, high)
+
+
+@pytest.mark.parametrize("records", [[(b"key", b"value", [("h", b"v")], 5)] * 3, [(None, b"x" * 300, [], 7), (b"k", None, [("a", None)] * 70, 9)]])
+def test_walks_agree_on_every_truncation(records: list) -> None:
+    good = section(build_batch(records))
+    for cut in range(len(good)):
+        error, index, *_ = both_walks(good[:cut], len(records))
+        assert error in (RECORD_TRUNCATED, RECORD_COUNT_TOO_HIGH, RECORD_SIZE_MISMATCH), cut
+    assert both_walks(good, len(records))[0] == RECORD_OK
+
+
+def test_walk_reports_timestamps_and_keys() -> None:
+    good = section(build_batch([(b"a", b"1", [], 100), (None, b"2", [], 300), (b"c", b"3", [], -1), (None, b"4", [], 50)]))
+    # -1 is "no timestamp": never out of bounds. Timestamps are base + delta.
+    assert both_walks(good, 4, 100, 60, 200) == (RECORD_OK, 4, 300, 1, 1)
+    assert both_walks(good, 4, 100, 0, 1000) == (RECORD_OK, 4, 300, -1, 1)
+    # Java long arithmetic: base + delta wraps.
+    deltas_0_1 = section(build_batch([(b"a", b"1", [], 0), (b"b", b"2", [], 1)]))
+    assert both_walks(deltas_0_1, 2, 2**63 - 1, 0, 2**63 - 1) == (RECORD_OK, 2, 2**63 - 1, 1, -1)
+
+
+GOOD_RECORD_2 = bytes.fromhex("0c" "00" "00" "02" "01" "00" "00")  # fmt: skip  # offset delta 1
+
+
+@pytest.mark.parametrize(
+    ("data", "count", "expected"),
+    [
+        (GOOD_RECORD, 1, (RECORD_OK, 1)),
+        (GOOD_RECORD + GOOD_RECORD_2, 2, (RECORD_OK, 2)),
+        (GOOD_RECORD, 2, (RECORD_COUNT_TOO_HIGH, 1)),
+        (GOOD_RECORD * 2, 2, (RECORD_OFFSET_DELTA, 1)),
+        (GOOD_RECORD + b"\x00", 1, (RECORD_BYTES_LEFT, 1)),
+        (bytes.fromhex("10000000010000"), 1, (RECORD_TRUNCATED, 0)),
+        (bytes.fromhex("01"), 1, (RECORD_NEGATIVE_LENGTH, 0)),
+        (bytes.fromhex("00"), 1, (RECORD_TRUNCATED, 0)),
+        (bytes.fromhex("0c000000030000"), 1, (RECORD_INVALID_KEY_LENGTH, 0)),
+        (bytes.fromhex("0c0000007e0000"), 1, (RECORD_TRUNCATED, 0)),
+        (bytes.fromhex("0c000000010001"), 1, (RECORD_INVALID_HEADER_COUNT, 0)),
+        (bytes.fromhex("100000000100020100"), 1, (RECORD_INVALID_HEADER_KEY_LENGTH, 0)),
+        (bytes.fromhex("0e00000001000000"), 1, (RECORD_SIZE_MISMATCH, 0)),
+        (bytes.fromhex("1800ffffffffffffffffffff01"), 1, (RECORD_VARINT_TOO_LONG, 0)),
+        (bytes.fromhex("ffffffffff"), 1, (RECORD_VARINT_TOO_LONG, 0)),
+        (bytes.fromhex("ffff"), 1, (RECORD_TRUNCATED, 0)),
+        (b"", 1, (RECORD_COUNT_TOO_HIGH, 0)),
+    ],
+)
+def test_walk_errors(data: bytes, count: int, expected: tuple[int, int]) -> None:
+    assert both_walks(data, count)[:2] == expected
+
+
+# --- validate_produced -----------------------------------------------------------
+
+
+def accepted(batch: bytes | bytearray, policy: RecordPolicy = LOOSE) -> bool:
+    try:
+        validate_produced(bytearray(batch), validate_batches(batch), policy, NOW, "t-0")
+    except InvalidBatchError:
+        return False
+    return True
+
+
+def assert_readable(batch: bytes | bytearray) -> None:
+    (header,) = validate_batches(batch)
+    decoded = list(iter_records(batch))
+    assert [r.offset - header.base_offset for r in decoded] == list(range(header.records_count))
+
+
+def refusal(batch: bytes | bytearray, policy: RecordPolicy = LOOSE, now: int = NOW) -> InvalidBatchError:
+    with pytest.raises(InvalidBatchError) as info:
+        validate_produced(bytearray(batch), validate_batches(batch), policy, now, "t-0")
+    return info.value
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_every_byte_flip_and_truncation_fails_or_decodes_the_original(compression: int) -> None:
+    # Unsigned damage (no resign): whatever is accepted decodes to exactly what was
+    # built. baseOffset and partitionLeaderEpoch are the broker's to set, not checked.
+    original = build_batch(
+        [(b"key", b"value", [("h", b"v")], NOW), (None, b"x" * 30, [], NOW + 1)], compression=compression
+    )
+    expected = list(iter_records(original))
+    for index in [*range(8, 12), *range(16, len(original))]:
+        for flip in (0x01, 0x80, 0xFF):
+            damaged = bytearray(original)
+            damaged[index] ^= flip
+            if accepted(damaged):
+                assert list(iter_records(damaged)) == expected, (index, flip)
+    for cut in range(len(original)):
+        with pytest.raises(InvalidBatchError):
+            validate_batches(original[:cut])
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=RECORDS, compression=st.sampled_from(COMPRESSIONS), data=st.data())
+def test_what_validation_accepts_decodes_whole(records: list, compression: int, data: st.DataObject) -> None:
+    batch = bytearray(build_batch(records, compression=compression))
+    assert accepted(batch)
+    for _ in range(data.draw(st.integers(1, 3))):
+        batch[data.draw(st.integers(BATCH_HEADER_SIZE, len(batch) - 1))] ^= data.draw(st.integers(1, 255))
+    resign(batch)
+    if accepted(batch):
+        assert_readable(batch)
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_valid_batches_pass(compression: int) -> None:
+    batch = build_batch([(b"k", b"v" * 100, [("h", b"1")], NOW)] * 50, compression=compression)
+    buf = bytearray(batch)
+    validate_produced(buf, validate_batches(buf), RecordPolicy(timestamp_before_max_ms=1, timestamp_after_max_ms=1), NOW, "t-0")
+    assert buf == batch  # stored as sent
+
+
+def test_control_batch_and_missing_sequence_are_invalid_record() -> None:
+    marker = build_control_batch(7, 0, True, 0)
+    error = refusal(marker)
+    assert error.error_code == ErrorCode.invalid_record
+    assert str(error) == "Clients are not allowed to write control records in topic partition t-0"
+    error = refusal(build_batch([(b"k", b"v")], producer_id=7, producer_epoch=0, base_sequence=-1))
+    assert error.error_code == ErrorCode.invalid_record
+    assert "Invalid sequence number -1" in str(error)
+
+
+@pytest.mark.parametrize("codec", [5, 6, 7])
+def test_unknown_codec_is_corrupt(codec: int) -> None:
+    error = refusal(resigned_section(GOOD_RECORD, 1, codec))
+    assert error.error_code == ErrorCode.corrupt_message
+    assert f"unknown compression codec id {codec}" in str(error)
+
+
+def resigned_section(data: bytes, count: int = 1, codec: int = 0) -> bytearray:
+    batch = _with_section(data, count, codec)
+    struct.pack_into(">i", batch, 23, count - 1)
+    resign(batch)
+    return batch
+
+
+def test_record_structure_is_invalid_record() -> None:
+    error = refusal(resigned_section(GOOD_RECORD * 2, 2))
+    assert error.error_code == ErrorCode.invalid_record
+    assert "record 1: offset delta is not the record's position" in str(error)
+    assert error.record_errors == []
+
+
+def test_timestamps_out_of_bounds_name_every_record() -> None:
+    batch = build_batch([(b"k", b"v", [], t) for t in (NOW, NOW - 5000, NOW + 5000, NOW - 10)])
+    policy = RecordPolicy(timestamp_before_max_ms=1000, timestamp_after_max_ms=1000)
+    error = refusal(batch, policy)
+    assert error.error_code == ErrorCode.invalid_timestamp
+    assert [e.batch_index for e in error.record_errors] == [1, 2]
+    assert error.record_errors[0].message == (
+        f"Timestamp {NOW - 5000} of message with offset 1 is out of range. "
+        f"The timestamp should be within [{NOW - 1000}, {NOW + 1000}]"
+    )
+    # LogAppendTime topics take any CreateTime.
+    assert accepted(batch, RecordPolicy(log_append_time=True, timestamp_before_max_ms=0, timestamp_after_max_ms=0))
+
+
+def test_keys_required_on_compacted_topics() -> None:
+    batch = build_batch([(b"k", b"v"), (None, b"v"), (b"k", None)])
+    error = refusal(batch, RecordPolicy(keys_required=True))
+    assert error.error_code == ErrorCode.invalid_record
+    assert [e.batch_index for e in error.record_errors] == [1]
+    assert accepted(batch)
+
+
+def test_a_lying_max_timestamp_is_rewritten_and_resigned() -> None:
+    batch = bytearray(build_batch([(b"k", b"v", [], NOW), (b"k", b"v", [], NOW + 7)]))
+    struct.pack_into(">q", batch, 35, NOW + 10**6)
+    resign(batch)
+    (header,) = validate_batches(batch)
+    validate_produced(batch, [header], LOOSE, NOW, "t-0")
+    (stored,) = validate_batches(batch)  # CRC still right
+    assert stored.max_timestamp == header.max_timestamp == NOW + 7
+
+
+def test_decompression_is_bounded() -> None:
+    data = bytes(3 << 20)
+    for codec in (codecs.GZIP, codecs.SNAPPY, codecs.LZ4, codecs.ZSTD):
+        packed = codecs.compress(codec, data)
+        assert bytes(decompress_records(codec, packed, len(data))) == data
+        with pytest.raises(InvalidBatchError) as info:
+            decompress_records(codec, packed, len(data) - 1)
+        assert info.value.error_code == ErrorCode.corrupt_message
+        assert "more than" in str(info.value)
