@@ -446,6 +446,20 @@ def test_garbage_header_found_by_a_read_is_corrupt_not_the_end(tmp_path: Path) -
         log.read(headers[2].base_offset, 1 << 20)
 
 
+def test_segment_cut_on_disk_after_a_read_is_corrupt_not_short(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log, sent = filled_log(directory, 30, 19)
+    log.high_watermark = log.log_end_offset
+    victim = next(s for s in log.segments if len(list(s.iter_headers())) >= 3)
+    headers = list(victim.iter_headers())
+    assert log.read(victim.base_offset, 1 << 20).regions[0].size == victim.size  # then cut
+    os.truncate(victim.log_path, headers[2].position + 30)
+    data = log.read(victim.base_offset, 1 << 20).tobytes()
+    assert [h.base_offset for h in headers_of(data)] == [h.base_offset for h in headers[:2]]
+    with pytest.raises(CorruptRecordError):
+        log.read(headers[2].base_offset, 1 << 20)
+
+
 def test_reads_check_each_batch_once(tmp_path: Path) -> None:
     directory = tmp_path / "t-0"
     log, sent = filled_log(directory, 30, 18)

@@ -447,10 +447,15 @@ class LogSegment:
         (flushed segments that start-up did not rescan) pays one pread and CRC per
         batch the first time only, and sendfile serves it from then on."""
         end = position + size
+        fd = self.file.fileno()
+        actual = os.fstat(fd).st_size
+        if actual < end:
+            # Cut on disk since it was checked (one fstat a read: sendfile must not come
+            # up short mid-response): what reaches past the cut is checked again.
+            self._verified = [(a, b) for a, b in self._verified if b <= actual]
         spans = self._verified
         i = max(0, bisect_right(spans, (position, end)) - 1)
         cursor = position
-        fd = self.file.fileno()
         while cursor < end:
             # Skip the verified span holding the cursor, if any.
             while i < len(spans) and spans[i][1] <= cursor:
