@@ -757,10 +757,12 @@ class LogSegment:
         self.deleted = True
 
     def delete_files(self) -> None:
-        """Final step of deletion: close and unlink."""
+        """Final step of deletion: unlink. The `.log` file is let go, not closed: a file
+        region still being sent (a fetch answer when its topic is deleted) holds it, and
+        its fd closes when the last region is dropped; closing it here would cut that
+        answer short, or let sendfile read whatever file reuses the fd number."""
         self._drop_indexes()
-        if self._file is not None and not self._file.closed:
-            self._file.close()
+        self._file = None
         for path in (self.log_path, self.index_path, self.time_index_path):
             path.unlink(missing_ok=True)
 
