@@ -250,8 +250,9 @@ class Broker:
         partition = Partition(topic, index, partition_log)
         snapshot = directory / PRODUCER_SNAPSHOT_FILE
         end = partition_log.log_end_offset
-        # After a clean stop the snapshot matches the log end; else replay the headers.
-        if end > partition_log.log_start_offset and not (clean and partition.producers.load_snapshot(snapshot, end)):
+        # After a clean stop the snapshot matches the log end, and keeps producers whose
+        # batches are all deleted (DeleteRecords, retention), as Kafka's does; else replay.
+        if not (clean and partition.producers.load_snapshot(snapshot, end)) and end > partition_log.log_start_offset:
             partition.producers.rebuild(partition_log.batch_headers())
         snapshot.unlink(missing_ok=True)
         partition_log.high_watermark = end
