@@ -910,3 +910,14 @@ def test_decompression_is_bounded() -> None:
             decompress_records(codec, packed, len(data) - 1)
         assert info.value.error_code == ErrorCode.corrupt_message
         assert "more than" in str(info.value)
+
+
+def test_wrapped_timestamps_are_named_as_the_walk_computed_them() -> None:
+    # baseTimestamp + delta past int64 wraps (Java long): far in the past, out of bounds.
+    batch = bytearray(build_batch([(b"k", b"v", [], 0), (b"k", b"v", [], 1)]))
+    struct.pack_into(">q", batch, 27, 2**63 - 1)  # baseTimestamp
+    resign(batch)
+    error = refusal(batch, RecordPolicy(timestamp_before_max_ms=1000))
+    assert error.error_code == ErrorCode.invalid_timestamp
+    assert [e.batch_index for e in error.record_errors] == [1]
+    assert f"Timestamp {-(2**63)} of message" in error.record_errors[0].message

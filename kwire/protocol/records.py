@@ -226,6 +226,7 @@ _VARINT_MAX_BYTES = 5
 _VARLONG_MAX_BYTES = 10
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_VARINT_TOO_LONG = "varint longer than"
 
 
 def _write_zigzag(out: bytearray, value: int, bits: int) -> None:
@@ -281,7 +282,7 @@ def _read_zigzag(
             return (n >> 1) ^ -(n & 1), position
         shift += 7
     if position - start == max_bytes:
-        raise InvalidBatchError(ErrorCode.corrupt_message, f"varint longer than {max_bytes} bytes")
+        raise InvalidBatchError(ErrorCode.corrupt_message, f"{_VARINT_TOO_LONG} {max_bytes} bytes")
     raise InvalidBatchError(ErrorCode.corrupt_message, "varint runs past the end of the data")
 
 
@@ -705,7 +706,7 @@ def _walk_zigzag(data: memoryview, position: int, limit: int, max_bytes: int) ->
             return decode_varint(data[:limit], position)
         return decode_varlong(data[:limit], position)
     except InvalidBatchError as exc:
-        too_long = str(exc).startswith("varint longer")
+        too_long = str(exc).startswith(_VARINT_TOO_LONG)
         raise _WalkError(RECORD_VARINT_TOO_LONG if too_long else RECORD_TRUNCATED) from None
 
 
@@ -803,7 +804,8 @@ MIN_DECOMPRESSED_LIMIT = 64 << 20
 # a batch at a time): no allocation per batch. It grows for a larger batch; a buffer
 # beyond _SCRATCH_KEEP bytes (a huge batch, a bomb) serves one batch and is dropped.
 _SCRATCH_KEEP = 8 << 20
-_scratch = bytearray(1 << 20)
+_SCRATCH_START = 1 << 20
+_scratch = bytearray()  # allocated by the first compressed batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -829,6 +831,8 @@ def decompress_records(codec: int, section: bytes | bytearray | memoryview, limi
     InvalidBatchError(CORRUPT_MESSAGE) if it does not decompress or exceeds `limit`.
     """
     global _scratch
+    if not _scratch:
+        _scratch = bytearray(_SCRATCH_START)
     buffer = _scratch
     while True:
         room = min(len(buffer), limit)
@@ -927,16 +931,17 @@ def _raise_record_errors(
     errors: list[RecordError] = []
     bad_timestamp = False
     for index, record in enumerate(_decode_records(bytes(section), header)):
+        timestamp = _java_long(record.timestamp)  # as the walk computed it
         if policy.keys_required and record.key is None:
             errors.append(
                 RecordError(index, f"Compacted topic cannot accept message without key in topic partition {topic_partition}.")
             )
-        elif not policy.log_append_time and record.timestamp != NO_TIMESTAMP and not low <= record.timestamp <= high:
+        elif not policy.log_append_time and timestamp != NO_TIMESTAMP and not low <= timestamp <= high:
             bad_timestamp = True
             errors.append(
                 RecordError(
                     index,
-                    f"Timestamp {record.timestamp} of message with offset {record.offset} is out of range. "
+                    f"Timestamp {timestamp} of message with offset {record.offset} is out of range. "
                     f"The timestamp should be within [{low}, {high}]",
                 )
             )
