@@ -102,9 +102,10 @@ def test_install_failure_fails_every_cell(tmp_path: Path) -> None:
     assert "client not installed: npm install failed" in out["cells"]["groups"].detail
 
 
-# The driver kills the broker it was given with SIGABRT, then claims a pass.
+# The driver kills the broker it was given with SIGABRT, waits until it is gone (a
+# client would see it go), then claims a pass.
 ABORT_BROKER = """
-import json, os, signal, sys
+import json, os, signal, sys, time
 port = sys.argv[-1]
 for pid in os.listdir('/proc'):
     try:
@@ -113,6 +114,14 @@ for pid in os.listdir('/proc'):
         continue
     if b'kwire' in cmd and f'listeners=PLAINTEXT://127.0.0.1:{port}'.encode() in cmd:
         os.kill(int(pid), signal.SIGABRT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if open(f'/proc/{pid}/stat').read().split(') ')[1][0] in 'ZX':
+                    break
+            except OSError:
+                break
+            time.sleep(0.01)
 print(json.dumps({"status": "pass"}))
 """
 
