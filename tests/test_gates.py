@@ -67,6 +67,14 @@ def test_no_matrix_parses_to_nothing() -> None:
 # --------------------------------------------------------------------------- compat: harness
 
 
+@pytest.fixture(autouse=True)
+def _compat_work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The harness runs below must not overwrite the logs and results.json of a real run.
+    monkeypatch.setattr(compat_run, "WORK", tmp_path / "work")
+    monkeypatch.setattr(compat_run, "LOGS", tmp_path / "work" / "logs")
+
+
+
 def _sh(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
