@@ -93,3 +93,42 @@ def _deadline(seconds: float) -> float:
     import time
 
     return time.monotonic() + seconds
+
+
+def test_found_by_fuzzing_metadata_v11_topic_id_is_invalid_request(broker) -> None:
+    """Metadata v10-11 carry topic ids but may not use them: INVALID_REQUEST per
+    topic, as Kafka (the handler echoed a null name the v11 response cannot hold)."""
+    import uuid
+
+    from kio.schema.errors import ErrorCode
+    from kio.schema.metadata.v11.request import MetadataRequest, MetadataRequestTopic
+    from raw_client import RawClient
+
+    with RawClient(broker.port, timeout=10) as client:
+        response = client.send(MetadataRequest(
+            topics=(MetadataRequestTopic(topic_id=uuid.uuid4(), name=None),),
+            allow_auto_topic_creation=False, include_topic_authorized_operations=False,
+        ))
+        assert [t.error_code for t in response.topics] == [ErrorCode.invalid_request]
+
+
+def test_found_by_fuzzing_fetch_v13_zero_topic_id_is_answered(broker) -> None:
+    """kio reads the zero topic id as None; the answer is an unknown-topic error,
+    not a failed handler (Kafka says UNKNOWN_TOPIC_ID; kwire's fetch says
+    UNKNOWN_TOPIC_OR_PARTITION)."""
+    import datetime
+
+    from kio.schema.errors import ErrorCode
+    from kio.schema.fetch.v13.request import FetchPartition, FetchRequest, FetchTopic
+    from raw_client import RawClient
+
+    with RawClient(broker.port, timeout=10) as client:
+        response = client.send(FetchRequest(
+            max_wait=datetime.timedelta(0), min_bytes=0, topics=(FetchTopic(topic_id=None, partitions=(
+                FetchPartition(partition=0, fetch_offset=0, last_fetched_epoch=-1, partition_max_bytes=1024),)),),
+            forgotten_topics_data=(), rack_id="",
+        ))
+        [topic] = response.responses
+        assert topic.topic_id is None
+        [partition] = topic.partitions
+        assert partition.error_code in (ErrorCode.unknown_topic_id, ErrorCode.unknown_topic_or_partition)

@@ -271,3 +271,211 @@ def test_hand_written_produce_response_reads_back_with_kio(version: int) -> None
         assert first.log_start_offset == 7
     if version >= 8:
         assert second.error_message == "bad crc"
+
+
+# Bounds check (kwire/protocol/bounds.py) and error responses (error_response.py).
+
+
+def _mutations(raw: bytes, rng) -> list[bytes]:
+    out = [raw[:cut] for cut in range(0, len(raw), max(1, len(raw) // 8))]
+    for _ in range(12):
+        b = bytearray(raw)
+        if b:
+            at = rng.randrange(len(b))
+            b[at : at + 4] = rng.choice([b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\xff\xff\xff\xff\x0f", bytes([rng.randrange(256)])])
+        out.append(bytes(b))
+    return out
+
+
+@pytest.mark.parametrize(("api_key", "version"), SERVED)
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_bounds_check_accepts_what_kio_writes_and_guards_what_kio_reads(api_key: int, version: int, data: st.DataObject, seed: int) -> None:
+    """A kio-written body passes to its last byte; a mutated body the check
+    passes is one kio reads without trouble (only its own stricter refusals:
+    bad UTF-8, a bool neither 0 nor 1)."""
+    import random
+
+    from kio.serial.errors import DecodeError
+
+    from kwire.protocol.bounds import check_request
+
+    request = data.draw(st.from_type(request_class(api_key, version)))
+    try:
+        raw = encode(request)
+    except (ValueError, OverflowError):
+        assume(False)
+    assert check_request(api_key, version, raw, 0) == len(raw)
+    for mutated in _mutations(raw, random.Random(seed)):
+        try:
+            check_request(api_key, version, mutated, 0)
+        except MalformedRequest:
+            continue
+        try:
+            decode_request(api_key, version, mutated, 0)
+        except (DecodeError, ValueError):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("api_key", "version", "body"),
+    [
+        (3, 12, bytes.fromhex("ffffffff0f")),  # topics: 2^32-2 entries in no bytes
+        (19, 7, bytes.fromhex("ffffffff0f")),
+        (20, 6, bytes.fromhex("ffffffff0f")),
+        (11, 9, bytes.fromhex("ffffffff0f")),  # group_id: a 2^32-2 byte string
+        (3, 12, bytes.fromhex("91d8cdc310")),
+        (1, 4, b"\xff" * 32),  # topics: a null array where none is allowed
+        (20, 1, b"\xff" * 32),
+        (3, 12, bytes.fromhex("010000ffffffffffff01")),  # a tag count varint past five bytes
+    ],
+)
+def test_bounds_check_refuses_the_reported_bodies(api_key: int, version: int, body: bytes) -> None:
+    from kwire.protocol.bounds import check_request
+
+    with pytest.raises(MalformedRequest):
+        check_request(api_key, version, body, 0)
+
+
+def _error_codes(entity, out: list) -> list:
+    import dataclasses
+
+    if dataclasses.is_dataclass(entity):
+        for f in dataclasses.fields(entity):
+            value = getattr(entity, f.name)
+            if f.metadata.get("kafka_type") == "error_code" and "tag" not in f.metadata:
+                out.append(value)
+            _error_codes(value, out)
+    elif isinstance(entity, tuple):
+        for item in entity:
+            _error_codes(item, out)
+    return out
+
+
+@pytest.mark.parametrize(("api_key", "version"), SERVED)
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(data=st.data())
+def test_error_response_for_every_served_api(api_key: int, version: int, data: st.DataObject) -> None:
+    """Kafka's getErrorResponse shape: every error code is the error, the response
+    writes and reads back, and a response without a top-level error code holds
+    one entry per topic (or group, resource) the request named."""
+    import dataclasses
+
+    from kio.serial import entity_reader
+
+    from kwire.protocol.error_response import error_response
+
+    request = data.draw(st.from_type(request_class(api_key, version)))
+    cls = response_class(api_key, version)
+    response = error_response(cls, request)
+    raw = encode(response)
+    assert entity_reader(cls)(raw, 0)[0] == response
+    codes = _error_codes(response, [])
+    assert set(codes) <= {ErrorCode.unknown_server_error}
+    top = [f for f in dataclasses.fields(cls) if f.metadata.get("kafka_type") == "error_code" and "tag" not in f.metadata]
+    if top:
+        assert response.error_code == ErrorCode.unknown_server_error
+        return
+    # The first list of the request is mirrored into the response's list of results.
+    requested = next(
+        (getattr(request, f.name) for f in dataclasses.fields(request) if isinstance(getattr(request, f.name), tuple)),
+        None,
+    )
+    results = [getattr(response, f.name) for f in dataclasses.fields(cls) if isinstance(getattr(response, f.name), tuple)]
+    if requested is not None:
+        assert len(requested) in {len(r) for r in results}
+
+
+@pytest.mark.parametrize(("api_key", "version"), SERVED)
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(data=st.data())
+def test_a_failing_handler_answers_with_the_error_response(api_key: int, version: int, data: st.DataObject) -> None:
+    """In-process dispatch with no broker behind the context: every handler that
+    needs one fails, and the request is answered (not the connection closed)
+    with UNKNOWN_SERVER_ERROR where the response has an error code."""
+    from kio.serial import entity_reader
+
+    request = data.draw(st.from_type(request_class(api_key, version)))
+    assume(_encodable(request))
+    if api_key == 0 and request.acks == 0:
+        request = dataclass_replace(request, acks=1)
+    raw = request_header_bytes(api_key, version, 5, "probe", is_flexible(api_key, version)) + encode(request)
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("kwire.handlers").addHandler(handler)
+    try:
+        answer = _dispatch(bytearray(raw))
+    finally:
+        logging.getLogger("kwire.handlers").removeHandler(handler)
+    assert answer is not None
+    frame_bytes = answer if isinstance(answer, bytes) else b"".join(p for p in answer if isinstance(p, bytes))
+    size, correlation_id = struct.unpack_from(">ii", frame_bytes)
+    assert correlation_id == 5 and size == len(frame_bytes) - 4
+    offset = 8 + (1 if is_flexible(api_key, version) and api_key != 18 else 0)
+    response, _ = entity_reader(response_class(api_key, version))(frame_bytes, offset)
+    # One ERROR line, without a traceback, when the handler failed; a handler
+    # that refused the request before it needed the broker answered normally.
+    assert len(records) <= 1 and all(r.exc_info is None for r in records)
+    if records:
+        assert f"API {api_key} v{version} failed" in records[0].getMessage()
+        assert set(_error_codes(response, [])) <= {ErrorCode.unknown_server_error}
+
+
+def test_a_failing_produce_with_acks_0_closes_the_connection() -> None:
+    """No answer is owed, so Kafka closes the connection to report the failure."""
+    from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
+
+    request = ProduceRequest(
+        transactional_id=None, acks=0, timeout=datetime.timedelta(seconds=1),
+        topic_data=(TopicProduceData(name="t", partition_data=(PartitionProduceData(index=0, records=None),)),),
+    )
+    raw = request_header_bytes(0, 9, 5, "probe", True) + encode(request)
+    with pytest.raises(MalformedRequest):
+        _dispatch(bytearray(raw))
+
+
+def _encodable(request) -> bool:
+    try:
+        encode(request)
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
+def dataclass_replace(entity, **changes):
+    import dataclasses
+
+    return dataclasses.replace(entity, **changes)
+
+
+@pytest.mark.parametrize("version", range(3, 12))
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_hand_read_produce_request_is_as_safe_as_the_bounds_check(version: int, data: st.DataObject, seed: int) -> None:
+    """Mutated Produce bodies: the hand reader fails only as MalformedRequest, and
+    reads what kio reads whenever the bounds check passes the body."""
+    import random
+
+    from kwire.protocol.bounds import check_request
+    from kwire.protocol.produce_request import read_produce_request
+
+    request = data.draw(st.from_type(request_class(0, version)))
+    for mutated in _mutations(encode(request), random.Random(seed)):
+        try:
+            ours = read_produce_request(bytearray(mutated), 0, version)
+        except MalformedRequest:
+            ours = None
+        try:
+            check_request(0, version, mutated, 0)
+            theirs = decode_request(0, version, mutated, 0)
+        except MalformedRequest:
+            continue
+        except Exception:
+            continue  # kio's stricter refusals (UTF-8)
+        assert ours is not None
+        assert [(t.name, [(p.index, None if p.records is None else bytes(p.records)) for p in t.partition_data]) for t in ours.topic_data] == [
+            (t.name, [(p.index, p.records) for p in t.partition_data]) for t in theirs.topic_data
+        ]

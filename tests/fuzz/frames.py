@@ -96,3 +96,20 @@ def example_pool(per_version: int, seed: int = 0) -> dict[tuple[int, int], list[
                     break
             pool[(api_key, version)] = bodies
     return pool
+
+
+def tame(request: Any) -> Any:
+    """The same request without the waits a valid one may ask for (a long-poll
+    Fetch, a rebalance), and with acks=0 made acks=1: every frame then owes an
+    answer within a short deadline, so a missing one is a hang."""
+    import dataclasses
+    import datetime
+
+    changes: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(request)}
+    for name in ("max_wait", "rebalance_timeout", "session_timeout"):
+        if name in names:
+            changes[name] = datetime.timedelta(milliseconds=10)
+    if "acks" in names and request.acks == 0:
+        changes["acks"] = 1
+    return dataclasses.replace(request, **changes) if changes else request
