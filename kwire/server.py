@@ -412,9 +412,11 @@ async def run_broker(
     broker.open()
     try:
         async with trio.open_nursery() as nursery:
+            # The signal handler is in place before the first connection is served:
+            # a SIGTERM right after a first answer must still stop the broker cleanly.
+            await nursery.start(_stop_on_signal, nursery.cancel_scope)
             server = KafkaServer(broker)
             bound = await nursery.start(server.serve)
-            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
             if ready is not None:
                 ready(broker, bound)
             # Clients ask for each API's newest version; have those ready. In a
@@ -427,13 +429,15 @@ async def run_broker(
         log.info("broker %d stopped cleanly", broker.broker_id)
 
 
-async def _stop_on_signal(scope: trio.CancelScope) -> None:
+async def _stop_on_signal(scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 scope.cancel()
                 return
     except RuntimeError:
         # Not the main thread (in-process test servers): the owner cancels instead.
+        task_status.started()
         await trio.sleep_forever()
