@@ -39,6 +39,8 @@ DELETED_SUFFIX = ".deleted"
 INT32_MAX = (1 << 31) - 1
 # Header scans read this much at a time, so a run of small batches costs one pread.
 _SCAN_BLOCK = 8192
+# How many appended batches the tail-read hint remembers (see LogSegment._recent_batches).
+_RECENT_BATCHES = 64
 # Recovery reads whole batches (for the CRC) in large sequential chunks.
 _RECOVERY_BLOCK = 1 << 20
 _MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - LOG_OVERHEAD
@@ -168,6 +170,10 @@ class LogSegment:
         # The first batch's max timestamp, which segment.ms is counted from (as Kafka).
         self._rolling_timestamp: int | None = None
         self.deleted = False
+        # File positions of the batches appended last, by base offset: a consumer at
+        # the tail fetches from exactly such an offset, and finds its batch without
+        # scanning headers from the last index entry (up to index.interval.bytes).
+        self._recent_batches: dict[int, int] = {}
         # Whether the files may hold changes not yet fsynced. A file found on disk may
         # (a crashed process's writes can still be in the page cache); an empty one
         # holds nothing to lose, so an idle new partition's flush and close cost no fsync.
@@ -326,7 +332,9 @@ class LogSegment:
         since = self.bytes_since_index
         max_timestamp = self.max_timestamp
         offset_of_max = self._offset_of_max_timestamp
+        recent = self._recent_batches
         for header in headers:
+            recent[header.base_offset] = header.position + shift
             if header.max_timestamp > max_timestamp:
                 max_timestamp = header.max_timestamp
                 offset_of_max = header.base_offset
@@ -338,6 +346,8 @@ class LogSegment:
                 since = 0
             since += header.size
         self.bytes_since_index = since
+        while len(recent) > _RECENT_BATCHES:
+            del recent[next(iter(recent))]  # oldest first: dicts keep insertion order
         self._max_timestamp = max_timestamp
         self._offset_of_max_timestamp = offset_of_max
         if start == 0:
@@ -401,7 +411,9 @@ class LogSegment:
 
     def find_batch(self, offset: int, *, strict: bool = False) -> BatchHeader | None:
         """The first batch whose last offset is >= `offset`: index lookup, then a header scan."""
-        _, position = self.offset_index.lookup(offset)
+        position = self._recent_batches.get(offset)
+        if position is None:
+            _, position = self.offset_index.lookup(offset)
         for header in self.iter_headers(position, strict=strict):
             if header.last_offset >= offset:
                 return header
@@ -657,6 +669,7 @@ class LogSegment:
         self.time_index.truncate_to(header.base_offset)
         removed = self.size - header.position
         os.ftruncate(self.file.fileno(), header.position)
+        self._recent_batches.clear()
         self._unsynced = True
         self.size = header.position
         self._clip_verified(self.size)
