@@ -58,4 +58,6 @@ def run_errors(results: dict[str, dict[str, list[dict]]], broker_errors: list[st
             for r in attempts:
                 if r.get("ok") is not True:
                     out.append(f"{broker} / {phase}: {r.get('error', 'no result')}")
+                # Figures measured, but the data is wrong (messages lost or duplicated).
+                out.extend(f"{broker} / {phase}: {e}" for e in r.get("data_errors", ()))
     return out

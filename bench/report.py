@@ -16,7 +16,9 @@ LATENCY = [("p50_ms", "p50 ms", 1, 2, True), ("p99_ms", "p99 ms", 1, 2, True), (
            ("producer_cpu_pct", "producer client CPU %", 1, 1, True),
            ("consumer_cpu_pct", "consumer client CPU %", 1, 1, True)]
 STARTUP = [("startup_s", "process start to first Metadata answer, ms", 1000, 0, True),
-           ("startup_max_s", "slowest start of the run, ms", 1000, 0, True)]
+           ("startup_max_s", "slowest start of the run, ms", 1000, 0, True),
+           ("floor_s", "floor: python -c 'import trio', ms", 1000, 0, True),
+           ("own_s", "start-up minus the floor, ms", 1000, 0, True)]
 MEMORY = [("idle_mb", "RSS idle, MB", 1, 1, True), ("peak_mb", "RSS peak during the phases, MB", 1, 1, True),
           ("hwm_mb", "VmHWM (start-up included), MB", 1, 1, True)]
 SCALE = [("create_s", "time to create, s", 1, 2, True), ("metadata_s", "Metadata (all topics), ms", 1000, 1, True),
@@ -28,6 +30,8 @@ def phase_rows(plan) -> list[tuple[str, list]]:
     for parts in plan.partitions:
         for acks in plan.acks:
             rows.append((f"produce {parts}p acks={acks}", THROUGHPUT))
+    for parts, acks, linger in getattr(plan, "small_request_phases", ()):
+        rows.append((f"produce {parts}p acks={acks} linger.ms={linger}", THROUGHPUT))
     for parts in plan.partitions:
         rows.append((f"consume {parts}p group", CONSUME_GROUP))
         rows.append((f"consume {parts}p assign", THROUGHPUT))
@@ -199,8 +203,8 @@ def render(plan, specs, results, events, elapsed, command, load_before: str = "?
         "",
         f"- {'quick run' if plan.quick else 'full run'}: {plan.reps} repetition(s), brokers interleaved "
         f"({', '.join(names)}, {', '.join(names)}, ...), each freshly started; figures are medians",
-        f"- produce: {plan.messages:,} messages of {plan.size} B per phase, linger.ms=5, batch.size=1000000, "
-        "no compression",
+        f"- produce: {plan.messages:,} messages of {plan.size} B per phase, linger.ms=5 (and the phases that name "
+        "another linger.ms), batch.size=1000000, no compression",
         f"- consume: the same data (the acks=all topic), fresh group.id, auto.offset.reset=earliest, "
         f"fetch.queue.backoff.ms=10, session.timeout.ms={plan.session_timeout_ms}",
         f"- latency: {plan.latency_rate} msgs/s with linger.ms=0 for {plan.latency_duration:g} s, "

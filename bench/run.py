@@ -42,6 +42,10 @@ class Plan:
     reps: int = 3
     partitions: tuple = (1, 8)
     acks: tuple = ("1", "all")
+    # Extra produce phases with small requests: (partitions, acks, linger.ms). The grid
+    # above runs at linger.ms=5; at linger.ms=1 requests carry a few hundred records, so
+    # the broker's cost per request shows.
+    small_request_phases: tuple = ((1, "1", 1),)
     latency_rate: int = 5000
     latency_duration: float = 10.0
     startup_samples: int = 5
@@ -65,6 +69,12 @@ def quick_plan() -> Plan:
                 latency_timeout=30.0, scale_timeout=45.0, quick=True)
 
 
+def produce_phase_name(parts: int, acks: str, linger_ms: int) -> str:
+    """The grid's phases keep their names; the small-request ones say their linger.ms."""
+    name = f"produce {parts}p acks={acks}"
+    return name if linger_ms == 5 else f"{name} linger.ms={linger_ms}"
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -74,6 +84,7 @@ class Runner:
         self.plan = plan
         self.specs = specs
         self.workdir = workdir
+        self._floor_s: float | None = None
         # results[broker][phase] = list of dicts, one per attempt (ok results or {"error": ...})
         self.results: dict[str, dict[str, list[dict]]] = {s.name: {} for s in specs}
         self.events: list[str] = []
@@ -87,6 +98,10 @@ class Runner:
         if res.get("ok") is False and not quiet:
             msg = f"{broker} / {phase}: {res.get('error')}"
             log("  ERROR " + msg.splitlines()[0][:300])
+            self.events.append(msg)
+        for error in res.get("data_errors", ()):
+            msg = f"{broker} / {phase}: {error}"
+            log("  ERROR " + msg)
             self.events.append(msg)
 
     def note(self, broker: str, msg: str) -> None:
@@ -103,6 +118,18 @@ class Runner:
 
     # ------------------------------------------------------------------ processes
 
+    def startup_floor(self) -> float:
+        """Median seconds of `python -c "import trio"` with the broker's interpreter:
+        the part of kwire's start-up that is not kwire's. Measured once per run."""
+        if self._floor_s is None:
+            times = []
+            for _ in range(5):
+                t0 = time.monotonic()
+                subprocess.run([sys.executable, "-c", "import trio"], check=True, timeout=30)
+                times.append(time.monotonic() - t0)
+            self._floor_s = sorted(times)[len(times) // 2]
+        return self._floor_s
+
     def start_broker(self, spec: BrokerSpec, label: str, overrides: dict | None = None,
                      data_from: BrokerProcess | None = None) -> BrokerProcess:
         """Start a broker; fresh (own data dir) unless data_from is given (a restart on its data)."""
@@ -111,7 +138,12 @@ class Runner:
                           data_from.data_dir if data_from else None)
         t = b.start(self.plan.start_timeout)
         if data_from is None:  # only fresh starts are start-up samples
-            self.record(spec.name, "startup", {"ok": True, "startup_s": t})
+            sample = {"ok": True, "startup_s": t}
+            if spec.name == "kwire":
+                # The interpreter and trio cost what they cost; kwire's own share is the rest.
+                floor = self.startup_floor()
+                sample.update(floor_s=floor, own_s=t - floor)
+            self.record(spec.name, "startup", sample)
         extra = f" with {b.overrides}" if b.overrides else ""
         log(f"  {spec.name} up on :{b.port} (pid {b.pid}) in {t * 1000:.0f} ms{extra}")
         if spec.create_topics is None:
@@ -176,9 +208,10 @@ class Runner:
         """Fresh broker: produce grid, consume in a group, latency; memory idle and peak."""
         p = self.plan
         name = spec.name
-        produce_phases = [(parts, acks) for parts in p.partitions for acks in p.acks]
+        produce_phases = [(parts, acks, 5) for parts in p.partitions for acks in p.acks]
+        produce_phases += list(p.small_request_phases)
         consume_phases = list(p.partitions)
-        all_phases = ([f"produce {parts}p acks={acks}" for parts, acks in produce_phases]
+        all_phases = ([produce_phase_name(parts, acks, linger) for parts, acks, linger in produce_phases]
                       + [f"consume {parts}p group" for parts in consume_phases]
                       + ["latency", "memory"])
         try:
@@ -219,21 +252,21 @@ class Runner:
             return b
 
         produced: dict[int, tuple[str, int]] = {}
-        for parts, acks in produce_phases:
-            phase = f"produce {parts}p acks={acks}"
+        for parts, acks, linger in produce_phases:
+            phase = produce_phase_name(parts, acks, linger)
             if ensure_alive(parts) is None:
                 self.record(name, phase, {"ok": False, "error": "broker down"})
                 continue
-            topic = f"bench-r{rep}-p{parts}-a{acks}"
+            topic = f"bench-r{rep}-p{parts}-a{acks}-l{linger}"
             log(f"{name} r{rep}: {phase} ({p.messages:,} x {p.size} B)")
             res = self.worker(b, "produce", {"topic": topic, "messages": p.messages, "size": p.size,
-                                             "acks": acks, "partitions": parts,
+                                             "acks": acks, "partitions": parts, "linger_ms": linger,
                                              "create": spec.create_topics is not False}, p.produce_timeout)
             self.record(name, phase, res)
             if res.get("ok"):
                 log(f"  {res['msgs_per_s']:,.0f} msgs/s  {res['mb_per_s']:.1f} MB/s  "
                     f"broker {res['cpu_s_per_m']:.2f} CPU s/M")
-                if parts not in produced or acks == "all":
+                if linger == 5 and (parts not in produced or acks == "all"):
                     produced[parts] = (topic, res["in_topic"])
 
         for parts in consume_phases:

@@ -217,6 +217,8 @@ def test_every_failed_attempt_and_broker_error_fails_the_run() -> None:
     assert checks.run_errors(results, []) == ["kwire / consume 1p group: no message"]
     assert checks.run_errors({"kwire": {}}, ["kwire / broker: died, restarted"]) == [
         "kwire / broker: died, restarted"]
+    lossy = {"tansu": {"produce 1p acks=1": [{"ok": True, "msgs_per_s": 1.0, "data_errors": ["lost 3"]}]}}
+    assert checks.run_errors(lossy, []) == ["tansu / produce 1p acks=1: lost 3"]
 
 
 def test_bench_fail_on_error_exits_1_when_kwire_cannot_run(tmp_path: Path) -> None:
