@@ -189,6 +189,9 @@ class Broker:
         self.started_ms = now_ms()
         # Group coordinator and other services attach themselves here.
         self.services: dict[str, Any] = {}
+        # Set once the coordinators run (start_coordinators); read_committed fetches
+        # wait for it, since the aborted-transaction index is the coordinator's.
+        self.coordinators_attached = trio.Event()
         # Listener name -> port actually bound (a configured port 0 picks one).
         self.bound_ports: dict[str, int] = {}
 
@@ -215,13 +218,6 @@ class Broker:
             self._register(topic)
             for index in range(info["partitions"]):
                 topic.partitions.append(self._open_partition(topic, index, clean))
-        # The group coordinator reads its groups back from __consumer_offsets when it runs.
-        from kwire.coordinator.group_coordinator import GroupCoordinator
-
-        self.services["groups"] = GroupCoordinator(self)
-        from kwire.coordinator.transaction_coordinator import TransactionCoordinator
-
-        self.services["transactions"] = TransactionCoordinator(self)
         # From here on, a crash is an unclean stop.
         clean_marker.unlink(missing_ok=True)
         self._save_metadata()
@@ -425,13 +421,33 @@ class Broker:
         for partition in self.all_partitions():
             partition.log.maybe_flush(timestamp)
 
+    def attach_coordinators(self) -> None:
+        """Create the group and transaction coordinators (they load their topics when
+        they run). Both at once: handlers take one being there for the other too."""
+        from kwire.coordinator.group_coordinator import GroupCoordinator
+        from kwire.coordinator.transaction_coordinator import TransactionCoordinator
+
+        groups, transactions = GroupCoordinator(self), TransactionCoordinator(self)
+        self.services["groups"] = groups
+        self.services["transactions"] = transactions
+
+    async def start_coordinators(self) -> None:
+        """Attach and run the coordinators, after the listener is up: their modules are
+        imported in a thread meanwhile, since the first requests (metadata, produce,
+        fetch) need none of them. Until then group and transaction requests are answered
+        COORDINATOR_NOT_AVAILABLE, as Kafka answers while its coordinators load."""
+        if "groups" not in self.services:
+            await trio.to_thread.run_sync(_import_coordinators)
+            self.attach_coordinators()
+        async with trio.open_nursery() as nursery:
+            for name in ("groups", "transactions"):
+                await nursery.start(self.services[name].run)
+            self.coordinators_attached.set()
+
     async def start_services(self, nursery: trio.Nursery) -> None:
-        """Start background work and every attached service that runs (has `run`)."""
+        """Start background work; the coordinators follow in their own task."""
         await nursery.start(self.run_background)
-        for service in list(self.services.values()):
-            run = getattr(service, "run", None)
-            if run is not None:
-                await nursery.start(run)
+        nursery.start_soon(self.start_coordinators)
 
     async def run_background(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Retention and time-based flushes, each on its own interval."""
@@ -450,6 +466,11 @@ async def _every(interval_ms: int, action: Any) -> None:
             action()
         except Exception:
             log.exception("background %s failed", getattr(action, "__name__", action))
+
+
+def _import_coordinators() -> None:
+    import kwire.coordinator.group_coordinator  # noqa: F401
+    import kwire.coordinator.transaction_coordinator  # noqa: F401
 
 
 def _new_cluster_id() -> str:

@@ -27,7 +27,7 @@ from kwire.broker import Broker
 from kwire.config import BrokerConfig
 from kwire.handlers import RequestContext, dispatch
 from kwire.log.segment import FileRegion
-from kwire.protocol.apis import API_TABLE, serves_inline
+from kwire.protocol.apis import API_TABLE, load_all_handlers, serves_inline
 from kwire.protocol.framing import FrameBuffer, FrameError
 from kwire.protocol.headers import MalformedRequest
 from kwire.protocol.messages import warm_up
@@ -422,11 +422,17 @@ async def run_broker(
             # Clients ask for each API's newest version; have those ready. In a
             # thread, after start-up, so that neither waits for the other.
             newest = [(a.key, a.max_version) for a in API_TABLE.values()]
-            nursery.start_soon(partial(trio.to_thread.run_sync, warm_up, newest, abandon_on_cancel=True))
+            nursery.start_soon(partial(trio.to_thread.run_sync, _warm_up, newest, abandon_on_cancel=True))
             task_status.started(broker)
     finally:
         broker.close()
         log.info("broker %d stopped cleanly", broker.broker_id)
+
+
+def _warm_up(newest: list[tuple[int, int]]) -> None:
+    # Handler modules (and the coordinators some import) first, then kio's modules.
+    load_all_handlers()
+    warm_up(newest)
 
 
 async def _stop_on_signal(scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -702,6 +702,7 @@ def _open_broker(path: Any, **overrides: str) -> Any:
     }
     broker = Broker(BrokerConfig(config))
     broker.open()
+    broker.attach_coordinators()
     return broker
 
 

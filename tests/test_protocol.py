@@ -133,6 +133,22 @@ def test_api_versions_of_unknown_version_answers_v0_with_ranges() -> None:
     assert keys == set(API_TABLE)
 
 
+def test_every_row_of_the_api_table_is_served_by_its_module() -> None:
+    """Handler modules are imported on first use; each row's module registers its key,
+    and no handler module registers an API the table does not list."""
+    import importlib
+    import pkgutil
+
+    import kwire.handlers
+    from kwire.protocol import apis
+
+    apis.load_all_handlers()
+    assert set(apis._HANDLERS) == set(API_TABLE)
+    for info in pkgutil.iter_modules(kwire.handlers.__path__):
+        importlib.import_module(f"kwire.handlers.{info.name}")  # registers nothing new
+    assert set(apis._HANDLERS) == set(API_TABLE)
+
+
 def test_api_versions_v3_header_has_no_tagged_fields() -> None:
     """librdkafka before 2.1 cannot read a v3 ApiVersions response with header v1."""
     raw = request_header_bytes(18, 3, 9, "probe", True)

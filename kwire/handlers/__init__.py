@@ -2,7 +2,8 @@
 
 `dispatch` turns one request frame into one response frame: header, version
 check, kio decode, the API's handler, kio encode. Each handler module registers
-itself in the API table with the versions it really serves.
+its function with `@api(key)`; the versions it serves are its row of the API table
+(kwire/protocol/apis.py), and it is imported on its API's first request.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kwire.log.segment import FileRegion
-from kwire.protocol.apis import API_TABLE
+from kwire.protocol.apis import API_TABLE, handler
 from kwire.protocol.bounds import check_request
 from kwire.protocol.error_response import error_response
 from kwire.protocol.fetch_response import EncodedBody
@@ -61,9 +62,10 @@ async def dispatch(context: RequestContext, frame: bytearray) -> bytes | list[by
         )
     flexible = is_flexible(api_key, api_version)
     header = parse_request_header(frame, flexible)
+    handle, decode = handler(api_key)
     try:
-        if api.decode is not None:
-            request = api.decode(frame, header.body_offset, api_version)
+        if decode is not None:
+            request = decode(frame, header.body_offset, api_version)
         else:
             # kio reads only read-only buffers; a view costs no copy.
             view = memoryview(frame).toreadonly()
@@ -84,7 +86,7 @@ async def dispatch(context: RequestContext, frame: bytearray) -> bytes | list[by
     context.correlation_id = correlation_id
     context.client_id = header.client_id
     try:
-        response = await api.handle(context, request)
+        response = await handle(context, request)
         if response is None:
             return None
         if isinstance(response, EncodedBody):
@@ -120,16 +122,3 @@ def _frame(correlation_id: int, flexible: bool, body: bytes) -> bytes:
     header = response_header(correlation_id, flexible)
     return _SIZE.pack(len(header) + len(body)) + header + body
 
-
-
-def _register_all() -> None:
-    # Importing a handler module registers it in API_TABLE.
-    import importlib
-    import pkgutil
-
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_register_all()

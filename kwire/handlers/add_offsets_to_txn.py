@@ -15,7 +15,7 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-@api(25, 0, 4)
+@api(25)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(25, ctx.api_version)
     coordinator = transaction_coordinator(ctx.broker)

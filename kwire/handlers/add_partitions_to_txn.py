@@ -25,7 +25,7 @@ def fenced_for(error: ErrorCode, version: int, first_version: int) -> ErrorCode:
     return error
 
 
-@api(24, 0, 3)
+@api(24)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(24, ctx.api_version)
     partitions = [(t.name, int(p)) for t in request.v3_and_below_topics for p in t.partitions]

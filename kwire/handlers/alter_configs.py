@@ -128,7 +128,7 @@ def alter_resources(ctx: RequestContext, request: Any, alter: Callable[[Broker, 
     return tuple(responses)
 
 
-@api(33, 0, 2)
+@api(33)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(33, ctx.api_version)
     responses = alter_resources(ctx, request, _alter)

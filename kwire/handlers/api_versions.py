@@ -29,7 +29,7 @@ def unsupported_version_response() -> Any:
     )
 
 
-@api(18, 0, 4, inline=True)
+@api(18)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(18, ctx.api_version)
     return make(

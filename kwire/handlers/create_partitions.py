@@ -46,7 +46,7 @@ def create_partitions(broker: Broker, wanted: Any, validate_only: bool) -> None:
     broker.create_partitions(wanted.name, wanted.count, validate_only=validate_only)
 
 
-@api(37, 0, 3)
+@api(37)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(37, ctx.api_version)
     counts = Counter(topic.name for topic in request.topics)

@@ -173,7 +173,7 @@ def _error(module: Any, name: str, error: ErrorCode, message: str | None) -> Any
     )
 
 
-@api(19, 2, 7)
+@api(19)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(19, ctx.api_version)
     counts = Counter(topic.name for topic in request.topics)

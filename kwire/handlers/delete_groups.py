@@ -14,7 +14,7 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-@api(42, 0, 2)
+@api(42)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(42, ctx.api_version)
     coordinator = group_coordinator(ctx.broker)

@@ -44,7 +44,7 @@ def delete_records(
         return ErrorCode.offset_out_of_range, -1
 
 
-@api(21, 0, 2)
+@api(21)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(21, ctx.api_version)
     topics = []

@@ -36,7 +36,7 @@ def _requested(request: Any) -> list[tuple[str | None, uuid.UUID | None]]:
     return [(name, None) for name in request.topic_names]
 
 
-@api(20, 1, 6)
+@api(20)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     module = response_module(20, ctx.api_version)

@@ -50,7 +50,7 @@ def _this_broker(ctx: RequestContext, module: Any) -> Any:
     )
 
 
-@api(60, 0, 1)
+@api(60)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(60, ctx.api_version)
     broker = ctx.broker

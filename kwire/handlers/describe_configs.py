@@ -239,7 +239,7 @@ def describe_resource(broker: Broker, resource_type: int, name: str) -> list[Con
     )
 
 
-@api(32, 1, 4)
+@api(32)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(32, ctx.api_version)
     include_synonyms = getattr(request, "include_synonyms", False)

@@ -46,7 +46,7 @@ def _members(module: Any, group: Group) -> tuple[Any, ...]:
     return tuple(members)
 
 
-@api(15, 0, 5)
+@api(15)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(15, ctx.api_version)
     coordinator = group_coordinator(ctx.broker)

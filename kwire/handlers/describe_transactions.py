@@ -19,7 +19,7 @@ from kwire.protocol.messages import make, response_module
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
-@api(65, 0, 0)
+@api(65)
 async def describe(ctx: RequestContext, request: Any) -> Any:
     module = response_module(65, ctx.api_version)
     coordinator = transaction_coordinator(ctx.broker)
@@ -48,7 +48,7 @@ async def describe(ctx: RequestContext, request: Any) -> Any:
     return make(module.DescribeTransactionsResponse, throttle_time=NO_THROTTLE, transaction_states=tuple(states))
 
 
-@api(66, 0, 1)
+@api(66)
 async def list_transactions(ctx: RequestContext, request: Any) -> Any:
     module = response_module(66, ctx.api_version)
     coordinator = transaction_coordinator(ctx.broker)

@@ -149,7 +149,7 @@ def read_partitions(
     return results, total, found
 
 
-@api(1, 4, 16)
+@api(1)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     version = ctx.api_version
@@ -198,6 +198,14 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     isolation_level = getattr(request, "isolation_level", 0)
     max_bytes = request.max_bytes if request.max_bytes > 0 else broker.config["fetch.max.bytes"]
     deadline = trio.current_time() + max(request.max_wait.total_seconds(), 0)
+    if isolation_level == READ_COMMITTED and not broker.coordinators_attached.is_set():
+        # The aborted-transaction index is the transaction coordinator's, attached
+        # just after start-up: until then read_committed waits (at most max_wait, then
+        # answers nothing) rather than hand out aborted records as committed.
+        with trio.move_on_at(deadline):
+            await broker.coordinators_attached.wait()
+        if not broker.coordinators_attached.is_set():
+            fetching = []
     while True:
         results, total, partitions = read_partitions(broker, fetching, max_bytes, isolation_level)
         answer = [r for r in results if r.changed()] if incremental else results

@@ -46,7 +46,7 @@ def find(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str |
     return ErrorCode.invalid_request, f"Unknown key type {key_type}"
 
 
-@api(10, 0, 6)
+@api(10)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(10, ctx.api_version)
     key_type = getattr(request, "key_type", KEY_TYPE_GROUP)

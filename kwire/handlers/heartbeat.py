@@ -15,7 +15,7 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-@api(12, 0, 4)
+@api(12)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(12, ctx.api_version)
     coordinator = group_coordinator(ctx.broker)

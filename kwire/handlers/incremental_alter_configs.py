@@ -93,7 +93,7 @@ def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
         raise unknown_resource_type(resource.resource_type)
 
 
-@api(44, 0, 1)
+@api(44)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(44, ctx.api_version)
     responses = alter_resources(ctx, request, _alter)

@@ -16,7 +16,7 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-@api(22, 0, 5)
+@api(22)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(22, ctx.api_version)
     coordinator = ctx.broker.services.get("transactions")

@@ -19,7 +19,7 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-@api(11, 0, 9)
+@api(11)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(11, ctx.api_version)
     coordinator = group_coordinator(ctx.broker)

@@ -14,7 +14,7 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-@api(13, 0, 5)
+@api(13)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(13, ctx.api_version)
     if ctx.api_version >= 3:

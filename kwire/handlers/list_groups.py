@@ -14,7 +14,7 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-@api(16, 0, 5)
+@api(16)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(16, ctx.api_version)
     coordinator = group_coordinator(ctx.broker)

@@ -49,7 +49,7 @@ def lookup(partition: Partition, timestamp: int, isolation_level: int) -> tuple[
     return found_timestamp, offset
 
 
-@api(2, 1, 8, inline=True)
+@api(2)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(2, ctx.api_version)
     isolation_level = getattr(request, "isolation_level", 0)

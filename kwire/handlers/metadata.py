@@ -75,7 +75,7 @@ def error_entry(module: Any, name: str | None, topic_id: Any, error: ErrorCode) 
     )
 
 
-@api(3, 0, 12, inline=True)
+@api(3)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     module = response_module(3, ctx.api_version)

@@ -19,7 +19,7 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-@api(8, 2, 9)
+@api(8)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(8, ctx.api_version)
     broker = ctx.broker

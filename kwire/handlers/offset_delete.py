@@ -17,7 +17,7 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-@api(47, 0, 0)
+@api(47)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(47, ctx.api_version)
     broker = ctx.broker

@@ -57,7 +57,7 @@ def _partition(cls: type, index: int, committed: OffsetAndMetadata | None, error
     )
 
 
-@api(9, 1, 9)
+@api(9)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(9, ctx.api_version)
     require_stable = bool(getattr(request, "require_stable", False))

@@ -106,7 +106,7 @@ def produce_to_partition(
     return PartitionProduceResult(index, ErrorCode.none, base_offset, log_append_time, partition.log_start_offset)
 
 
-@api(0, 3, 11, decode=read_produce_request, inline=True)
+@api(0, decode=read_produce_request)
 async def handle(ctx: RequestContext, request: ProduceRequest) -> EncodedBody | None:
     valid_acks = request.acks in (0, 1, -1)
     topics = []

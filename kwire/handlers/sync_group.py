@@ -19,7 +19,7 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-@api(14, 0, 5)
+@api(14)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(14, ctx.api_version)
     coordinator = group_coordinator(ctx.broker)

@@ -15,7 +15,7 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-@api(28, 0, 4)
+@api(28)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(28, ctx.api_version)
     offsets = {

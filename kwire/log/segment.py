@@ -20,9 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from crc32c import crc32c
-
 from kwire.log.index import OffsetIndex, TimeIndex, fsync_path
+from kwire.protocol import records
 from kwire.protocol.records import (
     ATTRIBUTES_OFFSET,
     BATCH_HEADER_SIZE,
@@ -561,7 +560,7 @@ class LogSegment:
             if header_problem(header, size, next_offset, self.base_offset) is not None:
                 break
             batch = view(position, header.size)
-            if len(batch) < header.size or crc32c(batch[ATTRIBUTES_OFFSET:]) != header.crc:
+            if len(batch) < header.size or records.crc32c(batch[ATTRIBUTES_OFFSET:]) != header.crc:
                 break
             self._index_batch(header, offset_index, time_index)
             next_offset = header.next_offset
@@ -624,7 +623,7 @@ class LogSegment:
         data = os.pread(self.file.fileno(), last.size, last.position)
         problem = header_problem(last, size, self.base_offset, self.base_offset)
         if problem is None and (
-            len(data) < last.size or crc32c(memoryview(data)[ATTRIBUTES_OFFSET:]) != last.crc
+            len(data) < last.size or records.crc32c(memoryview(data)[ATTRIBUTES_OFFSET:]) != last.crc
         ):
             problem = "CRC-32C mismatch"
         if problem is not None:
@@ -794,7 +793,7 @@ def _sound_prefix(data: bytes, position: int, base_offset: int) -> int:
         header.position = at
         if header_problem(header, end, min_offset, base_offset) is not None:
             break
-        if crc32c(view[at + ATTRIBUTES_OFFSET : at + header.size]) != header.crc:
+        if records.crc32c(view[at + ATTRIBUTES_OFFSET : at + header.size]) != header.crc:
             break
         min_offset = header.next_offset
         at += header.size

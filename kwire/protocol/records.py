@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from crc32c import crc32c
 from kio.schema.errors import ErrorCode
 
 from kwire import codecs
@@ -60,6 +59,21 @@ class RecordError:
 
     batch_index: int
     message: str
+
+
+_native_crc32c = None
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32C, by the crc32c package (in C). Imported on the first call: the package
+    reads its own version from the installed metadata when imported, which start-up
+    (the first Metadata answer) need not wait for."""
+    global _native_crc32c
+    if _native_crc32c is None:
+        from crc32c import crc32c as native
+
+        _native_crc32c = native
+    return _native_crc32c(data)
 
 
 class InvalidBatchError(Exception):

@@ -17,7 +17,6 @@ from typing import Any
 from hypothesis import strategies as st
 from kio.static.primitive import Records
 
-import kwire.handlers  # noqa: F401  (registers every API in API_TABLE)
 from kwire.protocol.apis import API_TABLE
 from kwire.protocol.messages import encode, is_flexible, request_class
 
