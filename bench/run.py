@@ -9,6 +9,7 @@ See bench/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import subprocess
@@ -420,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     specs = []
     for w in wanted:
         if w == "kwire":
+            # An installed kwire has its bytecode compiled (pip does it); a checkout run
+            # with PYTHONDONTWRITEBYTECODE would compile every module at every start,
+            # which start-up would then measure.
+            compileall.compile_dir(str(BENCH.parent / "kwire"), quiet=1)
             specs.append(kwire_spec(args.kwire_cmd, [x for kv in args.kwire_override for x in ("--override", kv)]))
         elif w == "tansu":
             specs.append(tansu_spec(args.tansu_bin, []))
