@@ -68,6 +68,17 @@ def validate_topic_name(name: str) -> None:
         raise KafkaError(ErrorCode.invalid_topic_exception, message)
 
 
+# Kafka's controller refuses one request that would create more than 10,000 metadata
+# records (MAX_RECORDS_PER_USER_OP); here, partitions. A request for 2^31 partitions
+# would otherwise open them in one synchronous loop and fill the disk.
+MAX_PARTITIONS_PER_REQUEST = 10_000
+
+
+def check_partitions_per_request(total: int) -> None:
+    if total > MAX_PARTITIONS_PER_REQUEST:
+        raise KafkaError(ErrorCode.policy_violation, "Unable to perform excessively large batch operation.")
+
+
 def check_replication_factor(replication_factor: int) -> None:
     """One broker can hold one replica; Kafka's controller message for more."""
     if replication_factor > 1:

@@ -382,6 +382,24 @@ def _topic_id(bootstrap: str, name: str) -> uuid.UUID:
 # ---- CreatePartitions -----------------------------------------------------------
 
 
+def test_one_request_creates_at_most_10000_partitions(broker) -> None:
+    """A request for 100,000 partitions (or many topics adding up past 10,000) is refused
+    whole with POLICY_VIOLATION, as Kafka's controller refuses an excessively large
+    operation, instead of opening partitions in one loop until the disk is full."""
+    a = admin(broker.bootstrap)
+    message = "Unable to perform excessively large batch operation."
+    assert_error(create(a, NewTopic("huge", 100_000, 1))["huge"], KafkaError.POLICY_VIOLATION, message)
+    many = create(a, *[NewTopic(f"many-{i}", 2001, 1) for i in range(5)])
+    for name in (f"many-{i}" for i in range(5)):
+        assert_error(many[name], KafkaError.POLICY_VIOLATION, message)
+    assert not any(t.startswith(("huge", "many-")) for t in topic_partitions(a))
+    # At the limit it is served, and so is a topic grown by up to 10,000 at once.
+    assert create(a, NewTopic("big", 100, 1)) == {"big": None}
+    futures = a.create_partitions([NewPartitions("big", 100 + 10_001)], request_timeout=TIMEOUT)
+    assert_error(outcome(futures["big"]), KafkaError.POLICY_VIOLATION, message)
+    assert topic_partitions(a)["big"] == 100
+
+
 def test_create_partitions(broker) -> None:
     a = admin(broker.bootstrap)
     assert create(a, NewTopic("growing", 2, 1)) == {"growing": None}

@@ -11,7 +11,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kwire.broker import Broker, KafkaError
+from kwire.broker import Broker, KafkaError, check_partitions_per_request
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.handlers.create_topics import check_manual_assignment
@@ -46,12 +46,25 @@ def create_partitions(broker: Broker, wanted: Any, validate_only: bool) -> None:
     broker.create_partitions(wanted.name, wanted.count, validate_only=validate_only)
 
 
+def _new_partitions(broker: Broker, wanted: Any) -> int:
+    topic = broker.topics.get(wanted.name)
+    return max(wanted.count - (len(topic.partitions) if topic else 0), 0)
+
+
 @api(37)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(37, ctx.api_version)
     counts = Counter(topic.name for topic in request.topics)
     answered: set[str] = set()
     results = []
+    try:
+        check_partitions_per_request(sum(_new_partitions(ctx.broker, t) for t in request.topics))
+    except KafkaError as e:
+        refused = tuple(
+            make(module.CreatePartitionsTopicResult, name=name, error_code=e.error_code, error_message=e.message)
+            for name in counts
+        )
+        return make(module.CreatePartitionsResponse, throttle_time=NO_THROTTLE, results=refused)
     for wanted in request.topics:
         if wanted.name in answered:
             continue

@@ -14,7 +14,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kwire.broker import Broker, KafkaError, check_replication_factor
+from kwire.broker import Broker, KafkaError, check_partitions_per_request, check_replication_factor
 from kwire.config import ConfigError, validate_topic_configs
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
@@ -160,6 +160,13 @@ def _create(ctx: RequestContext, module: Any, topic: Any, validate_only: bool) -
     )
 
 
+def _requested_partitions(broker: Broker, topic: Any) -> int:
+    """Partitions a topic of the request asks for (before its own checks)."""
+    if topic.assignments:
+        return len(topic.assignments)
+    return broker.config["num.partitions"] if topic.num_partitions == -1 else max(topic.num_partitions, 0)
+
+
 def _error(module: Any, name: str, error: ErrorCode, message: str | None) -> Any:
     return make(
         module.CreatableTopicResult,
@@ -179,6 +186,11 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     counts = Counter(topic.name for topic in request.topics)
     answered: set[str] = set()
     results = []
+    try:
+        check_partitions_per_request(sum(_requested_partitions(ctx.broker, t) for t in request.topics))
+    except KafkaError as e:
+        topics = tuple(_error(module, name, e.error_code, e.message) for name in counts)
+        return make(module.CreateTopicsResponse, throttle_time=NO_THROTTLE, topics=topics)
     for topic in request.topics:
         if topic.name in answered:
             continue
