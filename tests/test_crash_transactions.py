@@ -102,7 +102,14 @@ class RawTxn:
                              producer_epoch=self.producer_epoch, committed=commit)
 
     def end(self, commit: bool) -> ErrorCode:
-        return self.client.send(self.end_request(commit)).error_code
+        # Retried while the coordinator loads __transaction_state, as clients retry
+        # COORDINATOR_LOAD_IN_PROGRESS (FindCoordinator already names it then).
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            error = self.client.send(self.end_request(commit)).error_code
+            if error != ErrorCode.coordinator_load_in_progress or time.monotonic() > deadline:
+                return error
+            time.sleep(0.05)
 
 
 def wait_for_coordinators(port: int, transactional_id: str, group_id: str | None = None) -> None:
