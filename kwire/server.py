@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import ipaddress
 import logging
 import os
@@ -286,6 +287,9 @@ class KafkaServer:
         limit = config.queued_max_request_bytes
         self.memory_pool = MemoryPool(limit) if limit is not None else None
         self.connections: set[Connection] = set()
+        # Accepted and not yet closed (max.connections), and an event set at each close.
+        self.open_connections = 0
+        self.connection_closed = trio.Event()
         self.connections_per_ip: dict[str, int] = {}
         self.max_connections: int = config["max.connections"]
         self.max_connections_per_ip: int = config["max.connections.per.ip"]
@@ -302,7 +306,8 @@ class KafkaServer:
                 self.bound.append((listener.name, listener.host, port))
                 self.broker.bound_ports[listener.name] = port
                 handler = self._handler(listener.name)
-                nursery.start_soon(trio.serve_listeners, handler, listeners)
+                for one in listeners:
+                    nursery.start_soon(self._accept, one, handler, nursery)
             if self.connections_max_idle is not None:
                 nursery.start_soon(self._close_idle_connections, self.connections_max_idle)
             if _malloc_trim is not None:
@@ -310,10 +315,43 @@ class KafkaServer:
             await self.broker.start_services(nursery)
             task_status.started(self.bound)
 
+    async def _accept(
+        self,
+        listener: trio.SocketListener,
+        handler: Callable[[trio.SocketStream], Awaitable[None]],
+        nursery: trio.Nursery,
+    ) -> None:
+        """Kafka's acceptor: with max.connections open it stops accepting, so new
+        connections wait in the kernel's backlog until one closes (per-IP limits, in
+        `handle`, close a new connection at once instead, as Kafka does)."""
+        while True:
+            while self.open_connections >= self.max_connections:
+                await self.connection_closed.wait()
+            try:
+                stream = await listener.accept()
+            except OSError as e:
+                if e.errno not in _ACCEPT_RESOURCE_ERRORS:
+                    raise
+                # Out of fds or memory: this connection stays in the backlog; retry
+                # shortly rather than spin (trio.serve_listeners does the same).
+                log.error("accept failed: %s; retrying in 0.1 s", e)
+                await trio.sleep(0.1)
+                continue
+            self.open_connections += 1
+            nursery.start_soon(self._serve_connection, handler, stream)
+
+    async def _serve_connection(
+        self, handler: Callable[[trio.SocketStream], Awaitable[None]], stream: trio.SocketStream
+    ) -> None:
+        try:
+            await handler(stream)
+        finally:
+            self.open_connections -= 1
+            self.connection_closed.set()
+            self.connection_closed = trio.Event()
+
     def _admit(self, ip: str) -> str | None:
         """Why a new connection from `ip` must be closed at once, or None to serve it."""
-        if len(self.connections) >= self.max_connections:
-            return f"the broker already has the configured maximum of {self.max_connections} connections (max.connections)"
         limit = self.max_connections_per_ip_overrides.get(ip, self.max_connections_per_ip)
         if self.connections_per_ip.get(ip, 0) >= limit:
             return f"address already has the configured maximum of {limit} connections"
@@ -385,6 +423,9 @@ def _resolve_ip_overrides(overrides: dict[str, int]) -> dict[str, int]:
         for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP):
             resolved[str(info[4][0])] = count
     return resolved
+
+
+_ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 def _glibc() -> ctypes.CDLL | None:

@@ -199,7 +199,6 @@ def _limited(sock_count: int, port: int) -> tuple[list[socket.socket], socket.so
         {"max.connections.per.ip": "3"},
         {"max.connections.per.ip": "100", "max.connections.per.ip.overrides": "127.0.0.1:3"},
         {"max.connections.per.ip": "0", "max.connections.per.ip.overrides": "localhost:3"},
-        {"max.connections": "3"},
     ],
 )
 def test_connection_over_the_limit_is_closed_at_once(broker_factory, overrides: dict[str, str]) -> None:
@@ -225,6 +224,26 @@ def test_connection_over_the_limit_is_closed_at_once(broker_factory, overrides: 
     for sock in socks:
         sock.close()
     assert "Rejected connection from 127.0.0.1" in broker.log_text()
+
+
+def test_at_max_connections_new_connections_wait_until_one_closes(broker_factory) -> None:
+    """Kafka's acceptor stops accepting at max.connections: a new connection waits in the
+    backlog, unanswered and not closed, and is served once another one closes."""
+    broker = broker_factory({"max.connections": "3"})
+    time.sleep(0.3)  # the fixture's start-up probe may still be counted for a moment
+    socks, waiting = _limited(3, broker.port)
+    waiting.settimeout(1.0)
+    waiting.sendall(api_versions_frame(9))
+    with pytest.raises(TimeoutError):
+        waiting.recv(4)  # neither answered nor closed while three are open
+    socks.pop().close()
+    waiting.settimeout(TIMEOUT)
+    size, correlation_id = struct.unpack(">ii", recv_exactly(waiting, 8))
+    assert correlation_id == 9  # its request is answered once a slot frees
+    recv_exactly(waiting, size - 4)
+    waiting.close()
+    for sock in socks:
+        sock.close()
 
 
 @pytest.mark.parametrize("name", ["__cluster_metadata", "__share_group_state", "__transaction_state"])
