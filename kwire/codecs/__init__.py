@@ -29,6 +29,7 @@ its compression ratio (a compressed "bomb" of a few KiB can expand to gigabytes)
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 import cramjam
 
@@ -178,13 +179,10 @@ def _xerial_compress(data: Buffer) -> bytes:
     return bytes(out)
 
 
-def _snappy_decompress(data: Buffer) -> bytes:
-    view = memoryview(data).cast("B")
-    if bytes(view[:8]) != XERIAL_MAGIC:
-        return bytes(cramjam.snappy.decompress_raw(view))
+def _xerial_blocks(view: memoryview) -> Iterator[memoryview]:
+    """The raw snappy blocks of a xerial stream (after its magic)."""
     if len(view) < len(_XERIAL_HEADER):
         raise CorruptCompressedData("snappy: truncated xerial header")
-    out = bytearray()
     position = len(_XERIAL_HEADER)
     total = len(view)
     while position < total:
@@ -198,8 +196,17 @@ def _snappy_decompress(data: Buffer) -> bytes:
         position += 4
         if size < 0 or size > total - position:
             raise CorruptCompressedData(f"snappy: xerial chunk of {size} bytes runs past the data")
-        out += cramjam.snappy.decompress_raw(view[position : position + size])
+        yield view[position : position + size]
         position += size
+
+
+def _snappy_decompress(data: Buffer) -> bytes:
+    view = memoryview(data).cast("B")
+    if bytes(view[:8]) != XERIAL_MAGIC:
+        return bytes(cramjam.snappy.decompress_raw(view))
+    out = bytearray()
+    for block in _xerial_blocks(view):
+        out += cramjam.snappy.decompress_raw(block)
     return bytes(out)
 
 
@@ -209,23 +216,9 @@ def _snappy_decompress_into(data: Buffer, out: bytearray | memoryview) -> int:
     target = memoryview(out).cast("B")
     if bytes(view[:8]) != XERIAL_MAGIC:
         return _snappy_block_into(view, target, 0)
-    if len(view) < len(_XERIAL_HEADER):
-        raise CorruptCompressedData("snappy: truncated xerial header")
     written = 0
-    position = len(_XERIAL_HEADER)
-    total = len(view)
-    while position < total:
-        if bytes(view[position : position + 8]) == XERIAL_MAGIC:
-            position += len(_XERIAL_HEADER)
-            continue
-        if total - position < 4:
-            raise CorruptCompressedData("snappy: truncated xerial chunk length")
-        (size,) = _I32.unpack_from(view, position)
-        position += 4
-        if size < 0 or size > total - position:
-            raise CorruptCompressedData(f"snappy: xerial chunk of {size} bytes runs past the data")
-        written = _snappy_block_into(view[position : position + size], target, written)
-        position += size
+    for block in _xerial_blocks(view):
+        written = _snappy_block_into(block, target, written)
     return written
 
 
