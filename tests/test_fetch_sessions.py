@@ -177,6 +177,13 @@ def kafka_python_group_member(bootstrap: str, topic: str, group: str) -> tuple[C
             enable_auto_commit=True, auto_commit_interval_ms=60_000,  # commits on rebalance, not by time
             heartbeat_interval_ms=200, session_timeout_ms=6000, fetch_max_wait_ms=100,
         )
+        # The topic's metadata first: with group.initial.rebalance.delay.ms=0 the join
+        # can complete before kafka-python has it, and its leader then assigns nothing
+        # ("No partition metadata") and may not rejoin (seen under load; a client race).
+        deadline = time.monotonic() + TIMEOUT
+        while not consumer.partitions_for_topic(topic):  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, f"kafka-python has no metadata for {topic}"
+            time.sleep(0.05)
         consumer.subscribe([topic])
         return consumer
 

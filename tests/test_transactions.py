@@ -5,6 +5,7 @@ fencing, the last stable offset, timeouts and restarts."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -246,6 +247,20 @@ def test_kafka_python_commit_and_abort_with_read_committed(broker) -> None:
     assert got == ["c0", "c1", "c2", "c3"]
 
 
+def _list_when_loaded(client: Any, request: Any) -> Any:
+    """ListTransactions, retried while the restarted broker's coordinator is not yet
+    available or still loading (as admin clients retry those errors)."""
+    from kio.schema.errors import ErrorCode
+
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        listed = client.send(request)
+        if listed.error_code not in (ErrorCode.coordinator_not_available, ErrorCode.coordinator_load_in_progress):
+            return listed
+        assert time.monotonic() < deadline, listed.error_code
+        time.sleep(0.05)
+
+
 def test_raw_protocol_errors_aborted_index_describe_and_list(broker_factory) -> None:
     import datetime
 
@@ -330,5 +345,5 @@ def test_raw_protocol_errors_aborted_index_describe_and_list(broker_factory) -> 
         # The aborted index and the transactional id survive a restart.
         assert aborted(1) == (3, [(pid, 0)])
         # (Describe would answer start time -1, which kio cannot read: list instead.)
-        listed = client.send(ListTransactionsRequest(state_filters=(), producer_id_filters=(pid,), duration_filter=-1))
+        listed = _list_when_loaded(client, ListTransactionsRequest(state_filters=(), producer_id_filters=(pid,), duration_filter=-1))
         assert [(t.transactional_id, t.transaction_state) for t in listed.transaction_states] == [("raw-t", "Empty")]
