@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import trio
 from kio.schema.errors import ErrorCode
 
+from kwire.clock import now_ms
 from kwire.config import TOPIC_CONFIGS, BrokerConfig, ConfigError, validate_topic_configs
 from kwire.coordinator.producer_state import ProducerStateManager
 from kwire.errors import KafkaError
@@ -43,10 +43,6 @@ RESERVED_TOPICS = INTERNAL_TOPICS | {CLUSTER_METADATA_TOPIC}
 # Producer ids are handed out in blocks, and the block's end persisted, so that
 # ids stay unique across restarts without a write per InitProducerId.
 PRODUCER_ID_BLOCK = 1000
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def topic_name_error(name: str) -> str | None:
@@ -437,8 +433,13 @@ class Broker:
         they run). Both at once: handlers take one being there for the other too."""
         from kwire.coordinator.group_coordinator import GroupCoordinator
         from kwire.coordinator.transaction_coordinator import TransactionCoordinator
+        from kwire.local_partition_writer import LocalPartitionWriter
 
-        groups, transactions = GroupCoordinator(self), TransactionCoordinator(self)
+        # The coordinators see the partitions only through this writer (Kafka's
+        # CoordinatorPartitionWriter).
+        writer = LocalPartitionWriter(self)
+        groups = GroupCoordinator(writer, self.config)
+        transactions = TransactionCoordinator(writer, self.config, groups, self.next_producer_id)
         self.services["groups"] = groups
         self.services["transactions"] = transactions
 
@@ -482,6 +483,7 @@ async def _every(interval_ms: int, action: Any) -> None:
 def _import_coordinators() -> None:
     import kwire.coordinator.group_coordinator  # noqa: F401
     import kwire.coordinator.transaction_coordinator  # noqa: F401
+    import kwire.local_partition_writer  # noqa: F401
 
 
 def _new_cluster_id() -> str:

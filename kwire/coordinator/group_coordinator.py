@@ -12,8 +12,8 @@ three things a state machine lacks:
   Events set when the group resolves the reply;
 - storage: offset commits and group metadata are appended as records, keyed as
   Kafka keys them, to partition `abs(hash(group id)) % offsets.topic.num.partitions`
-  of the compacted internal topic `__consumer_offsets`, through the broker's
-  partition (so fetches and the high watermark see them like any append). At
+  of the compacted internal topic `__consumer_offsets`, through the coordinators'
+  `PartitionWriter` (so fetches and the high watermark see them like any append). At
   start-up the partitions are read back, tombstones deleting.
 
 A commit is answered only once its record is in the log.
@@ -26,11 +26,13 @@ import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 from kio.schema.errors import ErrorCode
 
+from kwire.clock import now_ms
+from kwire.config import BrokerConfig
 from kwire.coordinator import offsets_codec as codec
 from kwire.coordinator.group import (
     Group,
@@ -42,6 +44,8 @@ from kwire.coordinator.group import (
     Reply,
     SyncResult,
 )
+from kwire.coordinator.partition_writer import PartitionWriter, TopicPartition
+from kwire.errors import KafkaError
 from kwire.protocol.records import (
     BATCH_HEADER_SIZE,
     CONTROL_COMMIT,
@@ -51,9 +55,6 @@ from kwire.protocol.records import (
     parse_batch_header,
     validate_batches,
 )
-
-if TYPE_CHECKING:
-    from kwire.broker import Broker, Partition, Topic
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,6 @@ def partition_for(group_id: str, num_partitions: int) -> int:
     return (0 if h == -(1 << 31) else abs(h)) % num_partitions
 
 
-def now_ms() -> int:
-    from kwire.broker import now_ms as broker_now
-
-    return broker_now()
-
-
 def millis(value: datetime.timedelta | int) -> int:
     """A kio i32/i64 Timedelta field as Kafka's milliseconds."""
     if isinstance(value, datetime.timedelta):
@@ -98,7 +93,14 @@ def client_host(peer: str) -> str:
     return "/" + host.strip("[]")
 
 
-def group_coordinator(broker: Broker) -> GroupCoordinator | None:
+class HasServices(Protocol):
+    """What handlers hold (the broker): its services, which the coordinators join."""
+
+    @property
+    def services(self) -> dict[str, Any]: ...
+
+
+def group_coordinator(broker: HasServices) -> GroupCoordinator | None:
     """The broker's group coordinator, if one is attached."""
     service = broker.services.get("groups")
     return service if isinstance(service, GroupCoordinator) else None
@@ -115,9 +117,9 @@ class ListedGroup:
 class GroupCoordinator:
     """All consumer groups of this broker (it leads every `__consumer_offsets` partition)."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        config = broker.config
+    def __init__(self, writer: PartitionWriter, config: BrokerConfig) -> None:
+        self.writer = writer
+        self.broker_config = config
         self.config = GroupConfig(
             min_session_timeout_ms=config["group.min.session.timeout.ms"],
             max_session_timeout_ms=config["group.max.session.timeout.ms"],
@@ -137,20 +139,20 @@ class GroupCoordinator:
         self.active = False
         self.loading: set[int] = set()
         self._wake = trio.Event()
-        topic = broker.topics.get(OFFSETS_TOPIC)
-        if topic is not None:
-            self.num_partitions = len(topic.partitions)
+        count = writer.partition_count(OFFSETS_TOPIC)
+        if count is not None:
+            self.num_partitions = count
 
     # ---- the service ---------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        topic = self.broker.topics.get(OFFSETS_TOPIC)
-        if topic is not None:
-            self.loading = set(range(len(topic.partitions)))
+        count = self.writer.partition_count(OFFSETS_TOPIC)
+        if count is not None:
+            self.loading = set(range(count))
         self.active = True
         task_status.started()
-        if topic is not None:
-            await self._load(topic)
+        if count is not None:
+            await self._load(count)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._run_timers)
             nursery.start_soon(self._run_offset_expiry)
@@ -194,11 +196,10 @@ class GroupCoordinator:
     def partition_for(self, group_id: str) -> int:
         return partition_for(group_id, self.num_partitions)
 
-    def ensure_offsets_topic(self) -> Topic:
-        topic = self.broker.topics.get(OFFSETS_TOPIC)
-        if topic is None:
-            config = self.broker.config
-            topic = self.broker.create_topic(
+    def ensure_offsets_topic(self) -> None:
+        if self.writer.partition_count(OFFSETS_TOPIC) is None:
+            config = self.broker_config
+            self.writer.create_internal_topic(
                 OFFSETS_TOPIC,
                 self.num_partitions,
                 config["offsets.topic.replication.factor"],
@@ -207,15 +208,12 @@ class GroupCoordinator:
                     "segment.bytes": str(max(config["offsets.topic.segment.bytes"], 14)),
                     "compression.type": "producer",
                 },
-                internal=True,
             )
-            assert topic is not None
             log.info("created %s with %d partitions", OFFSETS_TOPIC, self.num_partitions)
-        return topic
 
-    def _offsets_partition(self, group_id: str) -> Partition:
-        topic = self.ensure_offsets_topic()
-        return topic.partitions[self.partition_for(group_id)]
+    def _offsets_partition(self, group_id: str) -> TopicPartition:
+        self.ensure_offsets_topic()
+        return OFFSETS_TOPIC, self.partition_for(group_id)
 
     def _append(
         self, group_id: str, records: Sequence[tuple[bytes, bytes | None]], producer_id: int = -1, producer_epoch: int = -1
@@ -225,20 +223,18 @@ class GroupCoordinator:
         producer (a TxnOffsetCommit's offsets, as Kafka stores them)."""
         if not records:
             return ErrorCode.none
-        from kwire.broker import KafkaError
-
         timestamp = now_ms()
         try:
-            partition = self._offsets_partition(group_id)
+            tp = self._offsets_partition(group_id)
             if producer_id >= 0:
                 batch = build_batch(
                     list(records), timestamp_ms=timestamp, producer_id=producer_id, producer_epoch=producer_epoch,
-                    base_sequence=partition.producers.next_sequence(producer_id, producer_epoch), transactional=True,
+                    base_sequence=self.writer.next_sequence(tp, producer_id, producer_epoch), transactional=True,
                 )
             else:
                 batch = build_batch(list(records), timestamp_ms=timestamp)
             headers = validate_batches(batch)
-            partition.append(bytearray(batch), headers, timestamp)
+            self.writer.append(tp, bytearray(batch), headers, timestamp)
         except KafkaError as e:
             log.warning("group %s: cannot append to %s: %s", group_id, OFFSETS_TOPIC, e)
             return _store_error(e.error_code)
@@ -278,24 +274,24 @@ class GroupCoordinator:
 
     # ---- loading -------------------------------------------------------------------------
 
-    async def _load(self, topic: Topic) -> None:
+    async def _load(self, num_partitions: int) -> None:
         started = now_ms()
-        for partition in topic.partitions:
+        for index in range(num_partitions):
             try:
-                self._load_partition(partition)
+                self._load_partition(index)
             except Exception:
-                log.exception("cannot load %s-%d", OFFSETS_TOPIC, partition.index)
-            self.loading.discard(partition.index)
+                log.exception("cannot load %s-%d", OFFSETS_TOPIC, index)
+            self.loading.discard(index)
             await trio.sleep(0)
         self._changed()
         log.info("loaded %d groups from %s in %d ms", len(self.groups), OFFSETS_TOPIC, now_ms() - started)
 
-    def _load_partition(self, partition: Partition) -> None:
+    def _load_partition(self, index: int) -> None:
         offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         metadata: dict[str, codec.GroupMetadataValue | None] = {}
         # Transactional offsets wait for their producer's marker: commit applies them.
         pending: dict[int, dict[str, dict[tuple[str, int], OffsetAndMetadata]]] = {}
-        for header, batch in _read_batches(partition):
+        for header, batch in read_batches(self.writer, (OFFSETS_TOPIC, index)):
             if header.is_control:
                 by_group = pending.pop(header.producer_id, None)
                 if by_group and any(control_record_type(r.key) == CONTROL_COMMIT for r in iter_records(batch)):
@@ -325,7 +321,7 @@ class GroupCoordinator:
                             None if record.value is None else codec.decode_group_metadata_value(record.value)
                         )
                 except codec.CodecError as e:
-                    log.warning("%s-%d offset %d: skipping record: %s", OFFSETS_TOPIC, partition.index, record.offset, e)
+                    log.warning("%s-%d offset %d: skipping record: %s", OFFSETS_TOPIC, index, record.offset, e)
         for producer_id, by_group in pending.items():
             for group_id, committed in by_group.items():
                 self.open_transactional_offsets.setdefault(producer_id, {}).setdefault(group_id, {}).update(committed)
@@ -728,13 +724,12 @@ def _store_error(error: ErrorCode) -> ErrorCode:
     return ErrorCode.unknown_server_error
 
 
-def _read_batches(partition: Partition) -> Iterator[tuple[Any, bytes]]:
-    """Every batch of a partition, from its log start to its end: (header, bytes)."""
-    partition_log = partition.log
-    offset = partition_log.log_start_offset
-    end = partition_log.log_end_offset
+def read_batches(writer: PartitionWriter, tp: TopicPartition) -> Iterator[tuple[Any, bytes]]:
+    """Every batch of a coordinator partition, from its log start to its end: (header, bytes)."""
+    offset = writer.log_start_offset(tp)
+    end = writer.log_end_offset(tp)
     while offset < end:
-        data = partition_log.read(offset, LOAD_READ_BYTES).tobytes()
+        data = writer.read(tp, offset, LOAD_READ_BYTES)
         if not data:
             break
         position = 0

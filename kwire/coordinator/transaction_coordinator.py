@@ -6,11 +6,11 @@ the markers that end them (Kafka's TransactionCoordinator, on one broker).
   of the compacted internal topic `__transaction_state`; at start-up the partitions
   are read back (the last record of each id wins, tombstones delete), and a
   transaction left in PrepareCommit/PrepareAbort gets its markers and completes;
-- markers: EndTxn appends a control batch (commit or abort) to each partition of the
-  transaction through `Partition.append`, before it answers. An abort also records
-  (producer id, first offset, marker offset) in the partition's aborted-transaction
-  index (`aborted.txnindex` in the partition folder, Kafka's .txnindex), which
-  read_committed fetches answer with;
+- markers: EndTxn has a control batch (commit or abort) appended to each partition
+  of the transaction, through the coordinators' `PartitionWriter`, before it answers.
+  An abort also records (producer id, first offset, marker offset) in the partition's
+  aborted-transaction index (Kafka's .txnindex), which read_committed fetches answer
+  with;
 - offsets: TxnOffsetCommit offsets stay pending (held here) until the transaction
   commits, when they are written to `__consumer_offsets` as ordinary commits;
 - time: one trio task sleeps until the earliest transaction timeout (the transaction
@@ -20,68 +20,67 @@ the markers that end them (Kafka's TransactionCoordinator, on one broker).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import trio
 from kio.schema.errors import ErrorCode
 
+from kwire.clock import now_ms
+from kwire.config import BrokerConfig
 from kwire.coordinator import transactions as tx
 from kwire.coordinator.group import GroupState, OffsetAndMetadata
 from kwire.coordinator.group_coordinator import (
     OFFSETS_TOPIC,
-    _read_batches,
-    group_coordinator,
+    GroupCoordinator,
+    HasServices,
     millis,
-    now_ms,
     partition_for,
+    read_batches,
 )
+from kwire.coordinator.partition_writer import PartitionWriter
 from kwire.coordinator.transactions import TopicPartition, TxnError, TxnMetadata, TxnState
 from kwire.errors import KafkaError
-from kwire.protocol.records import build_batch, build_control_batch, iter_records, validate_batches
-
-if TYPE_CHECKING:
-    from kwire.broker import Broker, Partition, Topic
+from kwire.protocol.records import build_batch, iter_records, validate_batches
 
 log = logging.getLogger(__name__)
 
 TRANSACTION_STATE_TOPIC = "__transaction_state"
-ABORTED_INDEX_FILE = "aborted.txnindex"
 COORDINATOR_EPOCH = 0
 # Kafka's transaction.abort.timed.out.transaction.cleanup.interval.ms checks every 10 s;
 # here a timer wakes at the earliest deadline, no later than this.
 MAX_TIMER_SLEEP_S = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class AbortedTxn:
-    producer_id: int
-    first_offset: int
-    last_offset: int
-
-
-def transaction_coordinator(broker: Broker) -> TransactionCoordinator | None:
+def transaction_coordinator(broker: HasServices) -> TransactionCoordinator | None:
     service = broker.services.get("transactions")
     return service if isinstance(service, TransactionCoordinator) else None
 
 
 class TransactionCoordinator:
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        config = broker.config
+    def __init__(
+        self,
+        writer: PartitionWriter,
+        config: BrokerConfig,
+        groups: GroupCoordinator,
+        generate_producer_id: Callable[[], int],
+    ) -> None:
+        """`groups` takes committed TxnOffsetCommit offsets; `generate_producer_id` is
+        Kafka's ProducerIdManager (ids unique across restarts)."""
+        self.writer = writer
+        self.groups = groups
+        self.generate_producer_id = generate_producer_id
         self.num_partitions: int = config["transaction.state.log.num.partitions"]
         self.max_timeout_ms: int = config["transaction.max.timeout.ms"]
         self.expiration_ms: int = config["transactional.id.expiration.ms"]
-        topic = broker.topics.get(TRANSACTION_STATE_TOPIC)
-        if topic is not None:
-            self.num_partitions = len(topic.partitions)
+        count = writer.partition_count(TRANSACTION_STATE_TOPIC)
+        if count is not None:
+            self.num_partitions = count
         self.txns: dict[str, TxnMetadata] = {}
         # Producer id -> transactional id, for the produce path's check.
         self.by_producer: dict[int, str] = {}
         # Pending TxnOffsetCommit offsets: producer id -> group -> partition -> offset.
         self.pending_offsets: dict[int, dict[str, dict[TopicPartition, OffsetAndMetadata]]] = {}
-        self._aborted: dict[tuple[Any, int], list[AbortedTxn]] = {}
         self.active = False
         self.loading = False
         self._wake = trio.Event()
@@ -89,13 +88,13 @@ class TransactionCoordinator:
     # ---- the service ------------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        topic = self.broker.topics.get(TRANSACTION_STATE_TOPIC)
-        self.loading = topic is not None
+        count = self.writer.partition_count(TRANSACTION_STATE_TOPIC)
+        self.loading = count is not None
         self.active = True
         task_status.started()
-        if topic is not None:
+        if count is not None:
             try:
-                await self._load(topic)
+                await self._load(count)
             finally:
                 self.loading = False
         while True:
@@ -142,37 +141,33 @@ class TransactionCoordinator:
     def partition_for(self, transactional_id: str) -> int:
         return partition_for(transactional_id, self.num_partitions)
 
-    def ensure_topic(self) -> Topic:
-        topic = self.broker.topics.get(TRANSACTION_STATE_TOPIC)
-        if topic is None:
-            topic = self.broker.create_topic(
+    def ensure_topic(self) -> None:
+        if self.writer.partition_count(TRANSACTION_STATE_TOPIC) is None:
+            self.writer.create_internal_topic(
                 TRANSACTION_STATE_TOPIC,
                 self.num_partitions,
                 1,
                 {"cleanup.policy": "compact", "segment.bytes": str(100 * 1024 * 1024), "compression.type": "uncompressed"},
-                internal=True,
             )
-            assert topic is not None
             log.info("created %s with %d partitions", TRANSACTION_STATE_TOPIC, self.num_partitions)
-        return topic
 
     def _append(self, transactional_id: str, value: bytes | None) -> None:
-        topic = self.ensure_topic()
-        partition = topic.partitions[self.partition_for(transactional_id)]
+        self.ensure_topic()
+        tp = (TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id))
         timestamp = now_ms()
         batch = bytearray(build_batch([(tx.encode_key(transactional_id), value)], timestamp_ms=timestamp))
-        partition.append(batch, validate_batches(batch), timestamp)
+        self.writer.append(tp, batch, validate_batches(batch), timestamp)
 
     def _persist(self, meta: TxnMetadata) -> None:
         self._append(meta.transactional_id, tx.encode_value(meta))
 
-    async def _load(self, topic: Topic) -> None:
+    async def _load(self, num_partitions: int) -> None:
         started = now_ms()
-        for partition in topic.partitions:
+        for index in range(num_partitions):
             try:
-                self._load_partition(partition)
+                self._load_partition(index)
             except Exception:
-                log.exception("cannot load %s-%d", TRANSACTION_STATE_TOPIC, partition.index)
+                log.exception("cannot load %s-%d", TRANSACTION_STATE_TOPIC, index)
             await trio.sleep(0)
         self.by_producer = {meta.producer_id: tid for tid, meta in self.txns.items()}
         await self._take_open_offsets()
@@ -188,9 +183,7 @@ class TransactionCoordinator:
     async def _take_open_offsets(self) -> None:
         """TxnOffsetCommit offsets the group coordinator read back without a marker
         become pending again for their open transaction (its EndTxn decides them)."""
-        groups = group_coordinator(self.broker)
-        if groups is None:
-            return
+        groups = self.groups
         while groups.loading:  # __consumer_offsets is being read back (started before us)
             await trio.sleep(0.01)
         for producer_id, by_group in groups.open_transactional_offsets.items():
@@ -202,8 +195,8 @@ class TransactionCoordinator:
                 pending.setdefault(group_id, {}).update(offsets)
         groups.open_transactional_offsets.clear()
 
-    def _load_partition(self, partition: Partition) -> None:
-        for header, batch in _read_batches(partition):
+    def _load_partition(self, index: int) -> None:
+        for header, batch in read_batches(self.writer, (TRANSACTION_STATE_TOPIC, index)):
             if header.is_control:
                 continue
             for record in iter_records(batch):
@@ -216,7 +209,7 @@ class TransactionCoordinator:
                     else:
                         self.txns[transactional_id] = tx.decode_value(transactional_id, record.value)
                 except tx.CodecError as e:
-                    log.warning("%s-%d offset %d: skipping record: %s", TRANSACTION_STATE_TOPIC, partition.index, record.offset, e)
+                    log.warning("%s-%d offset %d: skipping record: %s", TRANSACTION_STATE_TOPIC, index, record.offset, e)
 
     # ---- requests ------------------------------------------------------------------------
 
@@ -252,7 +245,7 @@ class TransactionCoordinator:
                 getattr(request, "producer_id", -1),
                 getattr(request, "producer_epoch", -1),
                 now_ms(),
-                self.broker.next_producer_id,
+                self.generate_producer_id,
             )
         except TxnError as e:
             return answer(e.error_code)
@@ -273,7 +266,7 @@ class TransactionCoordinator:
     ) -> dict[TopicPartition, ErrorCode]:
         error = self.check(transactional_id)
         if error is None:
-            unknown = [tp for tp in partitions if self.broker.partition(*tp) is None]
+            unknown = [tp for tp in partitions if not self._partition_exists(tp)]
             if unknown:
                 return {
                     tp: ErrorCode.unknown_topic_or_partition if tp in unknown else ErrorCode.operation_not_attempted
@@ -292,9 +285,7 @@ class TransactionCoordinator:
         return {tp: error for tp in partitions}
 
     def add_offsets(self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str) -> ErrorCode:
-        groups = group_coordinator(self.broker)
-        if groups is None:
-            return ErrorCode.coordinator_not_available
+        groups = self.groups
         groups.ensure_offsets_topic()
         tp = (OFFSETS_TOPIC, groups.partition_for(group_id))
         return self.add_partitions(transactional_id, producer_id, producer_epoch, [tp])[tp]
@@ -311,9 +302,7 @@ class TransactionCoordinator:
     ) -> ErrorCode:
         """One error for all the partitions (as Kafka's validation gives). A member id or
         generation (v3+, KIP-447) is checked against the group, as Kafka's doTxnCommitOffsets."""
-        groups = group_coordinator(self.broker)
-        if groups is None:
-            return ErrorCode.coordinator_not_available
+        groups = self.groups
         error = groups.check(group_id)
         if error is not None:
             return error
@@ -377,61 +366,22 @@ class TransactionCoordinator:
     def _write_markers(self, plan: tx.EndPlan) -> None:
         offsets = self.pending_offsets.pop(plan.producer_id, {})
         if plan.commit and offsets:
-            groups = group_coordinator(self.broker)
-            if groups is not None:
-                for group_id, committed in offsets.items():
-                    groups.commit_transactional_offsets(group_id, committed)
+            for group_id, committed in offsets.items():
+                self.groups.commit_transactional_offsets(group_id, committed)
         timestamp = now_ms()
-        for topic, index in plan.partitions:
-            partition = self.broker.partition(topic, index)
-            if partition is None:
-                continue  # deleted since
-            entry = partition.producers.producers.get(plan.producer_id)
-            first_offset = entry.current_txn_first_offset if entry is not None else -1
-            batch = bytearray(
-                build_control_batch(plan.producer_id, plan.producer_epoch, plan.commit, COORDINATOR_EPOCH, 0, timestamp)
-            )
-            marker_offset, _ = partition.append(batch, validate_batches(batch), timestamp)
-            if not plan.commit and first_offset >= 0:
-                self._record_abort(partition, AbortedTxn(plan.producer_id, first_offset, marker_offset))
+        for tp in plan.partitions:
+            # A partition deleted since it joined the transaction is skipped.
+            self.writer.write_txn_marker(tp, plan.producer_id, plan.producer_epoch, plan.commit, COORDINATOR_EPOCH, timestamp)
 
-    # ---- the aborted-transaction index ----------------------------------------------------
+    def _partition_exists(self, tp: TopicPartition) -> bool:
+        count = self.writer.partition_count(tp[0])
+        return count is not None and 0 <= tp[1] < count
 
-    def _index(self, partition: Partition) -> list[AbortedTxn]:
-        key = (partition.topic.topic_id, partition.index)
-        index = self._aborted.get(key)
-        if index is None:
-            index = []
-            path = Path(partition.log.directory) / ABORTED_INDEX_FILE
-            end = partition.log_end_offset
-            try:
-                for line in path.read_text().splitlines():
-                    parts = line.split()
-                    if len(parts) == 3:
-                        entry = AbortedTxn(*(int(p) for p in parts))
-                        if entry.last_offset < end:  # not beyond a truncated log
-                            index.append(entry)
-            except (OSError, ValueError):
-                pass
-            self._aborted[key] = index
-        return index
+    # ---- read_committed fetches --------------------------------------------------------
 
-    def _record_abort(self, partition: Partition, entry: AbortedTxn) -> None:
-        self._index(partition).append(entry)
-        path = Path(partition.log.directory) / ABORTED_INDEX_FILE
-        try:
-            with open(path, "a") as f:
-                f.write(f"{entry.producer_id} {entry.first_offset} {entry.last_offset}\n")
-        except OSError:
-            log.exception("cannot write %s", path)
-
-    def aborted_transactions(self, partition: Partition, start: int, end: int) -> list[tuple[int, int]]:
+    def aborted_transactions(self, tp: TopicPartition, start: int, end: int) -> list[tuple[int, int]]:
         """(producer id, first offset) of the aborted transactions overlapping [start, end)."""
-        return [
-            (e.producer_id, e.first_offset)
-            for e in self._index(partition)
-            if e.last_offset >= start and e.first_offset < end
-        ]
+        return self.writer.aborted_transactions(tp, start, end)
 
     # ---- hooks for produce and offset fetch ----------------------------------------------
 

@@ -143,7 +143,9 @@ def read_partitions(
             transactions = broker.services.get("transactions") if isolation_level == READ_COMMITTED else None
             if transactions is not None:
                 # Aborted transactions overlapping what is returned (Kafka's .txnindex).
-                result.aborted_transactions = transactions.aborted_transactions(partition, offset, upper)
+                result.aborted_transactions = transactions.aborted_transactions(
+                    (partition.topic.name, partition.index), offset, upper
+                )
             total += read.size
             budget -= read.size
     return results, total, found
