@@ -497,10 +497,18 @@ def test_committed_metadata_survives_restart(broker_factory) -> None:
     finally:
         consumer.close()
     broker.restart()
-    response = raw_request(broker.bootstrap, 9, 8, groups=(
-        make(request_module(9, 8).OffsetFetchRequestGroup, group_id="meta-group", topics=None),
-    ), require_stable=True)
-    (group,) = response.groups
+    # Retried while the restarted coordinator is not yet available or loading, as clients do.
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        response = raw_request(broker.bootstrap, 9, 8, groups=(
+            make(request_module(9, 8).OffsetFetchRequestGroup, group_id="meta-group", topics=None),
+        ), require_stable=True)
+        (group,) = response.groups
+        if group.error_code not in (ErrorCode.coordinator_not_available, ErrorCode.coordinator_load_in_progress):
+            break
+        assert time.monotonic() < deadline, group.error_code
+        time.sleep(0.05)
+    assert group.error_code == ErrorCode.none
     # (librdkafka sends the metadata string with its C terminator; Kafka keeps it as sent.)
     partitions = {(p.partition_index, p.committed_offset, p.metadata.rstrip("\x00")) for t in group.topics for p in t.partitions}
     assert partitions == {(0, 7, "checkpoint-7"), (1, 3, "")}

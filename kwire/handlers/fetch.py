@@ -202,9 +202,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     deadline = trio.current_time() + max(request.max_wait.total_seconds(), 0)
     if isolation_level == READ_COMMITTED and not broker.coordinators_attached.is_set():
         # The aborted-transaction index is the transaction coordinator's, attached
-        # just after start-up: until then read_committed waits (at most max_wait, then
-        # answers nothing) rather than hand out aborted records as committed.
-        with trio.move_on_at(deadline):
+        # just after start-up (milliseconds): until then read_committed waits, up to
+        # max_wait or at least a second, then answers nothing, rather than hand out
+        # aborted records as committed.
+        with trio.move_on_at(max(deadline, trio.current_time() + 1.0)):
             await broker.coordinators_attached.wait()
         if not broker.coordinators_attached.is_set():
             fetching = []
