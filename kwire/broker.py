@@ -20,6 +20,12 @@ import trio
 from kio.schema.errors import ErrorCode
 
 from kwire.clock import now_ms
+from kwire.cluster.metadata_image import (
+    MetadataImage,
+    local_broker_registration,
+    local_metadata_image,
+    local_topic_image,
+)
 from kwire.config import TOPIC_CONFIGS, BrokerConfig, ConfigError, validate_topic_configs
 from kwire.coordinator.producer_state import ProducerStateManager
 from kwire.errors import KafkaError
@@ -201,9 +207,24 @@ class Broker:
         self.coordinators_attached = trio.Event()
         # Listener name -> port actually bound (a configured port 0 picks one).
         self.bound_ports: dict[str, int] = {}
+        # The control plane's view (kwire.cluster.metadata_image), replaced whole after
+        # every change to what Metadata answers, never mutated; the logs stay here.
+        self.metadata_image: MetadataImage = local_metadata_image(self)
 
     def bound_port(self, listener_name: str) -> int:
         return self.bound_ports.get(listener_name, 0)
+
+    def listener_bound(self, listener_name: str, port: int) -> None:
+        """A listener is up on this port: re-register this broker, since a listener
+        configured on port 0 advertises the port it got."""
+        self.bound_ports[listener_name] = port
+        self.metadata_image = self.metadata_image.with_broker(
+            local_broker_registration(self.config, self.broker_id, self.bound_ports)
+        )
+
+    def _publish_topic(self, topic: Topic) -> None:
+        # A new image sharing every other topic's with the old one: O(topics), not O(partitions).
+        self.metadata_image = self.metadata_image.with_topic(local_topic_image(topic, self.broker_id))
 
     # ---- start-up and shut-down ------------------------------------------------
 
@@ -225,6 +246,7 @@ class Broker:
             self._register(topic)
             for index in range(info["partitions"]):
                 topic.partitions.append(self._open_partition(topic, index, clean))
+        self.metadata_image = local_metadata_image(self)
         # From here on, a crash is an unclean stop.
         clean_marker.unlink(missing_ok=True)
         self._save_metadata()
@@ -337,6 +359,7 @@ class Broker:
         for index in range(num_partitions):
             topic.partitions.append(self._open_partition(topic, index))
         self._register(topic)
+        self._publish_topic(topic)
         self._save_metadata()
         log.info("created topic %s with %d partitions", name, num_partitions)
         return topic
@@ -364,6 +387,7 @@ class Broker:
             raise KafkaError(ErrorCode.invalid_request, f"Internal topic {name} cannot be deleted")
         del self.topics[name]
         del self.topics_by_id[topic.topic_id]
+        self.metadata_image = self.metadata_image.without_topic(name)
         for partition in topic.partitions:
             partition.log.delete()
             partition.wake_waiters()
@@ -384,6 +408,7 @@ class Broker:
             return
         for index in range(current, count):
             topic.partitions.append(self._open_partition(topic, index))
+        self._publish_topic(topic)
         self._save_metadata()
 
     def set_topic_configs(self, name: str, configs: dict[str, Any], *, validate_only: bool = False) -> None:

@@ -304,7 +304,7 @@ class KafkaServer:
                 listeners = await trio.open_tcp_listeners(listener.port, host=listener.host or None)
                 port = listeners[0].socket.getsockname()[1]
                 self.bound.append((listener.name, listener.host, port))
-                self.broker.bound_ports[listener.name] = port
+                self.broker.listener_bound(listener.name, port)
                 handler = self._handler(listener.name)
                 for one in listeners:
                     nursery.start_soon(self._accept, one, handler, nursery)

@@ -1,7 +1,8 @@
 """DescribeCluster (key 60): this broker, the cluster id, and the controller.
 
-One broker is the whole cluster and its own controller. Only the broker
-endpoint type is served (v1 asks which one is wanted), as a Kafka broker does.
+Answered from the broker's metadata image: one broker is the whole cluster and its
+own controller. Only the broker endpoint type is served (v1 asks which one is wanted),
+as a Kafka broker does.
 """
 
 from __future__ import annotations
@@ -10,13 +11,10 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from kwire.cluster.metadata_image import MetadataImage
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
-from kwire.handlers.metadata import (
-    AUTHORIZED_OPERATIONS_OMITTED,
-    CLUSTER_OPERATIONS,
-    advertised_endpoint,
-)
+from kwire.handlers.metadata import AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
@@ -39,21 +37,26 @@ def _endpoint_error(version: int, endpoint_type: int) -> tuple[ErrorCode, str] |
     )
 
 
-def _this_broker(ctx: RequestContext, module: Any) -> Any:
-    host, port = advertised_endpoint(ctx)
-    return make(
-        module.DescribeClusterBroker,
-        broker_id=ctx.broker.broker_id,
-        host=host,
-        port=port,
-        rack=None,
-    )
+def _brokers(image: MetadataImage, listener_name: str, module: Any) -> tuple[Any, ...]:
+    """Every registered broker, as the listener the client came in on advertises it."""
+    entries = []
+    for registration in image.brokers.values():
+        endpoint = registration.endpoint(listener_name)
+        entries.append(
+            make(
+                module.DescribeClusterBroker,
+                broker_id=registration.broker_id,
+                host=endpoint.host,
+                port=endpoint.port,
+                rack=registration.rack,
+            )
+        )
+    return tuple(entries)
 
 
 @api(60)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(60, ctx.api_version)
-    broker = ctx.broker
     error = _endpoint_error(ctx.api_version, getattr(request, "endpoint_type", BROKER_ENDPOINT))
     if error is not None:
         return make(
@@ -67,15 +70,16 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             brokers=(),
             cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
         )
+    image = ctx.broker.metadata_image
     return make(
         module.DescribeClusterResponse,
         throttle_time=NO_THROTTLE,
         error_code=ErrorCode.none,
         error_message=None,
         endpoint_type=BROKER_ENDPOINT,
-        cluster_id=broker.cluster_id,
-        controller_id=broker.broker_id,
-        brokers=(_this_broker(ctx, module),),
+        cluster_id=image.cluster_id,
+        controller_id=image.controller_id,
+        brokers=_brokers(image, ctx.listener_name, module),
         cluster_authorized_operations=CLUSTER_OPERATIONS
         if request.include_cluster_authorized_operations
         else AUTHORIZED_OPERATIONS_OMITTED,

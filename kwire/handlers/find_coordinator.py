@@ -3,7 +3,8 @@
 v0-3 ask for one key, v4+ for a batch. A group's coordinator is the leader of its
 `__consumer_offsets` partition: this broker, which creates the topic on first use, as
 Kafka does. Transactional ids (key type 1) get COORDINATOR_NOT_AVAILABLE until a
-transaction coordinator attaches itself as the broker's "transactions" service.
+transaction coordinator attaches itself as the broker's "transactions" service. The
+coordinator's endpoint comes from the broker's metadata image.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from kio.schema.errors import ErrorCode
 from kwire.coordinator.group_coordinator import group_coordinator
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.handlers.metadata import this_broker
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
@@ -22,12 +24,14 @@ KEY_TYPE_GROUP = 0
 KEY_TYPE_TRANSACTION = 1
 
 
-def this_broker(ctx: RequestContext) -> tuple[int, str, int]:
-    """(node id, host, port) as the listener the client came in on advertises it."""
-    broker = ctx.broker
-    listeners = broker.config.advertised_listeners
-    chosen = next((item for item in listeners if item.name == ctx.listener_name), listeners[0])
-    return broker.broker_id, chosen.host, chosen.port or broker.bound_port(ctx.listener_name)
+def coordinator_node(ctx: RequestContext) -> tuple[int, str, int]:
+    """(node id, host, port) of the coordinator, as the listener the client came in on
+    advertises it. One broker leads every partition of the coordinators' topics, so it
+    is this broker's registration; with a cluster it will be the leader of the key's
+    partition in the image."""
+    registration = this_broker(ctx)
+    endpoint = registration.endpoint(ctx.listener_name)
+    return registration.broker_id, endpoint.host, endpoint.port
 
 
 def find(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str | None]:
@@ -50,7 +54,7 @@ def find(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str |
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(10, ctx.api_version)
     key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
-    node_id, host, port = this_broker(ctx)
+    node_id, host, port = coordinator_node(ctx)
     if ctx.api_version >= 4:
         coordinators = []
         for key in request.coordinator_keys:

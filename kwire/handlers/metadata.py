@@ -1,7 +1,9 @@
 """Metadata (key 3): brokers, the controller, topics and their partitions.
 
-Auto-creates requested topics when the request and `auto.create.topics.enable`
-allow it, as Kafka does.
+Answered from the broker's metadata image (kwire.cluster.metadata_image), as Kafka's
+brokers answer from their metadata cache. Auto-creates requested topics when the
+request and `auto.create.topics.enable` allow it, as Kafka does: through the broker,
+then from the image it publishes.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kwire.broker import KafkaError, Topic
+from kwire.broker import KafkaError
+from kwire.cluster.metadata_image import BrokerRegistration, MetadataImage, TopicImage
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
@@ -25,30 +28,35 @@ TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
 CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
 
 
-def advertised_endpoint(ctx: RequestContext) -> tuple[str, int]:
-    """(host, port) of this broker as the listener the client came in on advertises it."""
-    broker = ctx.broker
-    listeners = broker.config.advertised_listeners
-    chosen = next((item for item in listeners if item.name == ctx.listener_name), listeners[0])
-    return chosen.host, chosen.port or broker.bound_port(ctx.listener_name)
+def broker_entries(image: MetadataImage, listener_name: str, broker_class: Any) -> tuple[Any, ...]:
+    """Every registered broker, as the listener the client came in on advertises it."""
+    entries = []
+    for registration in image.brokers.values():
+        endpoint = registration.endpoint(listener_name)
+        entries.append(
+            make(broker_class, node_id=registration.broker_id, host=endpoint.host, port=endpoint.port, rack=registration.rack)
+        )
+    return tuple(entries)
 
 
-def broker_entries(ctx: RequestContext, broker_class: Any) -> tuple[Any, ...]:
-    host, port = advertised_endpoint(ctx)
-    return (make(broker_class, node_id=ctx.broker.broker_id, host=host, port=port, rack=None),)
+def this_broker(ctx: RequestContext) -> BrokerRegistration:
+    """This broker's registration in the current image."""
+    registration = ctx.broker.metadata_image.broker(ctx.broker.broker_id)
+    assert registration is not None  # a broker's image always holds itself
+    return registration
 
 
-def topic_entry(module: Any, broker_id: int, topic: Topic, include_operations: bool) -> Any:
+def topic_entry(module: Any, topic: TopicImage, include_operations: bool) -> Any:
     partitions = tuple(
         make(
             module.MetadataResponsePartition,
             error_code=ErrorCode.none,
-            partition_index=p.index,
-            leader_id=broker_id,
+            partition_index=p.partition_index,
+            leader_id=p.leader_id,
             leader_epoch=p.leader_epoch,
-            replica_nodes=(broker_id,),
-            isr_nodes=(broker_id,),
-            offline_replicas=(),
+            replica_nodes=p.replicas,
+            isr_nodes=p.isr,
+            offline_replicas=p.offline_replicas,
         )
         for p in topic.partitions
     )
@@ -84,9 +92,11 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     all_topics = request.topics is None or (ctx.api_version == 0 and not request.topics)
     allow_auto_create = getattr(request, "allow_auto_topic_creation", True)
     entries = []
+    # One image for the whole answer; replaced only when a topic is auto-created here.
+    image = broker.metadata_image
     if all_topics:
-        for topic in broker.topics.values():
-            entries.append(topic_entry(module, broker.broker_id, topic, include_operations))
+        for topic in image.topics.by_name.values():
+            entries.append(topic_entry(module, topic, include_operations))
     else:
         if ctx.api_version < 12 and any(t.name is None or getattr(t, "topic_id", None) is not None for t in request.topics):
             # As Kafka: v10-11 carry topic ids but may not use them, and a null
@@ -97,29 +107,34 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         for wanted in request.topics:
             name = wanted.name
             topic_id = getattr(wanted, "topic_id", None)
+            topic: TopicImage | None
             if name is None:
-                topic = broker.topics_by_id.get(topic_id) if topic_id is not None else None
+                topic = image.topic_by_id(topic_id) if topic_id is not None else None
                 if topic is None:
                     entries.append(error_entry(module, None, topic_id, ErrorCode.unknown_topic_id))
                     continue
             else:
-                topic = broker.topics.get(name)
+                topic = image.topic(name)
                 if topic is None:
                     try:
-                        topic = broker.auto_create_topic(name) if allow_auto_create else None
+                        created = broker.auto_create_topic(name) if allow_auto_create else None
                     except KafkaError as e:
                         entries.append(error_entry(module, name, None, e.error_code))
                         continue
-                    if topic is None:
+                    if created is None:
                         entries.append(error_entry(module, name, None, ErrorCode.unknown_topic_or_partition))
                         continue
-            entries.append(topic_entry(module, broker.broker_id, topic, include_operations))
+                    # The broker published a new image with the topic in it.
+                    image = broker.metadata_image
+                    topic = image.topic(name)
+                    assert topic is not None
+            entries.append(topic_entry(module, topic, include_operations))
     return make(
         module.MetadataResponse,
         throttle_time=NO_THROTTLE,
-        brokers=broker_entries(ctx, module.MetadataResponseBroker),
-        cluster_id=broker.cluster_id,
-        controller_id=broker.broker_id,
+        brokers=broker_entries(image, ctx.listener_name, module.MetadataResponseBroker),
+        cluster_id=image.cluster_id,
+        controller_id=image.controller_id,
         topics=tuple(entries),
         cluster_authorized_operations=CLUSTER_OPERATIONS
         if getattr(request, "include_cluster_authorized_operations", False)
