@@ -30,7 +30,7 @@ from kwire.handlers import RequestContext, dispatch
 from kwire.log.segment import FileRegion
 from kwire.protocol.apis import API_TABLE, load_all_handlers, serves_inline
 from kwire.protocol.framing import FrameBuffer, FrameError
-from kwire.protocol.headers import MalformedRequest
+from kwire.protocol.headers import CloseConnection, MalformedRequest
 from kwire.protocol.messages import warm_up
 
 log = logging.getLogger(__name__)
@@ -220,6 +220,9 @@ class Connection:
             slot.payload = await dispatch(context, frame)
         except MalformedRequest as e:
             log.warning("closing connection from %s: malformed request: %s", self.peer, e)
+            connection_scope.cancel()
+        except CloseConnection as e:
+            log.debug("closing connection from %s: %s", self.peer, e)
             connection_scope.cancel()
         except Exception:
             log.exception("closing connection from %s: request failed", self.peer)

@@ -14,7 +14,12 @@ from kio.static.primitive import Records
 from kwire.handlers import RequestContext, dispatch
 from kwire.protocol.apis import API_TABLE
 from kwire.protocol.framing import FrameBuffer, FrameError, frame
-from kwire.protocol.headers import MalformedRequest, parse_request_header, response_header
+from kwire.protocol.headers import (
+    CloseConnection,
+    MalformedRequest,
+    parse_request_header,
+    response_header,
+)
 from kwire.protocol.messages import (
     decode_request,
     encode,
@@ -456,7 +461,7 @@ def test_a_failing_produce_with_acks_0_closes_the_connection() -> None:
         topic_data=(TopicProduceData(name="t", partition_data=(PartitionProduceData(index=0, records=None),)),),
     )
     raw = request_header_bytes(0, 9, 5, "probe", True) + encode(request)
-    with pytest.raises(MalformedRequest):
+    with pytest.raises(CloseConnection):
         _dispatch(bytearray(raw))
 
 

@@ -18,7 +18,13 @@ from kwire.protocol.apis import API_TABLE, handler
 from kwire.protocol.bounds import check_request
 from kwire.protocol.error_response import error_response
 from kwire.protocol.fetch_response import EncodedBody
-from kwire.protocol.headers import MalformedRequest, parse_request_header, peek_api, response_header
+from kwire.protocol.headers import (
+    CloseConnection,
+    MalformedRequest,
+    parse_request_header,
+    peek_api,
+    response_header,
+)
 from kwire.protocol.messages import decode_request, encode, is_flexible, response_class
 
 if TYPE_CHECKING:
@@ -97,6 +103,8 @@ async def dispatch(context: RequestContext, frame: bytearray) -> bytes | list[by
                 return head + parts[0]  # one send, not two
             return [head, *parts]
         body = encode(response)
+    except CloseConnection:
+        raise
     except Exception as e:
         # The handler, or the writing of what it returned, failed.
         body = encode(_failed(api_key, api_version, request, e))
@@ -114,7 +122,7 @@ def _failed(api_key: int, api_version: int, request: Any, error: Exception) -> A
     if api_key == PRODUCE_KEY and getattr(request, "acks", None) == 0:
         # No answer is owed with acks=0: Kafka closes the connection instead,
         # the only way the producer learns of the failure.
-        raise MalformedRequest("produce with acks=0 failed; closing the connection as Kafka does")
+        raise CloseConnection("produce with acks=0 failed; closing the connection as Kafka does")
     return error_response(response_class(api_key, api_version), request)
 
 

@@ -19,6 +19,7 @@ from kwire.config import LONG_MAX
 from kwire.handlers import RequestContext
 from kwire.protocol.apis import api
 from kwire.protocol.fetch_response import EncodedBody
+from kwire.protocol.headers import CloseConnection
 from kwire.protocol.produce_request import ProduceRequest, read_produce_request
 from kwire.protocol.produce_response import PartitionProduceResult, encode_produce_response
 from kwire.protocol.records import (
@@ -119,5 +120,10 @@ async def handle(ctx: RequestContext, request: ProduceRequest) -> EncodedBody | 
         ]
         topics.append((topic_data.name, partitions))
     if request.acks == 0:
+        failed = next((r for _, results in topics for r in results if r.error_code != ErrorCode.none), None)
+        if failed is not None:
+            # No answer is owed with acks=0: Kafka closes the connection instead, the
+            # producer's only cue to refresh its metadata (KafkaApis.handleProduceRequest).
+            raise CloseConnection(f"acks=0 produce failed with {failed.error_code.name}")
         return None
     return encode_produce_response(ctx.api_version, topics)

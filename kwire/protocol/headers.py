@@ -12,7 +12,11 @@ _FIXED = struct.Struct(">hhih")
 _CORRELATION = struct.Struct(">i")
 
 
-class MalformedRequest(Exception):
+class CloseConnection(Exception):
+    """The connection must close after this request (no answer is sent)."""
+
+
+class MalformedRequest(CloseConnection):
     """The request cannot be parsed; Kafka closes the connection."""
 
 
