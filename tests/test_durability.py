@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,8 @@ from kwire.protocol.records import build_batch, parse_batch_header
 TIMEOUT = 30
 
 
-def produce_batches(bootstrap: str, topic: str, batches: int, per_batch: int, start: int = 0, **extra: object) -> dict[int, bytes]:
-    """Produce `batches` batches of `per_batch` messages (one flush each, so one
-    batch each); returns offset -> value of every acknowledged message."""
+def delivery_recorder() -> tuple[dict[int, bytes], list[str], Callable[[object, object], None]]:
+    """(offset -> value of each acknowledged message, delivery errors, the callback)."""
     acked: dict[int, bytes] = {}
     errors: list[str] = []
 
@@ -35,6 +35,14 @@ def produce_batches(bootstrap: str, topic: str, batches: int, per_batch: int, st
             errors.append(str(err))
         else:
             acked[msg.offset()] = msg.value()  # type: ignore[attr-defined]
+
+    return acked, errors, report
+
+
+def produce_batches(bootstrap: str, topic: str, batches: int, per_batch: int, start: int = 0, **extra: object) -> dict[int, bytes]:
+    """Produce `batches` batches of `per_batch` messages (one flush each, so one
+    batch each); returns offset -> value of every acknowledged message."""
+    acked, errors, report = delivery_recorder()
 
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1000, "message.timeout.ms": TIMEOUT * 1000, **extra})
     n = start
@@ -217,14 +225,7 @@ def test_idempotent_producer_after_its_batches_are_removed(broker_factory, remov
     if removed_by == "retention":
         configs["retention.ms"] = "1000"
     create_topic(broker.bootstrap, "idem-gone", 1, configs)
-    acked: dict[int, bytes] = {}
-    errors: list[str] = []
-
-    def report(err: object, msg: object) -> None:
-        if err is not None:
-            errors.append(str(err))
-        else:
-            acked[msg.offset()] = msg.value()  # type: ignore[attr-defined]
+    acked, errors, report = delivery_recorder()
 
     # One producer for the whole test: its id and sequence numbers go on across restarts.
     producer = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True, "linger.ms": 5,

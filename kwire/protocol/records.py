@@ -224,8 +224,14 @@ def set_log_append_time(buf: bytearray | memoryview, header: BatchHeader, timest
     covers attributes and maxTimestamp)."""
     attributes = header.attributes | TIMESTAMP_TYPE_LOG_APPEND
     struct.pack_into(">h", buf, header.position + ATTRIBUTES_OFFSET, attributes)
-    _I64.pack_into(buf, header.position + MAX_TIMESTAMP_OFFSET, timestamp_ms)
     header.attributes = attributes
+    set_max_timestamp(buf, header, timestamp_ms)
+
+
+def set_max_timestamp(buf: bytearray | memoryview, header: BatchHeader, timestamp_ms: int) -> None:
+    """Set the batch's maxTimestamp and re-sign it (the CRC covers it): Kafka's leader
+    sets it to the records' largest, or to the log append time."""
+    _I64.pack_into(buf, header.position + MAX_TIMESTAMP_OFFSET, timestamp_ms)
     header.max_timestamp = timestamp_ms
     crc = batch_crc(buf, header)
     struct.pack_into(">I", buf, header.position + CRC_OFFSET, crc)
@@ -933,7 +939,7 @@ def _validate_batch(
     if first_bad_timestamp >= 0 or (policy.keys_required and first_null_key >= 0):
         _raise_record_errors(section, header, policy, now_ms, topic_partition)
     if check_timestamps and max_timestamp != header.max_timestamp:
-        _set_max_timestamp(view, header, max_timestamp)
+        set_max_timestamp(view, header, max_timestamp)
 
 
 def _raise_record_errors(
@@ -970,12 +976,3 @@ def _raise_record_errors(
         f"and only showing the first three errors at most: [{shown}]",
         errors,
     )
-
-
-def _set_max_timestamp(buf: memoryview, header: BatchHeader, timestamp_ms: int) -> None:
-    """Kafka's leader sets maxTimestamp to the records' largest; the CRC covers it."""
-    _I64.pack_into(buf, header.position + MAX_TIMESTAMP_OFFSET, timestamp_ms)
-    header.max_timestamp = timestamp_ms
-    crc = batch_crc(buf, header)
-    struct.pack_into(">I", buf, header.position + CRC_OFFSET, crc)
-    header.crc = crc
