@@ -234,3 +234,6 @@ def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(var, raising=False)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+# The cluster fixtures (ZooKeeper, TcpProxy, KwireCluster): see cluster_harness.py.
+pytest_plugins = ["cluster_harness"]
