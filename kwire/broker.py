@@ -27,11 +27,12 @@ from kwire.cluster.metadata_image import (
     local_topic_image,
 )
 from kwire.config import TOPIC_CONFIGS, BrokerConfig, ConfigError, validate_topic_configs
-from kwire.coordinator.producer_state import ProducerStateManager
+from kwire.coordinator.producer_state import CompletedTxn, ProducerStateManager
 from kwire.errors import KafkaError
 from kwire.log.background import flush_in_thread
 from kwire.log.checkpoint import write_atomically
 from kwire.log.log import LogConfig, PartitionLog
+from kwire.log.txn_index import AbortedTxn, AbortedTxnIndex, marker_type, read_marker_type
 from kwire.protocol.records import BatchHeader, set_log_append_time
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,11 @@ class Partition:
     producers: ProducerStateManager = field(default_factory=ProducerStateManager)
     # Events of fetches waiting for data here; an append sets and clears them.
     waiters: set[trio.Event] = field(default_factory=set)
+    # The log's aborted transactions (Kafka's .txnindex), kept by every append path.
+    txn_index: AbortedTxnIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.txn_index = AbortedTxnIndex.open(self.log.directory, self.log.log_start_offset, self.log.log_end_offset)
 
     @property
     def high_watermark(self) -> int:
@@ -142,12 +148,82 @@ class Partition:
             for header in headers:
                 set_log_append_time(buf, header, timestamp_ms)
         base_offset = self.log.append(buf, headers, now_ms=timestamp_ms)
-        for header in headers:
-            self.producers.update(header)
+        self._update_producers(buf, headers)
         # One broker: every appended batch is committed at once.
         self.log.high_watermark = self.log.log_end_offset
         self.wake_waiters()
         return base_offset, log_append_time
+
+    def append_as_follower(self, buf: bytes | bytearray, headers: list[BatchHeader], now_ms: int) -> int:
+        """Append batches fetched from the leader, with their offsets (the replica
+        fetcher's path). Returns the first batch's base offset; the high watermark is
+        the fetcher's to move."""
+        base_offset = self.log.append_as_follower(buf, headers, now_ms=now_ms)
+        self._update_producers(buf, headers)
+        self.wake_waiters()
+        return base_offset
+
+    def _update_producers(self, buf: bytes | bytearray | memoryview, headers: list[BatchHeader]) -> None:
+        for header in headers:
+            control_type = marker_type(memoryview(buf)[header.position :], header) if header.is_control else None
+            completed = self.producers.update(header, control_type)
+            if completed is not None and completed.is_aborted:
+                self._index_abort(completed)
+
+    def _index_abort(self, completed: CompletedTxn) -> None:
+        self.txn_index.append(
+            AbortedTxn(
+                completed.producer_id,
+                completed.first_offset,
+                completed.last_offset,
+                self.producers.last_stable_offset(completed),
+            )
+        )
+
+    def rebuild_producer_state(self) -> None:
+        """Replay the log's batch headers into the producer state (after an unclean
+        stop, or a truncation). ABORT markers past the index's last entry, which a
+        crash may have kept out of it, are read and indexed again."""
+        self.producers.truncate()
+        indexed = self.txn_index.last_offset
+        for header in self.log.batch_headers(self.log.log_start_offset):
+            control_type = None
+            if header.is_control and header.base_offset > indexed:
+                control_type = read_marker_type(self.log, header)
+            completed = self.producers.update(header, control_type)
+            if completed is not None and completed.is_aborted:
+                self._index_abort(completed)
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop the log at and past `offset` (a follower diverging from its leader),
+        with the aborted transactions there; the producer state is rebuilt from what
+        remains."""
+        if offset >= self.log.log_end_offset:
+            return
+        self.log.truncate_to(offset)
+        self.txn_index.truncate_to(self.log.log_end_offset)
+        self.txn_index.trim_before(self.log.log_start_offset)
+        self.rebuild_producer_state()
+        self.wake_waiters()
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: the log start offset moves up (PartitionLog.delete_records_before),
+        and aborted transactions wholly below it leave the index. Returns the log start offset."""
+        log_start_offset = self.log.delete_records_before(offset)
+        self.txn_index.trim_before(log_start_offset)
+        return log_start_offset
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Retention pass of the log (PartitionLog.apply_retention), then the index
+        trimmed to the new log start offset. Returns the segments deleted."""
+        deleted = self.log.apply_retention(now_ms)
+        self.txn_index.trim_before(self.log.log_start_offset)
+        return deleted
+
+    def aborted_transactions(self, start: int, end: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of the aborted transactions with records in
+        [start, end): what a read_committed fetch answers with."""
+        return self.txn_index.overlapping(start, end)
 
     def wake_waiters(self) -> None:
         if self.waiters:

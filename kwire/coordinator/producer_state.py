@@ -2,7 +2,10 @@
 
 For each producer id the partition remembers its epoch and the metadata of its
 last 5 batches, enough to answer a retried duplicate with its original offset
-and to refuse a sequence gap. The state is rebuilt from batch headers at start-up.
+and to refuse a sequence gap, and the first offset of its ongoing transaction. The
+state is rebuilt from batch headers at start-up. A transaction marker completes the
+producer's ongoing transaction; `update` reports it (Kafka's CompletedTxn), and the
+partition indexes an aborted one (kwire.log.txn_index).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from kio.schema.errors import ErrorCode
 
 from kwire.errors import KafkaError
-from kwire.protocol.records import NO_SEQUENCE, BatchHeader
+from kwire.protocol.records import CONTROL_ABORT, NO_SEQUENCE, BatchHeader
 
 # Kafka keeps the metadata of this many recent batches per producer; clients
 # never have more in flight (max.in.flight.requests.per.connection <= 5).
@@ -31,6 +34,17 @@ class BatchMetadata:
     first_offset: int
     last_offset: int
     timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedTxn:
+    """A transaction that a marker ended (Kafka's CompletedTxn)."""
+
+    producer_id: int
+    first_offset: int
+    # The marker's offset.
+    last_offset: int
+    is_aborted: bool
 
 
 @dataclass(slots=True)
@@ -93,21 +107,36 @@ class ProducerStateManager:
             )
         return None
 
-    def update(self, header: BatchHeader) -> None:
-        """Record an appended batch (its offsets assigned)."""
+    def update(self, header: BatchHeader, control_type: int | None = None) -> CompletedTxn | None:
+        """Record an appended batch (its offsets assigned).
+
+        A control batch ends the producer's ongoing transaction, if it has one, and
+        that transaction is returned; `control_type` is the marker's type
+        (records.CONTROL_ABORT or CONTROL_COMMIT; None when the caller does not need
+        to know, and the transaction is reported as not aborted).
+        """
         if header.producer_id < 0:
-            return
+            return None
         entry = self.producers.get(header.producer_id)
-        if entry is None or header.producer_epoch > entry.producer_epoch:
+        if entry is None:
             entry = ProducerEntry(header.producer_epoch)
+            self.producers[header.producer_id] = entry
+        elif header.producer_epoch > entry.producer_epoch:
+            # A new epoch forgets the batches but not the ongoing transaction, as in
+            # Kafka: the coordinator aborts a timed-out or fenced producer's
+            # transaction with a bumped epoch, and that marker must complete it.
+            entry = ProducerEntry(header.producer_epoch, current_txn_first_offset=entry.current_txn_first_offset)
             self.producers[header.producer_id] = entry
         elif header.producer_epoch < entry.producer_epoch:
             # Only reachable through replayed history; the newer epoch stands.
-            return
+            return None
         entry.last_timestamp = header.max_timestamp
         if header.is_control:
+            first_offset = entry.current_txn_first_offset
             entry.current_txn_first_offset = -1
-            return
+            if first_offset < 0:
+                return None  # no transaction of this producer here: nothing completed
+            return CompletedTxn(header.producer_id, first_offset, header.base_offset, control_type == CONTROL_ABORT)
         if header.is_transactional and entry.current_txn_first_offset < 0:
             entry.current_txn_first_offset = header.base_offset
         if header.base_sequence != NO_SEQUENCE:
@@ -120,6 +149,7 @@ class ProducerStateManager:
                     header.max_timestamp,
                 )
             )
+        return None
 
     def next_sequence(self, producer_id: int, producer_epoch: int) -> int:
         """The sequence a new batch of this producer and epoch must start at, for a
@@ -170,6 +200,13 @@ class ProducerStateManager:
     def truncate(self) -> None:
         """Forget everything; used when the log is truncated and replayed."""
         self.producers.clear()
+
+    def last_stable_offset(self, completed: CompletedTxn) -> int:
+        """The last stable offset just after `completed` ended (Kafka's
+        ProducerStateManager.lastStableOffset): the first offset of the oldest
+        transaction still ongoing, else the offset after the marker."""
+        first_unstable = self.first_unstable_offset()
+        return completed.last_offset + 1 if first_unstable is None else first_unstable
 
     def first_unstable_offset(self) -> int | None:
         """First offset of the oldest open transaction, if any."""

@@ -140,12 +140,10 @@ def read_partitions(
             continue
         if read.size:
             result.records = read.regions
-            transactions = broker.services.get("transactions") if isolation_level == READ_COMMITTED else None
-            if transactions is not None:
-                # Aborted transactions overlapping what is returned (Kafka's .txnindex).
-                result.aborted_transactions = transactions.aborted_transactions(
-                    (partition.topic.name, partition.index), offset, upper
-                )
+            if isolation_level == READ_COMMITTED:
+                # Aborted transactions overlapping what is returned, from the
+                # partition's own index (Kafka's .txnindex).
+                result.aborted_transactions = partition.aborted_transactions(offset, upper)
             total += read.size
             budget -= read.size
     return results, total, found
@@ -200,15 +198,6 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     isolation_level = getattr(request, "isolation_level", 0)
     max_bytes = request.max_bytes if request.max_bytes > 0 else broker.config["fetch.max.bytes"]
     deadline = trio.current_time() + max(request.max_wait.total_seconds(), 0)
-    if isolation_level == READ_COMMITTED and not broker.coordinators_attached.is_set():
-        # The aborted-transaction index is the transaction coordinator's, attached
-        # just after start-up (milliseconds): until then read_committed waits, up to
-        # max_wait or at least a second, then answers nothing, rather than hand out
-        # aborted records as committed.
-        with trio.move_on_at(max(deadline, trio.current_time() + 1.0)):
-            await broker.coordinators_attached.wait()
-        if not broker.coordinators_attached.is_set():
-            fetching = []
     while True:
         results, total, partitions = read_partitions(broker, fetching, max_bytes, isolation_level)
         answer = [r for r in results if r.changed()] if incremental else results
