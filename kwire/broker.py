@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from kio.schema.errors import ErrorCode
@@ -34,6 +34,10 @@ from kwire.log.checkpoint import write_atomically
 from kwire.log.log import LogConfig, PartitionLog
 from kwire.log.txn_index import AbortedTxn, AbortedTxnIndex, marker_type, read_marker_type
 from kwire.protocol.records import BatchHeader, set_log_append_time
+
+if TYPE_CHECKING:
+    from kwire.cluster.node import ClusterNode
+    from kwire.cluster.replication import Replication
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +106,9 @@ class Partition:
     waiters: set[trio.Event] = field(default_factory=set)
     # The log's aborted transactions (Kafka's .txnindex), kept by every append path.
     txn_index: AbortedTxnIndex = field(init=False)
+    # In a cluster: this replica's role, leader epoch and ISR (kwire.cluster.replication);
+    # None on a single broker, which leads every partition alone.
+    replication: Replication | None = None
 
     def __post_init__(self) -> None:
         self.txn_index = AbortedTxnIndex.open(self.log.directory, self.log.log_start_offset, self.log.log_end_offset)
@@ -120,7 +127,9 @@ class Partition:
 
     @property
     def leader_epoch(self) -> int:
-        return self.log.leader_epoch
+        """The partition's current leader epoch: in a cluster ZooKeeper's, which a
+        follower's log only learns from the batches it fetches."""
+        return self.replication.leader_epoch if self.replication is not None else self.log.leader_epoch
 
     @property
     def last_stable_offset(self) -> int:
@@ -149,8 +158,11 @@ class Partition:
                 set_log_append_time(buf, header, timestamp_ms)
         base_offset = self.log.append(buf, headers, now_ms=timestamp_ms)
         self._update_producers(buf, headers)
-        # One broker: every appended batch is committed at once.
-        self.log.high_watermark = self.log.log_end_offset
+        if self.replication is None:
+            # One broker: every appended batch is committed at once.
+            self.log.high_watermark = self.log.log_end_offset
+        else:
+            self.advance_high_watermark()
         self.wake_waiters()
         return base_offset, log_append_time
 
@@ -225,6 +237,69 @@ class Partition:
         [start, end): what a read_committed fetch answers with."""
         return self.txn_index.overlapping(start, end)
 
+    # ---- replication (a cluster) ---------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.replication is None or self.replication.is_leader
+
+    def check_leader(self, acks: int = 1) -> ErrorCode:
+        """Kafka's appendRecordsToLeader checks: this replica leads, and for acks=all
+        the ISR is at least min.insync.replicas (else nothing is appended)."""
+        replication = self.replication
+        if replication is None:
+            return ErrorCode.none
+        if not replication.is_leader:
+            return ErrorCode.not_leader_or_follower
+        if acks == -1 and len(replication.isr) < self.topic.config("min.insync.replicas"):
+            return ErrorCode.not_enough_replicas
+        return ErrorCode.none
+
+    def advance_high_watermark(self) -> None:
+        """As leader: the high watermark moves to the lowest log end offset in the ISR."""
+        replication = self.replication
+        if replication is None or not replication.is_leader:
+            return
+        hw = replication.high_watermark(self.log.log_end_offset)
+        if hw > self.log.high_watermark:
+            self.log.high_watermark = hw
+            self.wake_waiters()
+
+    async def wait_for_high_watermark(self, end_offset: int, timeout_s: float) -> ErrorCode:
+        """An acks=all answer: wait until the high watermark reaches `end_offset` (the
+        whole ISR has the batch), as Kafka's DelayedProduce. NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        if the ISR shrank below min.insync.replicas meanwhile, NOT_LEADER_OR_FOLLOWER if
+        leadership moved, REQUEST_TIMED_OUT after the request's timeout."""
+        start = self.replication
+        if start is None:
+            return ErrorCode.none
+        with trio.move_on_after(timeout_s):
+            while True:
+                replication = self.replication
+                if replication is None or not replication.is_leader or replication.leader_since != start.leader_since:
+                    return ErrorCode.not_leader_or_follower
+                if self.log.high_watermark >= end_offset:
+                    if len(replication.isr) < self.topic.config("min.insync.replicas"):
+                        return ErrorCode.not_enough_replicas_after_append
+                    return ErrorCode.none
+                if self.log.log_end_offset < end_offset:
+                    return ErrorCode.not_leader_or_follower  # truncated: it is gone
+                woken = trio.Event()
+                self.waiters.add(woken)
+                try:
+                    await woken.wait()
+                finally:
+                    self.waiters.discard(woken)
+        return ErrorCode.request_timed_out
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """A follower behind its leader's log start: empty the log, start at `offset`."""
+        self.log.truncate_fully_and_start_at(offset)
+        self.txn_index.truncate_to(offset)
+        self.txn_index.trim_before(offset)
+        self.producers.truncate()
+        self.wake_waiters()
+
     def wake_waiters(self) -> None:
         if self.waiters:
             for event in self.waiters:
@@ -286,6 +361,12 @@ class Broker:
         # The control plane's view (kwire.cluster.metadata_image), replaced whole after
         # every change to what Metadata answers, never mutated; the logs stay here.
         self.metadata_image: MetadataImage = local_metadata_image(self)
+        # Cluster mode (zookeeper.connect): the cluster node (kwire.cluster.node) decides
+        # which replicas live here and their roles; without it, this broker is the cluster.
+        self.in_cluster = bool(config["zookeeper.connect"])
+        self.cluster: ClusterNode | None = None
+        self.has_data_of_cluster = False
+        self._clean_start = True
 
     def bound_port(self, listener_name: str) -> int:
         return self.bound_ports.get(listener_name, 0)
@@ -309,8 +390,22 @@ class Broker:
         clean_marker = self.log_dir / CLEAN_SHUTDOWN_FILE
         clean = clean_marker.exists()
         meta = self._read_metadata()
+        self.has_data_of_cluster = bool(meta.get("cluster_id"))
         self.cluster_id = meta.get("cluster_id") or self.config["cluster.id"] or _new_cluster_id()
         self._next_producer_id = self._producer_id_block_end = meta.get("producer_id_block_end", 0)
+        self._clean_start = clean
+        if self.in_cluster:
+            from kwire.cluster.node import ClusterNode
+
+            # Replicas open when ZooKeeper says they are ours (ClusterNode), not from the file.
+            self.cluster = ClusterNode(self)
+            self.metadata_image = self.metadata_image.with_cluster_id(self.cluster_id)
+            clean_marker.unlink(missing_ok=True)
+            self._save_metadata()
+            log.info("opened %s after %s; joining the cluster at %s", self.log_dir,
+                     "a clean shutdown" if clean else "an unclean shutdown" if meta else "nothing: a new log dir",
+                     self.config["zookeeper.connect"])
+            return
         for name, info in meta.get("topics", {}).items():
             topic = Topic(
                 name=name,
@@ -342,6 +437,8 @@ class Broker:
 
     def _open_partition(self, topic: Topic, index: int, clean: bool = True) -> Partition:
         directory = self.log_dir / f"{topic.name}-{index}"
+        if self.in_cluster:
+            _claim_partition_dir(directory, topic.topic_id)
         partition_log = PartitionLog.open(directory, topic.log_config(), clean_shutdown=clean)
         # Rolled segments are fsynced off the event loop, then the recovery point moves.
         partition_log.roll_flusher = flush_in_thread
@@ -354,9 +451,11 @@ class Broker:
         # After a clean stop the snapshot matches the log end, and keeps producers whose
         # batches are all deleted (DeleteRecords, retention), as Kafka's does; else replay.
         if not (clean and partition.producers.load_snapshot(snapshot, end)) and end > partition_log.log_start_offset:
-            partition.producers.rebuild(partition_log.batch_headers())
+            partition.rebuild_producer_state()
         snapshot.unlink(missing_ok=True)
-        partition_log.high_watermark = end
+        if not self.in_cluster:
+            # One broker: everything in the log was committed.
+            partition_log.high_watermark = end
         return partition
 
     def _read_metadata(self) -> dict[str, Any]:
@@ -364,6 +463,14 @@ class Broker:
         if not path.exists():
             return {}
         return json.loads(path.read_text(encoding="utf-8"))
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """The cluster's id, from ZooKeeper's /cluster/id; kept in the metadata file."""
+        if cluster_id != self.cluster_id:
+            self.cluster_id = cluster_id
+            self.metadata_image = self.metadata_image.with_cluster_id(cluster_id)
+        self.has_data_of_cluster = True
+        self._save_metadata()
 
     def _save_metadata(self) -> None:
         from kwire.config import format_config_value
@@ -392,14 +499,73 @@ class Broker:
     # ---- topics ----------------------------------------------------------------
 
     def all_partitions(self) -> Iterator[Partition]:
+        """The partitions with a replica on this broker."""
         for topic in self.topics.values():
-            yield from topic.partitions
+            for partition in topic.partitions:
+                if partition is not None:
+                    yield partition
+
+    local_replicas = all_partitions
 
     def partition(self, topic: str, index: int) -> Partition | None:
+        """The replica of this partition on this broker, or None (no such partition, or
+        in a cluster, none here)."""
         t = self.topics.get(topic)
         if t is None or not 0 <= index < len(t.partitions):
             return None
         return t.partitions[index]
+
+    replica = partition
+
+    # ---- replicas in a cluster (kwire.cluster.replica_manager decides) -------------------
+
+    def open_replica(
+        self, name: str, topic_id: uuid.UUID, index: int, num_partitions: int, configs: dict[str, str]
+    ) -> Partition:
+        """Open (creating or recovering) this broker's replica of a partition."""
+        topic = self.topics.get(name)
+        if topic is None or topic.topic_id != topic_id:
+            try:
+                parsed = validate_topic_configs(configs)
+            except ConfigError as e:
+                log.warning("topic %s: ignoring invalid configs from ZooKeeper: %s", name, e)
+                parsed = {}
+            topic = Topic(name, topic_id, parsed, self.config, is_internal=name in INTERNAL_TOPICS)
+            self._register(topic)
+        while len(topic.partitions) < num_partitions:
+            topic.partitions.append(None)  # type: ignore[arg-type]
+        partition = self._open_partition(topic, index, self._clean_start)
+        topic.partitions[index] = partition
+        self._save_metadata()
+        return partition
+
+    def delete_replica(self, partition: Partition) -> None:
+        """StopReplica with deletion: the log goes, waiting fetches wake."""
+        topic = partition.topic
+        partition.log.delete()
+        partition.wake_waiters()
+        if 0 <= partition.index < len(topic.partitions) and topic.partitions[partition.index] is partition:
+            topic.partitions[partition.index] = None  # type: ignore[call-overload]
+        if all(p is None for p in topic.partitions) and self.topics.get(topic.name) is topic:
+            del self.topics[topic.name]
+            self.topics_by_id.pop(topic.topic_id, None)
+        self._save_metadata()
+        log.info("deleted replica %s-%d", topic.name, partition.index)
+
+    def apply_topic_configs(self, topic: Topic, configs: dict[str, str]) -> None:
+        """A topic's overrides as ZooKeeper holds them (/config/topics/<topic>)."""
+        try:
+            parsed = validate_topic_configs(configs)
+        except ConfigError as e:
+            log.warning("topic %s: ignoring invalid configs from ZooKeeper: %s", topic.name, e)
+            return
+        if parsed == topic.configs:
+            return
+        topic.configs = parsed
+        log_config = topic.log_config()
+        for partition in topic.partitions:
+            if partition is not None:
+                partition.log.config = log_config
 
     def create_topic(
         self,
@@ -424,7 +590,8 @@ class Broker:
             replication_factor = self.config["default.replication.factor"]
         if replication_factor <= 0:
             raise KafkaError(ErrorCode.invalid_replication_factor, "Replication factor must be larger than 0.")
-        check_replication_factor(replication_factor)
+        if not self.in_cluster:
+            check_replication_factor(replication_factor)
         try:
             parsed = validate_topic_configs(configs or {})
         except ConfigError as e:
@@ -444,15 +611,17 @@ class Broker:
         validate_topic_name(name)
         # '.' and '_' collide in metric names, so Kafka refuses a name that differs
         # from an existing one only by them.
+        # The cluster's topics (the image), not only those with a replica here.
+        topics = self.metadata_image.topics.by_name
         if "." in name or "_" in name:
             unified = name.replace(".", "_")
-            for existing in self.topics:
+            for existing in topics:
                 if existing != name and existing.replace(".", "_") == unified:
                     raise KafkaError(
                         ErrorCode.invalid_topic_exception,
                         f"Topic '{name}' collides with existing topic: {existing}",
                     )
-        if name in self.topics:
+        if name in topics or name in self.topics:
             raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
 
     def delete_topic(self, name: str) -> None:
@@ -508,6 +677,8 @@ class Broker:
     # ---- producer ids ----------------------------------------------------------
 
     def next_producer_id(self) -> int:
+        if self.cluster is not None:
+            return self.cluster.next_producer_id()
         if self._next_producer_id >= self._producer_id_block_end:
             self._producer_id_block_end = self._next_producer_id + PRODUCER_ID_BLOCK
             self._save_metadata()
@@ -521,7 +692,7 @@ class Broker:
         deleted = 0
         timestamp = now_ms()
         for partition in list(self.all_partitions()):
-            deleted += partition.log.apply_retention(timestamp)
+            deleted += partition.apply_retention(timestamp)
         return deleted
 
     def flush_pass(self) -> None:
@@ -539,12 +710,22 @@ class Broker:
         # The coordinators see the partitions only through this writer (Kafka's
         # CoordinatorPartitionWriter).
         writer = LocalPartitionWriter(self)
-        groups = GroupCoordinator(writer, self.config)
-        transactions = TransactionCoordinator(writer, self.config, groups, self.next_producer_id)
+        # In a cluster each coordinator owns the partitions of its topic led here, as
+        # the replica manager elects and resigns them; alone, it owns them all.
+        alone = self.cluster is None
+        groups = GroupCoordinator(writer, self.config, owns_all_partitions=alone)
+        transactions = TransactionCoordinator(
+            writer, self.config, groups, self.next_producer_id, owns_all_partitions=alone
+        )
         self.services["groups"] = groups
         self.services["transactions"] = transactions
+        if self.cluster is not None:
+            coordinators = {"__consumer_offsets": groups, "__transaction_state": transactions}
+            replicas = self.cluster.replicas
+            replicas.on_elected.append(lambda topic, index, epoch: coordinators[topic].on_elected(index, epoch))
+            replicas.on_resigned.append(lambda topic, index, epoch: coordinators[topic].on_resigned(index, epoch))
 
-    async def start_coordinators(self) -> None:
+    async def start_coordinators(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Attach and run the coordinators, after the listener is up: their modules are
         imported in a thread meanwhile, since the first requests (metadata, produce,
         fetch) need none of them. Until then group and transaction requests are answered
@@ -556,11 +737,17 @@ class Broker:
             for name in ("groups", "transactions"):
                 await nursery.start(self.services[name].run)
             self.coordinators_attached.set()
+            task_status.started()
 
     async def start_services(self, nursery: trio.Nursery) -> None:
-        """Start background work; the coordinators follow in their own task."""
+        """Start background work; the coordinators follow in their own task. In a
+        cluster they run before the cluster node starts electing them."""
         await nursery.start(self.run_background)
-        nursery.start_soon(self.start_coordinators)
+        if self.cluster is None:
+            nursery.start_soon(self.start_coordinators)
+            return
+        await nursery.start(self.start_coordinators)
+        await nursery.start(self.cluster.run)
 
     async def run_background(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Retention and time-based flushes, each on its own interval."""
@@ -585,6 +772,32 @@ def _import_coordinators() -> None:
     import kwire.coordinator.group_coordinator  # noqa: F401
     import kwire.coordinator.transaction_coordinator  # noqa: F401
     import kwire.local_partition_writer  # noqa: F401
+
+
+PARTITION_METADATA_FILE = "partition.metadata"
+
+
+def _claim_partition_dir(directory: Path, topic_id: uuid.UUID) -> None:
+    """Kafka's partition.metadata: the topic id a partition's directory belongs to. A
+    directory left by an earlier topic of the same name (deleted while this broker was
+    down) is removed before the new topic's replica opens there."""
+    from kwire.cluster.zk_layout import uuid_from_kafka, uuid_to_kafka
+
+    path = directory / PARTITION_METADATA_FILE
+    if directory.exists():
+        try:
+            lines = dict(line.split(": ", 1) for line in path.read_text().splitlines() if ": " in line)
+            stored = uuid_from_kafka(lines["topic_id"].strip())
+        except (OSError, KeyError, ValueError):
+            stored = topic_id  # no file (written by a single broker): adopt the directory
+        if stored != topic_id:
+            import shutil
+
+            log.warning("removing %s: it belongs to an earlier topic of the same name", directory)
+            shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        write_atomically(path, f"version: 0\ntopic_id: {uuid_to_kafka(topic_id)}\n".encode())
 
 
 def _new_cluster_id() -> str:

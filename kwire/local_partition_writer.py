@@ -33,12 +33,19 @@ class LocalPartitionWriter(PartitionWriter):
         return partition
 
     def partition_count(self, topic: str) -> int | None:
-        t = self.broker.topics.get(topic)
+        # The cluster's view: in a cluster not every partition has a replica here.
+        t = self.broker.metadata_image.topic(topic)
         return None if t is None else len(t.partitions)
 
     def create_internal_topic(
         self, topic: str, num_partitions: int, replication_factor: int, configs: dict[str, str]
     ) -> int:
+        cluster = self.broker.cluster
+        if cluster is not None:
+            # Created in ZooKeeper in the background (leaders take a moment): the
+            # coordinator answers COORDINATOR_NOT_AVAILABLE meanwhile, as Kafka does.
+            cluster.create_internal_topic_soon(topic, num_partitions, replication_factor, configs)
+            raise KafkaError(ErrorCode.coordinator_not_available, f"creating {topic}")
         created = self.broker.create_topic(topic, num_partitions, replication_factor, dict(configs), internal=True)
         assert created is not None
         return len(created.partitions)
@@ -59,7 +66,13 @@ class LocalPartitionWriter(PartitionWriter):
     def read(self, tp: TopicPartition, offset: int, max_bytes: int) -> bytes:
         return self._partition(tp).log.read(offset, max_bytes).tobytes()
 
-    def write_txn_marker(
+    async def wait_replicated(self, tp: TopicPartition, offset: int, timeout_ms: int) -> ErrorCode:
+        partition = self.broker.partition(*tp)
+        if partition is None:
+            return ErrorCode.not_leader_or_follower  # deleted: no longer led here
+        return await partition.wait_for_high_watermark(offset + 1, timeout_ms / 1000)
+
+    async def write_txn_marker(
         self,
         tp: TopicPartition,
         producer_id: int,
@@ -67,14 +80,14 @@ class LocalPartitionWriter(PartitionWriter):
         commit: bool,
         coordinator_epoch: int,
         timestamp_ms: int,
-    ) -> bool:
+    ) -> ErrorCode:
         partition = self.broker.partition(*tp)
         if partition is None:
-            return False  # deleted since it joined the transaction
+            return ErrorCode.unknown_topic_or_partition  # deleted since it joined the transaction
         batch = bytearray(build_control_batch(producer_id, producer_epoch, commit, coordinator_epoch, 0, timestamp_ms))
         # The partition indexes an abort itself as it appends the marker.
         partition.append(batch, validate_batches(batch), timestamp_ms)
-        return True
+        return ErrorCode.none
 
     def aborted_transactions(self, tp: TopicPartition, start: int, end: int) -> list[tuple[int, int]]:
         partition = self.broker.partition(*tp)

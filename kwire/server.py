@@ -26,7 +26,7 @@ import trio
 
 from kwire.broker import Broker
 from kwire.config import BrokerConfig
-from kwire.handlers import RequestContext, dispatch
+from kwire.handlers import PendingAnswer, RequestContext, dispatch
 from kwire.log.segment import FileRegion
 from kwire.protocol.apis import API_TABLE, load_all_handlers, serves_inline
 from kwire.protocol.framing import FrameBuffer, FrameError
@@ -181,7 +181,19 @@ class Connection:
                             await send.send(slot)
                             nursery.start_soon(self._serve, frame, slot, scope)
                             continue
-                        await self._serve(frame, slot, scope)
+                        await self._serve(frame, slot, scope, inline=True)
+                        if isinstance(slot.payload, PendingAnswer):
+                            # An answer that waits (acks=all): reading goes on, and the
+                            # writer sends it in its turn once complete.
+                            if ready:
+                                await self._send(b"".join(ready))
+                                ready.clear()
+                            pending, slot.payload = slot.payload, None
+                            slot.done = trio.Event()
+                            self.queued += 1
+                            await send.send(slot)
+                            nursery.start_soon(self._complete, pending, slot, scope)
+                            continue
                         if self.queued or self.writing:
                             # Answers ahead are still owed; `ready` is empty here,
                             # as it is sent before anything is queued.
@@ -214,13 +226,30 @@ class Connection:
             log.info("closing connection from %s: %s", self.peer, e)
             scope.cancel()
 
-    async def _serve(self, frame: bytearray, slot: _Slot, connection_scope: trio.CancelScope) -> None:
+    async def _serve(
+        self, frame: bytearray, slot: _Slot, connection_scope: trio.CancelScope, inline: bool = False
+    ) -> None:
         context = RequestContext(self.server.broker, self.peer, self.listener_name)
         try:
-            slot.payload = await dispatch(context, frame)
+            payload = await dispatch(context, frame)
+            if isinstance(payload, PendingAnswer) and not inline:
+                payload = await payload.complete()  # a task of its own already
+            slot.payload = payload
         except MalformedRequest as e:
             log.warning("closing connection from %s: malformed request: %s", self.peer, e)
             connection_scope.cancel()
+        except CloseConnection as e:
+            log.debug("closing connection from %s: %s", self.peer, e)
+            connection_scope.cancel()
+        except Exception:
+            log.exception("closing connection from %s: request failed", self.peer)
+            connection_scope.cancel()
+        finally:
+            slot.done.set()
+
+    async def _complete(self, pending: PendingAnswer, slot: _Slot, connection_scope: trio.CancelScope) -> None:
+        try:
+            slot.payload = await pending.complete()
         except CloseConnection as e:
             log.debug("closing connection from %s: %s", self.peer, e)
             connection_scope.cancel()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,21 @@ class RequestContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-async def dispatch(context: RequestContext, frame: bytearray) -> bytes | list[bytes | FileRegion] | None:
+class PendingAnswer:
+    """An answer that must wait (acks=all until the ISR has the batches: Kafka's
+    DelayedProduce). A handler served inline returns it; the connection goes on
+    reading, and writes the answer when `complete()` returns, in request order."""
+
+    __slots__ = ("complete",)
+
+    def __init__(self, complete: Callable[[], Awaitable[Any]]) -> None:
+        self.complete = complete
+
+
+Answer = bytes | list[bytes | FileRegion] | None
+
+
+async def dispatch(context: RequestContext, frame: bytearray) -> Answer | PendingAnswer:
     """Serve one request frame: the response frame, as bytes or as bytes and file
     regions to send in order; None when the request expects no answer (acks=0)."""
     api_key, api_version, correlation_id = peek_api(frame)
@@ -93,6 +108,30 @@ async def dispatch(context: RequestContext, frame: bytearray) -> bytes | list[by
     context.client_id = header.client_id
     try:
         response = await handle(context, request)
+    except CloseConnection:
+        raise
+    except Exception as e:
+        return _frame(correlation_id, flexible and api_key != API_VERSIONS_KEY,
+                      encode(_failed(api_key, api_version, request, e)))
+    if isinstance(response, PendingAnswer):
+        pending = response
+
+        async def complete() -> Answer:
+            try:
+                response = await pending.complete()
+            except CloseConnection:
+                raise
+            except Exception as e:
+                response = _failed(api_key, api_version, request, e)
+            return _answer(response, api_key, api_version, request, correlation_id, flexible)
+
+        return PendingAnswer(complete)
+    return _answer(response, api_key, api_version, request, correlation_id, flexible)
+
+
+def _answer(response: Any, api_key: int, api_version: int, request: Any, correlation_id: int, flexible: bool) -> Answer:
+    """The response frame of what a handler returned."""
+    try:
         if response is None:
             return None
         if isinstance(response, EncodedBody):

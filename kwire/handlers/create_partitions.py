@@ -19,8 +19,9 @@ from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
 
-def create_partitions(broker: Broker, wanted: Any, validate_only: bool) -> None:
-    topic = broker.topics.get(wanted.name)
+async def create_partitions(broker: Broker, wanted: Any, validate_only: bool, timeout_s: float) -> None:
+    # The cluster's view: in a cluster not every partition has a replica here.
+    topic = broker.metadata_image.topic(wanted.name)
     if topic is None:
         # Kafka answers this one without a message.
         raise KafkaError(ErrorCode.unknown_topic_or_partition)
@@ -40,14 +41,24 @@ def create_partitions(broker: Broker, wanted: Any, validate_only: bool) -> None:
                 f"Attempted to add {additional} additional partition(s), "
                 f"but only {len(wanted.assignments)} assignment(s) were specified.",
             )
+    replication_factor = len(topic.partitions[0].replicas) if topic.partitions else 1
+    if wanted.assignments is not None:
         for assignment in wanted.assignments:
-            # Every partition of a topic here has one replica.
-            check_manual_assignment(broker, assignment.broker_ids, 1)
-    broker.create_partitions(wanted.name, wanted.count, validate_only=validate_only)
+            # New partitions keep the topic's replication factor.
+            check_manual_assignment(broker, assignment.broker_ids, replication_factor)
+    if broker.cluster is None:
+        broker.create_partitions(wanted.name, wanted.count, validate_only=validate_only)
+        return
+    if wanted.assignments is not None:
+        new = {current + i: tuple(a.broker_ids) for i, a in enumerate(wanted.assignments)}
+    else:
+        new = broker.cluster.assign(additional, replication_factor, start_partition=current)
+    if not validate_only:
+        await broker.cluster.add_partitions(wanted.name, new, wait_seconds=timeout_s)
 
 
 def _new_partitions(broker: Broker, wanted: Any) -> int:
-    topic = broker.topics.get(wanted.name)
+    topic = broker.metadata_image.topic(wanted.name)
     return max(wanted.count - (len(topic.partitions) if topic else 0), 0)
 
 
@@ -74,7 +85,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             error, message = ErrorCode.invalid_request, "Duplicate topic name."
         else:
             try:
-                create_partitions(ctx.broker, wanted, request.validate_only)
+                await create_partitions(ctx.broker, wanted, request.validate_only, request.timeout.total_seconds())
             except KafkaError as e:
                 error, message = e.error_code, e.message
         results.append(

@@ -36,8 +36,9 @@ def check_manual_assignment(
             "The manual partition assignment includes an empty replica list.",
         )
     previous = None
+    registered = broker.metadata_image.brokers
     for broker_id in sorted(broker_ids):
-        if broker_id != broker.broker_id:
+        if broker_id not in registered:
             raise KafkaError(
                 ErrorCode.invalid_replica_assignment,
                 f"The manual partition assignment includes broker {broker_id}, but no such broker is registered.",
@@ -112,11 +113,12 @@ def _counts(broker: Broker, topic: Any) -> tuple[int, int]:
         if topic.replication_factor == -1
         else topic.replication_factor
     )
-    check_replication_factor(replication_factor)
+    if not broker.in_cluster:
+        check_replication_factor(replication_factor)
     return num_partitions, replication_factor
 
 
-def _create(ctx: RequestContext, module: Any, topic: Any, validate_only: bool) -> Any:
+async def _create(ctx: RequestContext, module: Any, topic: Any, validate_only: bool, timeout_ms: int) -> Any:
     broker = ctx.broker
     _check_name(broker, topic.name)
     configs = {config.name: config.value for config in topic.configs}
@@ -131,9 +133,24 @@ def _create(ctx: RequestContext, module: Any, topic: Any, validate_only: bool) -
     except ConfigError as e:
         raise KafkaError(ErrorCode.invalid_config, str(e)) from None
     num_partitions, replication_factor = _counts(broker, topic)
-    created = broker.create_topic(
-        topic.name, num_partitions, replication_factor, configs, validate_only=validate_only
-    )
+    if broker.cluster is not None:
+        # Kafka's AdminZkClient: the assignment (given, or spread over the live
+        # brokers) and configs go to ZooKeeper; the controller elects the leaders.
+        if topic.assignments:
+            assignment = {a.partition_index: tuple(a.broker_ids) for a in topic.assignments}
+        else:
+            assignment = broker.cluster.assign(num_partitions, replication_factor)
+        created = None
+        if not validate_only:
+            await broker.cluster.create_topic(
+                topic.name, assignment, {k: v for k, v in configs.items() if v is not None},
+                wait_seconds=max(timeout_ms, 0) / 1000,
+            )
+            created = broker.metadata_image.topic(topic.name)
+    else:
+        created = broker.create_topic(
+            topic.name, num_partitions, replication_factor, configs, validate_only=validate_only
+        )
     # v5+ answers with the topic's configs.
     configs_class = getattr(module, "CreatableTopicConfigs", None)
     config_entries = tuple(
@@ -201,7 +218,8 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             )
             continue
         try:
-            results.append(_create(ctx, module, topic, request.validate_only))
+            results.append(await _create(ctx, module, topic, request.validate_only, request.timeout.total_seconds() * 1000
+                                         if hasattr(request.timeout, "total_seconds") else request.timeout))
         except KafkaError as e:
             results.append(_error(module, topic.name, e.error_code, e.message))
     return make(module.CreateTopicsResponse, throttle_time=NO_THROTTLE, topics=tuple(results))

@@ -39,7 +39,7 @@ def delete_records(
     if offset < 0:
         return ErrorCode.offset_out_of_range, -1
     try:
-        return ErrorCode.none, partition.log.delete_records_before(offset)
+        return ErrorCode.none, partition.delete_records_before(offset)
     except OffsetOutOfRangeError:
         return ErrorCode.offset_out_of_range, -1
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kwire.broker import KafkaError, Topic
+from kwire.broker import KafkaError
+from kwire.cluster.metadata_image import TopicImage
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
@@ -71,7 +72,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     names = Counter(name for name, topic_id in requested if topic_id is None)
     ids = Counter(topic_id for name, topic_id in requested if name is None)
     duplicates_answered: set[str | uuid.UUID] = set()
-    found: list[Topic] = []
+    found: list[TopicImage] = []
     for name, topic_id in requested:
         if name is None and topic_id is None:
             answer(
@@ -93,7 +94,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 what = "name" if name is not None else "id"
                 answer(name, topic_id, ErrorCode.invalid_request, f"Duplicate topic {what}.")
             continue
-        topic = broker.topics.get(name) if name is not None else broker.topics_by_id.get(topic_id)
+        # The cluster's topics, not only those with a replica here.
+        image = broker.metadata_image
+        topic = image.topic(name) if name is not None else image.topic_by_id(topic_id)  # type: ignore[arg-type]
         if topic is None:
             if name is not None:
                 answer(name, None, ErrorCode.unknown_topic_or_partition, UNKNOWN_TOPIC_MESSAGE)
@@ -107,7 +110,12 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     for topic in found:
         if topic.name not in outcome:
             try:
-                broker.delete_topic(topic.name)
+                if broker.cluster is not None:
+                    if topic.is_internal:
+                        raise KafkaError(ErrorCode.invalid_request, f"Internal topic {topic.name} cannot be deleted")
+                    await broker.cluster.delete_topic(topic.name, wait_seconds=request.timeout.total_seconds())
+                else:
+                    broker.delete_topic(topic.name)
                 outcome[topic.name] = (ErrorCode.none, None)
             except KafkaError as e:
                 outcome[topic.name] = (e.error_code, e.message)

@@ -93,7 +93,22 @@ def resolve(broker: Broker, wanted: SessionPartition) -> tuple[Partition | None,
             return None, ErrorCode.unknown_topic_or_partition
     if not 0 <= wanted.partition < len(topic.partitions):
         return None, ErrorCode.unknown_topic_or_partition
-    return topic.partitions[wanted.partition], ErrorCode.none
+    partition = topic.partitions[wanted.partition]
+    if partition is None:
+        return None, ErrorCode.not_leader_or_follower  # in a cluster: no replica here
+    return partition, ErrorCode.none
+
+
+def resolve_in_cluster(broker: Broker, wanted: SessionPartition) -> ErrorCode:
+    """Why a partition with no replica here cannot be read: it is elsewhere
+    (NOT_LEADER_OR_FOLLOWER, the client refreshes its metadata) or nowhere."""
+    image = broker.metadata_image
+    topic = image.topic_by_id(wanted.topic_id) if wanted.topic_id is not None else image.topic(wanted.topic or "")
+    if topic is None:
+        return ErrorCode.unknown_topic_id if wanted.topic_id is not None else ErrorCode.unknown_topic_or_partition
+    if topic.partition(wanted.partition) is None:
+        return ErrorCode.unknown_topic_or_partition
+    return ErrorCode.not_leader_or_follower
 
 
 def read_partitions(
@@ -101,8 +116,11 @@ def read_partitions(
     partitions: list[SessionPartition],
     max_bytes: int,
     isolation_level: int,
+    replica_id: int = -1,
 ) -> tuple[list[PartitionResult], int, list[Partition]]:
-    """Read every partition within the response budget; nothing is mutated."""
+    """Read every partition within the response budget; nothing is mutated. A
+    follower (replica_id >= 0) reads up to the log end, a consumer up to the high
+    watermark (read_committed: the last stable offset), from the leader only."""
     results = []
     budget = max_bytes
     total = 0
@@ -110,11 +128,18 @@ def read_partitions(
     for wanted in partitions:
         partition, error = resolve(broker, wanted)
         if partition is None:
+            if broker.in_cluster and error is not ErrorCode.unknown_topic_id:
+                error = resolve_in_cluster(broker, wanted)
             results.append(PartitionResult(wanted, error, []))
             continue
         found.append(partition)
         error = check_leader_epoch(partition, wanted.current_leader_epoch)
-        upper = partition.last_stable_offset if isolation_level == READ_COMMITTED else partition.high_watermark
+        if error is ErrorCode.none and not partition.is_leader:
+            error = ErrorCode.not_leader_or_follower
+        if replica_id >= 0:
+            upper = partition.log_end_offset
+        else:
+            upper = partition.last_stable_offset if isolation_level == READ_COMMITTED else partition.high_watermark
         result = PartitionResult(
             wanted, error, [], partition.high_watermark, partition.last_stable_offset, partition.log_start_offset
         )
@@ -198,8 +223,15 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     isolation_level = getattr(request, "isolation_level", 0)
     max_bytes = request.max_bytes if request.max_bytes > 0 else broker.config["fetch.max.bytes"]
     deadline = trio.current_time() + max(request.max_wait.total_seconds(), 0)
+    replica_id = follower_id(request, version)
+    if replica_id >= 0:
+        if broker.cluster is None:
+            # Only brokers of this cluster fetch as replicas.
+            return encode_fetch_response(version, 0, ErrorCode.not_leader_or_follower, INVALID_SESSION_ID, ())
+        follower_fetched(broker, fetching, replica_id)
+        isolation_level = 0
     while True:
-        results, total, partitions = read_partitions(broker, fetching, max_bytes, isolation_level)
+        results, total, partitions = read_partitions(broker, fetching, max_bytes, isolation_level, replica_id)
         answer = [r for r in results if r.changed()] if incremental else results
         errors = any(r.error is not ErrorCode.none for r in results)
         if total >= request.min_bytes or errors or trio.current_time() >= deadline:
@@ -227,6 +259,24 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         session.epoch = session.epoch + 1 if session.epoch < 2**31 - 1 else 1
     session_id = session.session_id if session is not None else INVALID_SESSION_ID
     return encode_fetch_response(version, 0, ErrorCode.none, session_id, _by_topic(answer, by_id))
+
+
+def follower_id(request: Any, version: int) -> int:
+    """The fetching broker's id: replica_id before v15, ReplicaState from v15 (KIP-903)."""
+    if version >= 15:
+        state = getattr(request, "replica_state", None)
+        return state.replica_id if state is not None else -1
+    return getattr(request, "replica_id", -1)
+
+
+def follower_fetched(broker: Broker, fetching: list[SessionPartition], replica_id: int) -> None:
+    """The leader learns each follower's log end offset from its fetch offset."""
+    assert broker.cluster is not None
+    replicas = broker.cluster.replicas
+    for wanted in fetching:
+        partition, _ = resolve(broker, wanted)
+        if partition is not None and partition.is_leader:
+            replicas.follower_fetched(partition, replica_id, wanted.fetch_offset)
 
 
 def _by_topic(results: list[PartitionResult], by_id: bool) -> list[tuple[Any, list[FetchedPartition]]]:

@@ -13,7 +13,8 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kwire.coordinator.group_coordinator import group_coordinator
+from kwire.coordinator.group_coordinator import group_coordinator, partition_for
+from kwire.errors import KafkaError
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.handlers.metadata import this_broker
@@ -32,6 +33,38 @@ def coordinator_node(ctx: RequestContext) -> tuple[int, str, int]:
     registration = this_broker(ctx)
     endpoint = registration.endpoint(ctx.listener_name)
     return registration.broker_id, endpoint.host, endpoint.port
+
+
+def find_in_cluster(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str | None, tuple[int, str, int]]:
+    """In a cluster: the leader of the key's partition of the coordinator's topic, as
+    the image says; the topic is created on first use."""
+    broker = ctx.broker
+    if key_type == KEY_TYPE_GROUP:
+        coordinator = group_coordinator(broker)
+        name = "__consumer_offsets"
+    elif key_type == KEY_TYPE_TRANSACTION:
+        coordinator = broker.services.get("transactions")
+        name = "__transaction_state"
+    else:
+        return ErrorCode.invalid_request, f"Unknown key type {key_type}", NO_NODE
+    if coordinator is None:
+        return ErrorCode.coordinator_not_available, "The coordinator is not available.", NO_NODE
+    topic = broker.metadata_image.topic(name)
+    if topic is None:
+        try:
+            coordinator.ensure_offsets_topic() if key_type == KEY_TYPE_GROUP else coordinator.ensure_topic()
+        except KafkaError:
+            pass  # created in the background
+        return ErrorCode.coordinator_not_available, "The coordinator is not available.", NO_NODE
+    state = topic.partition(partition_for(key, len(topic.partitions)))
+    registration = broker.metadata_image.broker(state.leader_id) if state is not None else None
+    if registration is None:
+        return ErrorCode.coordinator_not_available, "The coordinator is not available.", NO_NODE
+    endpoint = registration.endpoint(ctx.listener_name)
+    return ErrorCode.none, None, (registration.broker_id, endpoint.host, endpoint.port)
+
+
+NO_NODE = (-1, "", -1)
 
 
 def find(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str | None]:
@@ -58,7 +91,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     if ctx.api_version >= 4:
         coordinators = []
         for key in request.coordinator_keys:
-            error, message = find(ctx, key, key_type)
+            if ctx.broker.cluster is not None:
+                error, message, (node_id, host, port) = find_in_cluster(ctx, key, key_type)
+            else:
+                error, message = find(ctx, key, key_type)
             ok = error is ErrorCode.none
             coordinators.append(
                 make(
@@ -72,7 +108,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 )
             )
         return make(module.FindCoordinatorResponse, throttle_time=NO_THROTTLE, coordinators=tuple(coordinators))
-    error, message = find(ctx, request.key, key_type)
+    if ctx.broker.cluster is not None:
+        error, message, (node_id, host, port) = find_in_cluster(ctx, request.key, key_type)
+    else:
+        error, message = find(ctx, request.key, key_type)
     ok = error is ErrorCode.none
     return make(
         module.FindCoordinatorResponse,

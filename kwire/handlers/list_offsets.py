@@ -10,7 +10,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kwire.broker import Partition
+from kwire.broker import Broker, Partition
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
@@ -21,6 +21,16 @@ EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
 EARLIEST_LOCAL_TIMESTAMP = -4
 READ_COMMITTED = 1
+
+
+def absent_partition_error(broker: Broker, topic_name: str, index: int) -> ErrorCode:
+    """No replica here: in a cluster, NOT_LEADER_OR_FOLLOWER if the partition exists
+    elsewhere (the client refreshes its metadata), else UNKNOWN_TOPIC_OR_PARTITION."""
+    if broker.in_cluster:
+        topic = broker.metadata_image.topic(topic_name)
+        if topic is not None and topic.partition(index) is not None:
+            return ErrorCode.not_leader_or_follower
+    return ErrorCode.unknown_topic_or_partition
 
 
 def check_leader_epoch(partition: Partition, current_leader_epoch: int) -> ErrorCode:
@@ -60,9 +70,11 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             partition = ctx.broker.partition(topic.name, wanted.partition_index)
             timestamp, offset, error = -1, -1, ErrorCode.none
             if partition is None:
-                error = ErrorCode.unknown_topic_or_partition
+                error = absent_partition_error(ctx.broker, topic.name, wanted.partition_index)
             else:
                 error = check_leader_epoch(partition, getattr(wanted, "current_leader_epoch", -1))
+                if error is ErrorCode.none and not partition.is_leader:
+                    error = ErrorCode.not_leader_or_follower
                 if error is ErrorCode.none:
                     timestamp, offset = lookup(partition, wanted.timestamp, isolation_level)
             partitions.append(

@@ -11,12 +11,16 @@ this is the broker's hottest path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import trio
 from kio.schema.errors import ErrorCode
 
 from kwire import codecs
-from kwire.broker import KafkaError, Topic, now_ms
+from kwire.broker import KafkaError, Partition, Topic, now_ms
 from kwire.config import LONG_MAX
-from kwire.handlers import RequestContext
+from kwire.handlers import PendingAnswer, RequestContext
+from kwire.handlers.list_offsets import absent_partition_error
 from kwire.protocol.apis import api
 from kwire.protocol.fetch_response import EncodedBody
 from kwire.protocol.headers import CloseConnection
@@ -50,13 +54,21 @@ def record_policy(topic: Topic) -> RecordPolicy:
 
 
 def produce_to_partition(
-    ctx: RequestContext, topic_name: str, index: int, records: memoryview | None
+    ctx: RequestContext,
+    topic_name: str,
+    index: int,
+    records: memoryview | None,
+    acks: int = 1,
+    replication_waits: list[ReplicationWait] | None = None,
 ) -> PartitionProduceResult:
     broker = ctx.broker
     topic = broker.topics.get(topic_name)
     partition = broker.partition(topic_name, index)
     if topic is None or partition is None:
-        return PartitionProduceResult(index, ErrorCode.unknown_topic_or_partition, -1)
+        return PartitionProduceResult(index, absent_partition_error(broker, topic_name, index), -1)
+    leader_error = partition.check_leader(acks)
+    if leader_error is not ErrorCode.none:
+        return PartitionProduceResult(index, leader_error, -1)
     if topic.is_internal:
         return PartitionProduceResult(
             index, ErrorCode.invalid_topic_exception, -1, error_message=f"Cannot append to internal topic {topic_name}"
@@ -104,16 +116,42 @@ def produce_to_partition(
         return PartitionProduceResult(
             index, e.error_code, -1, log_start_offset=partition.log_start_offset, error_message=e.message
         )
-    return PartitionProduceResult(index, ErrorCode.none, base_offset, log_append_time, partition.log_start_offset)
+    result = PartitionProduceResult(index, ErrorCode.none, base_offset, log_append_time, partition.log_start_offset)
+    if acks == -1 and partition.replication is not None and replication_waits is not None:
+        replication_waits.append(ReplicationWait(result, partition, partition.log_end_offset))
+    return result
+
+
+@dataclass(slots=True)
+class ReplicationWait:
+    """An acks=all partition answer waiting for the ISR to have its batches."""
+
+    result: PartitionProduceResult
+    partition: Partition
+    end_offset: int
+
+
+async def wait_for_replication(waits: list[ReplicationWait], timeout_ms: int) -> None:
+    """Kafka's DelayedProduce: each partition's answer once the high watermark passes
+    its batches, all within the request's timeout."""
+    deadline = trio.current_time() + max(timeout_ms, 0) / 1000
+    for wait in waits:
+        error = await wait.partition.wait_for_high_watermark(wait.end_offset, max(deadline - trio.current_time(), 0))
+        if error is not ErrorCode.none:
+            wait.result.error_code = error
+            wait.result.error_message = None
+            if error is not ErrorCode.not_enough_replicas_after_append:
+                wait.result.base_offset = -1
 
 
 @api(0, decode=read_produce_request)
-async def handle(ctx: RequestContext, request: ProduceRequest) -> EncodedBody | None:
+async def handle(ctx: RequestContext, request: ProduceRequest) -> EncodedBody | PendingAnswer | None:
     valid_acks = request.acks in (0, 1, -1)
     topics = []
+    waits: list[ReplicationWait] = []
     for topic_data in request.topic_data:
         partitions = [
-            produce_to_partition(ctx, topic_data.name, data.index, data.records)
+            produce_to_partition(ctx, topic_data.name, data.index, data.records, request.acks, waits)
             if valid_acks
             else PartitionProduceResult(data.index, ErrorCode.invalid_required_acks, -1)
             for data in topic_data.partition_data
@@ -126,4 +164,12 @@ async def handle(ctx: RequestContext, request: ProduceRequest) -> EncodedBody | 
             # producer's only cue to refresh its metadata (KafkaApis.handleProduceRequest).
             raise CloseConnection(f"acks=0 produce failed with {failed.error_code.name}")
         return None
+    if waits:
+        version = ctx.api_version
+
+        async def replicated() -> EncodedBody:
+            await wait_for_replication(waits, request.timeout_ms)
+            return encode_produce_response(version, topics)
+
+        return PendingAnswer(replicated)
     return encode_produce_response(ctx.api_version, topics)

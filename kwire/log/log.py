@@ -253,6 +253,7 @@ class PartitionLog:
         self._closed = False
         # Whether the state file exists (a brand-new partition has none until needed).
         self._state_stored = False
+        self._stored_high_watermark = -1
         # Runs a roll's FlushJob off the event loop (the broker's, see background.py);
         # without one, rolled segments are flushed by the next maybe_flush().
         self.roll_flusher: Callable[[FlushJob], None] | None = None
@@ -474,6 +475,24 @@ class PartitionLog:
     def leader_epoch_entries(self) -> list[tuple[int, int]]:
         return list(self._epochs.entries)
 
+    @property
+    def latest_epoch(self) -> int:
+        """The latest leader epoch with batches in this log (the epoch cache's), -1 if none."""
+        return self._epochs.latest_epoch
+
+    def checkpoint_high_watermark(self) -> None:
+        """Persist the high watermark if it moved since it was last written (Kafka's
+        replication-offset-checkpoint, every few seconds): a restarted replica starts
+        from it rather than from zero."""
+        if self._high_watermark != self._stored_high_watermark:
+            self._write_state()
+
+    def truncate_fully_and_start_at(self, offset: int, *, now_ms: int | None = None) -> None:
+        """Empty the log and start it at `offset` (a follower behind its leader's log
+        start offset)."""
+        self._truncate_fully_and_start_at(offset, _now_ms() if now_ms is None else now_ms)
+        self._write_state()
+
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """OffsetForLeaderEpoch: (largest epoch <= `epoch`, its end offset), (-1, -1) if unknown."""
         return self._epochs.end_offset_for(epoch, self._log_end_offset)
@@ -490,6 +509,7 @@ class PartitionLog:
     def _write_state(self, *, clean_shutdown: bool = False) -> None:
         self._state(clean_shutdown=clean_shutdown).write(self.directory)
         self._state_stored = True
+        self._stored_high_watermark = self._high_watermark
 
     def _segment_index(self, offset: int) -> int:
         """Index of the segment whose range holds `offset` (0 if below all)."""
