@@ -13,10 +13,16 @@ three things a state machine lacks:
 - storage: offset commits and group metadata are appended as records, keyed as
   Kafka keys them, to partition `abs(hash(group id)) % offsets.topic.num.partitions`
   of the compacted internal topic `__consumer_offsets`, through the coordinators'
-  `PartitionWriter` (so fetches and the high watermark see them like any append). At
-  start-up the partitions are read back, tombstones deleting.
+  `PartitionWriter` (so fetches and the high watermark see them like any append);
+- ownership (Kafka's onElection/onResignation): the coordinator serves the groups of
+  the `__consumer_offsets` partitions this broker leads. `on_elected` reads a partition
+  back (its groups answer COORDINATOR_LOAD_IN_PROGRESS meanwhile), `on_resigned` drops
+  its groups (their waiting JoinGroup/SyncGroup answered NOT_COORDINATOR); any other
+  group answers NOT_COORDINATOR. Alone (the default), it elects itself for every
+  partition when it starts.
 
-A commit is answered only once its record is in the log.
+A commit, a TxnOffsetCommit and a group's assignment are answered only once their
+record is committed (replicated: Kafka's coordinators append with acks=-1).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,6 +69,18 @@ OFFSETS_TOPIC = "__consumer_offsets"
 OFFSET_METADATA_MAX_BYTES = 4096
 LOAD_READ_BYTES = 1 << 20
 GROUP_TYPE_CLASSIC = "classic"
+# Kafka's offsets.commit.timeout.ms default: how long a commit waits for replication.
+OFFSETS_COMMIT_TIMEOUT_MS = 5000
+# Batches read back between checkpoints while loading, so a load can be cancelled.
+LOAD_BATCHES_PER_CHECKPOINT = 64
+
+
+def setting(config: BrokerConfig, key: str, default: Any) -> Any:
+    """A broker setting kwire's config may not define yet: Kafka's default then."""
+    try:
+        return config[key]
+    except KeyError:
+        return default
 
 
 def java_string_hashcode(s: str) -> int:
@@ -115,10 +133,14 @@ class ListedGroup:
 
 
 class GroupCoordinator:
-    """All consumer groups of this broker (it leads every `__consumer_offsets` partition)."""
+    """The consumer groups of the `__consumer_offsets` partitions this broker leads."""
 
-    def __init__(self, writer: PartitionWriter, config: BrokerConfig) -> None:
+    def __init__(self, writer: PartitionWriter, config: BrokerConfig, *, owns_all_partitions: bool = True) -> None:
+        """With `owns_all_partitions` (one broker) `run` elects itself for every
+        partition; else the cluster calls `on_elected` / `on_resigned`."""
         self.writer = writer
+        self.owns_all_partitions = owns_all_partitions
+        self.commit_timeout_ms: int = setting(config, "offsets.commit.timeout.ms", OFFSETS_COMMIT_TIMEOUT_MS)
         self.broker_config = config
         self.config = GroupConfig(
             min_session_timeout_ms=config["group.min.session.timeout.ms"],
@@ -130,14 +152,31 @@ class GroupCoordinator:
         self.retention_ms: int = config["offsets.retention.minutes"] * 60_000
         self.retention_check_interval_ms: int = config["offsets.retention.check.interval.ms"]
         self.groups: dict[str, Group] = {}
-        # TxnOffsetCommit offsets read back from the log whose transaction has no marker
-        # yet: producer id -> group -> partition -> offset. The transaction coordinator
-        # takes them over once loaded, so its EndTxn commits or drops them.
-        self.open_transactional_offsets: dict[int, dict[str, dict[tuple[str, int], OffsetAndMetadata]]] = {}
+        # TxnOffsetCommit offsets (stored, replicated) whose transaction has no marker
+        # yet: producer id -> group -> partition -> offset. The marker on the group's
+        # partition commits or drops them (complete_transactional_offsets).
+        self.pending_txn_offsets: dict[int, dict[str, dict[tuple[str, int], OffsetAndMetadata]]] = {}
         # Until `run` starts, nothing is served (COORDINATOR_NOT_AVAILABLE); partitions
-        # being read back answer COORDINATOR_LOAD_IN_PROGRESS.
+        # being read back answer COORDINATOR_LOAD_IN_PROGRESS, partitions neither loaded
+        # nor loading NOT_COORDINATOR.
         self.active = False
         self.loading: set[int] = set()
+        # Partition -> the leader epoch it was loaded under (Kafka's coordinator epoch).
+        self.owned: dict[int, int] = {}
+        # The highest epoch seen per partition: older elections and resignations are
+        # stale (Kafka's epochForPartitionId).
+        self._epochs: dict[int, int] = {}
+        self._load_scopes: dict[int, trio.CancelScope] = {}
+        self._loads_changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        # on_elected / on_resigned called before `run`: (elected, partition, epoch).
+        self._queued: list[tuple[bool, int, int]] = []
+        # A leader's SyncGroup whose assignment was stored before the group saw it:
+        # group id -> (generation, store error), consumed by `_persist_group`.
+        self._stored_assignment: dict[str, tuple[int, ErrorCode]] = {}
+        # Group metadata appended from inside the state machine (a static member's
+        # return): group id -> (partition, offset) that JoinGroup answers wait for.
+        self._unreplicated: dict[str, tuple[TopicPartition, int]] = {}
         self._wake = trio.Event()
         count = writer.partition_count(OFFSETS_TOPIC)
         if count is not None:
@@ -146,16 +185,99 @@ class GroupCoordinator:
     # ---- the service ---------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        count = self.writer.partition_count(OFFSETS_TOPIC)
-        if count is not None:
-            self.loading = set(range(count))
-        self.active = True
-        task_status.started()
-        if count is not None:
-            await self._load(count)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self.owns_all_partitions:
+                count = self.writer.partition_count(OFFSETS_TOPIC)
+                for index in range(self.num_partitions if count is None else count):
+                    self.on_elected(index, 0)
+            queued, self._queued = self._queued, []
+            for elected, index, epoch in queued:
+                (self.on_elected if elected else self.on_resigned)(index, epoch)
+            self.active = True
+            task_status.started()
             nursery.start_soon(self._run_timers)
             nursery.start_soon(self._run_offset_expiry)
+
+    # ---- ownership (Kafka's GroupCoordinator.onElection / onResignation) ------------------
+
+    def _update_epoch(self, partition_index: int, leader_epoch: int) -> bool:
+        """False when `leader_epoch` is older than one already seen (a stale call)."""
+        current = self._epochs.get(partition_index)
+        if current is not None and leader_epoch < current:
+            return False
+        self._epochs[partition_index] = leader_epoch
+        return True
+
+    def on_elected(self, partition_index: int, leader_epoch: int) -> None:
+        """This broker now leads `__consumer_offsets` partition `partition_index`: read
+        its groups and offsets back, in a task; its groups answer
+        COORDINATOR_LOAD_IN_PROGRESS until then."""
+        if self._nursery is None:
+            self._queued.append((True, partition_index, leader_epoch))
+            return
+        if not self._update_epoch(partition_index, leader_epoch):
+            log.info("%s-%d: not loading for stale epoch %d", OFFSETS_TOPIC, partition_index, leader_epoch)
+            return
+        if partition_index in self.owned:
+            self.owned[partition_index] = leader_epoch
+            return
+        if partition_index in self.loading:
+            return  # already being read back
+        self.loading.add(partition_index)
+        scope = trio.CancelScope()
+        self._load_scopes[partition_index] = scope
+        self._nursery.start_soon(self._load_task, partition_index, leader_epoch, scope)
+
+    def on_resigned(self, partition_index: int, leader_epoch: int) -> None:
+        """This broker no longer leads the partition: its groups are dropped, their
+        waiting JoinGroup/SyncGroup answered NOT_COORDINATOR (Kafka's onGroupUnloaded),
+        a load in progress cancelled."""
+        if self._nursery is None:
+            self._queued.append((False, partition_index, leader_epoch))
+            return
+        if not self._update_epoch(partition_index, leader_epoch):
+            log.info("%s-%d: not unloading for stale epoch %d", OFFSETS_TOPIC, partition_index, leader_epoch)
+            return
+        scope = self._load_scopes.pop(partition_index, None)
+        if scope is not None:
+            scope.cancel()
+        self.loading.discard(partition_index)
+        self.owned.pop(partition_index, None)
+        self._loads_done()
+        unloaded = [g for g in self.groups.values() if self.partition_for(g.group_id) == partition_index]
+        now = now_ms()
+        for group in unloaded:
+            for member in group.members.values():
+                join_reply, member.join_reply = member.join_reply, None
+                if join_reply is not None:
+                    join_reply.resolve(JoinResult(ErrorCode.not_coordinator, member.member_id))
+                sync_reply, member.sync_reply = member.sync_reply, None
+                if sync_reply is not None:
+                    sync_reply.resolve(SyncResult(ErrorCode.not_coordinator))
+            group.mark_dead(now)
+            del self.groups[group.group_id]
+            self._unreplicated.pop(group.group_id, None)
+        for producer_id, by_group in list(self.pending_txn_offsets.items()):
+            for group_id in [g for g in by_group if self.partition_for(g) == partition_index]:
+                del by_group[group_id]
+            if not by_group:
+                del self.pending_txn_offsets[producer_id]
+        self._changed()
+        log.info("%s-%d: resigned (epoch %d), %d groups unloaded", OFFSETS_TOPIC, partition_index, leader_epoch, len(unloaded))
+
+    def _loads_done(self) -> None:
+        self._loads_changed.set()
+        self._loads_changed = trio.Event()
+
+    async def wait_loaded(self, partition_index: int) -> None:
+        """Until the partition is no longer being read back: a transaction marker for it
+        must land where the load sees it, or after the load."""
+        while partition_index in self.loading:
+            await self._loads_changed.wait()
+
+    def owns(self, group_id: str) -> bool:
+        return self.partition_for(group_id) in self.owned
 
     async def _run_timers(self) -> None:
         while True:
@@ -217,12 +339,12 @@ class GroupCoordinator:
 
     def _append(
         self, group_id: str, records: Sequence[tuple[bytes, bytes | None]], producer_id: int = -1, producer_epoch: int = -1
-    ) -> ErrorCode:
-        """Append records for `group_id` to its partition: the write every commit and
-        group change waits for. With a producer id, a transactional batch of that
+    ) -> tuple[ErrorCode, TopicPartition | None, int]:
+        """Append records for `group_id` to its partition, as leader: (error, partition,
+        offset of the last record). With a producer id, a transactional batch of that
         producer (a TxnOffsetCommit's offsets, as Kafka stores them)."""
         if not records:
-            return ErrorCode.none
+            return ErrorCode.none, None, -1
         timestamp = now_ms()
         try:
             tp = self._offsets_partition(group_id)
@@ -234,17 +356,38 @@ class GroupCoordinator:
             else:
                 batch = build_batch(list(records), timestamp_ms=timestamp)
             headers = validate_batches(batch)
-            self.writer.append(tp, bytearray(batch), headers, timestamp)
+            base_offset = self.writer.append(tp, bytearray(batch), headers, timestamp)
         except KafkaError as e:
             log.warning("group %s: cannot append to %s: %s", group_id, OFFSETS_TOPIC, e)
-            return _store_error(e.error_code)
+            return store_error(e.error_code), None, -1
         except Exception:
             log.exception("group %s: cannot append to %s", group_id, OFFSETS_TOPIC)
-            return ErrorCode.unknown_server_error
+            return ErrorCode.unknown_server_error, None, -1
+        return ErrorCode.none, tp, base_offset + len(records) - 1
+
+    async def _replicated(self, tp: TopicPartition, offset: int, epoch: int | None) -> ErrorCode:
+        """Wait for the write at `offset` to be committed; NOT_COORDINATOR if the
+        partition was resigned (or re-elected) meanwhile."""
+        error = await self.writer.wait_replicated(tp, offset, self.commit_timeout_ms)
+        if error is not ErrorCode.none:
+            log.warning("%s-%d: offset %d not replicated: %s", tp[0], tp[1], offset, error.name)
+            return store_error(error)
+        if epoch is None or self.owned.get(tp[1]) != epoch:
+            return ErrorCode.not_coordinator
         return ErrorCode.none
 
-    def _persist_group(self, group: Group, assignment: dict[str, bytes]) -> ErrorCode:
-        """Kafka's storeGroup: the group's metadata with this assignment."""
+    async def _store(
+        self, group_id: str, records: Sequence[tuple[bytes, bytes | None]], producer_id: int = -1, producer_epoch: int = -1
+    ) -> ErrorCode:
+        """Append and wait until committed: the write every commit and assignment waits for."""
+        epoch = self.owned.get(self.partition_for(group_id))
+        error, tp, offset = self._append(group_id, records, producer_id, producer_epoch)
+        if error is not ErrorCode.none or tp is None:
+            return error
+        return await self._replicated(tp, offset, epoch)
+
+    def _group_metadata_record(self, group: Group, assignment: dict[str, bytes]) -> tuple[bytes, bytes]:
+        """Kafka's group metadata record: the group with this assignment."""
         protocol = group.protocol_name
         members = [
             codec.MemberMetadataValue(
@@ -267,31 +410,55 @@ class GroupCoordinator:
             group.state_timestamp,
             members,
         )
-        return self._append(
-            group.group_id,
-            [(codec.encode_group_metadata_key(group.group_id), codec.encode_group_metadata_value(value))],
-        )
+        return codec.encode_group_metadata_key(group.group_id), codec.encode_group_metadata_value(value)
+
+    def _persist_group(self, group: Group, assignment: dict[str, bytes]) -> ErrorCode:
+        """Kafka's storeGroup, called by the group's state machine. A leader's assignment
+        was stored (and replicated) by `sync_group` before the group sees it: its result
+        is answered. Otherwise (a static member's return, a group left empty) the record
+        is appended now, and the JoinGroup answers it releases wait for its replication."""
+        stored = self._stored_assignment.pop(group.group_id, None)
+        if stored is not None and stored[0] == group.generation_id:
+            return stored[1]
+        error, tp, offset = self._append(group.group_id, [self._group_metadata_record(group, assignment)])
+        if error is ErrorCode.none and tp is not None:
+            self._unreplicated[group.group_id] = (tp, offset)
+        return error
 
     # ---- loading -------------------------------------------------------------------------
 
-    async def _load(self, num_partitions: int) -> None:
+    async def _load_task(self, index: int, epoch: int, scope: trio.CancelScope) -> None:
         started = now_ms()
-        for index in range(num_partitions):
+        loaded = 0
+        with scope:
             try:
-                self._load_partition(index)
+                if self.writer.partition_count(OFFSETS_TOPIC) is None:
+                    pass  # not created yet: nothing to read back
+                else:
+                    loaded = await self._load_partition(index, lambda: self._load_scopes.get(index) is scope)
             except Exception:
                 log.exception("cannot load %s-%d", OFFSETS_TOPIC, index)
-            self.loading.discard(index)
-            await trio.sleep(0)
-        self._changed()
-        log.info("loaded %d groups from %s in %d ms", len(self.groups), OFFSETS_TOPIC, now_ms() - started)
+            if self._load_scopes.get(index) is scope:
+                del self._load_scopes[index]
+                self.loading.discard(index)
+                self.owned[index] = epoch
+                self._loads_done()
+                self._changed()
+                log.debug("loaded %d groups from %s-%d in %d ms", loaded, OFFSETS_TOPIC, index, now_ms() - started)
+                if not self.loading:
+                    log.info("loaded %d groups from %s", len(self.groups), OFFSETS_TOPIC)
 
-    def _load_partition(self, index: int) -> None:
+    async def _load_partition(self, index: int, current: Callable[[], bool]) -> int:
+        """Read the partition back (checkpoints between batches, so resignation can
+        cancel it), then install its groups at once unless `current()` turned false.
+        Returns how many groups were loaded."""
         offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         metadata: dict[str, codec.GroupMetadataValue | None] = {}
         # Transactional offsets wait for their producer's marker: commit applies them.
         pending: dict[int, dict[str, dict[tuple[str, int], OffsetAndMetadata]]] = {}
-        for header, batch in read_batches(self.writer, (OFFSETS_TOPIC, index)):
+        for count, (header, batch) in enumerate(read_batches(self.writer, (OFFSETS_TOPIC, index)), 1):
+            if count % LOAD_BATCHES_PER_CHECKPOINT == 0:
+                await trio.sleep(0)
             if header.is_control:
                 by_group = pending.pop(header.producer_id, None)
                 if by_group and any(control_record_type(r.key) == CONTROL_COMMIT for r in iter_records(batch)):
@@ -322,10 +489,15 @@ class GroupCoordinator:
                         )
                 except codec.CodecError as e:
                     log.warning("%s-%d offset %d: skipping record: %s", OFFSETS_TOPIC, index, record.offset, e)
+        await trio.sleep(0)
+        if not current():
+            return 0
+        # No checkpoint from here on: the partition's groups appear at once.
         for producer_id, by_group in pending.items():
             for group_id, committed in by_group.items():
-                self.open_transactional_offsets.setdefault(producer_id, {}).setdefault(group_id, {}).update(committed)
+                self.pending_txn_offsets.setdefault(producer_id, {}).setdefault(group_id, {}).update(committed)
         now = now_ms()
+        loaded = 0
         for group_id in set(offsets) | set(metadata):
             value = metadata.get(group_id)
             group_offsets = offsets.get(group_id, {})
@@ -362,6 +534,8 @@ class GroupCoordinator:
                 )
             group.offsets.update(group_offsets)
             self.groups[group_id] = group
+            loaded += 1
+        return loaded
 
     def _new_group(self, group_id: str, now: int) -> Group:
         return Group(group_id, self.config, now, self._persist_group)
@@ -374,8 +548,11 @@ class GroupCoordinator:
             return ErrorCode.invalid_group_id
         if not self.active:
             return ErrorCode.coordinator_not_available
-        if self.loading and self.partition_for(group_id) in self.loading:
+        partition = self.partition_for(group_id)
+        if partition in self.loading:
             return ErrorCode.coordinator_load_in_progress
+        if partition not in self.owned:
+            return ErrorCode.not_coordinator
         return None
 
     # ---- membership ---------------------------------------------------------------------
@@ -428,8 +605,33 @@ class GroupCoordinator:
         self._changed()
         if not reply.done:
             await event.wait()
-        assert reply.value is not None
-        return reply.value
+        result = reply.value
+        assert result is not None
+        unreplicated = self._unreplicated.get(group_id)
+        if unreplicated is not None and result.error is ErrorCode.none:
+            # The answer follows a write of the group (a static member's return): it
+            # waits for that write to be committed, as Kafka's storeGroup callback does.
+            tp, offset = unreplicated
+            error = await self._replicated(tp, offset, self.owned.get(tp[1]))
+            if self._unreplicated.get(group_id) == unreplicated:
+                del self._unreplicated[group_id]
+            if error is not ErrorCode.none:
+                return JoinResult(error, result.member_id)
+        return result
+
+    def _is_leader_assignment(
+        self, group: Group, member_id: str, group_instance_id: str | None, generation_id: int,
+        protocol_type: str | None, protocol_name: str | None,
+    ) -> bool:
+        """Whether this SyncGroup is the leader's, which Group.sync would store."""
+        return (
+            group.state is GroupState.COMPLETING_REBALANCE
+            and group.is_leader(member_id)
+            and generation_id == group.generation_id
+            and (group_instance_id is None or group.static_members.get(group_instance_id) == member_id)
+            and (protocol_type is None or protocol_type == group.protocol_type)
+            and (protocol_name is None or protocol_name == group.protocol_name)
+        )
 
     async def sync_group(
         self,
@@ -452,6 +654,16 @@ class GroupCoordinator:
         group = self.groups.get(group_id)
         if group is None:
             return SyncResult(ErrorCode.unknown_member_id)
+        if self._is_leader_assignment(group, member_id, group_instance_id, generation_id, protocol_type, protocol_name):
+            # Kafka stores the leader's assignment and completes the SyncGroups in the
+            # write's callback: here it is stored (and replicated) first, then handed to
+            # the group, which answers every member with it (or with the error).
+            epoch = self.owned.get(self.partition_for(group_id))
+            full = {m: assignments.get(m, b"") for m in group.members}
+            stored = await self._store(group_id, [self._group_metadata_record(group, full)])
+            if self.groups.get(group_id) is not group or self.owned.get(self.partition_for(group_id)) != epoch:
+                return SyncResult(ErrorCode.not_coordinator)  # unloaded meanwhile
+            self._stored_assignment[group_id] = (generation_id, stored)
         event = trio.Event()
         reply: Reply[SyncResult] = Reply(event.set)
         group.sync(
@@ -464,6 +676,7 @@ class GroupCoordinator:
             protocol_name=protocol_name,
             assignments=assignments,
         )
+        self._stored_assignment.pop(group_id, None)
         self._changed()
         if not reply.done:
             await event.wait()
@@ -496,7 +709,7 @@ class GroupCoordinator:
 
     # ---- offsets ------------------------------------------------------------------------
 
-    def commit_offsets(
+    async def commit_offsets(
         self,
         *,
         group_id: str,
@@ -507,13 +720,15 @@ class GroupCoordinator:
         retention_ms: int = -1,
         api_version: int = 9,
     ) -> dict[tuple[str, int], ErrorCode]:
-        """Commit (offset, leader epoch, metadata) per partition; errors per partition."""
+        """Commit (offset, leader epoch, metadata) per partition; errors per partition.
+        Answered once the commit's record is committed; only then is it visible."""
         if not offsets:
             return {}
         error = self.check(group_id, allow_empty_id=True)
         if error is not None:
             return {tp: error for tp in offsets}
         group = self.groups.get(group_id)
+        new_group = group is None
         if group is None:
             if generation_id >= 0:
                 error = ErrorCode.group_id_not_found if api_version >= 9 else ErrorCode.illegal_generation
@@ -547,21 +762,50 @@ class GroupCoordinator:
                     ),
                 )
             )
-        store_error = self._append(group_id, records)
-        for tp, om in accepted.items():
-            results[tp] = store_error
-            if store_error is ErrorCode.none:
-                group.offsets[tp] = om
-        if group_id not in self.groups and accepted and store_error is ErrorCode.none:
-            self.groups[group_id] = group
+        stored = await self._store(group_id, records)
+        for tp in accepted:
+            results[tp] = stored
+        if accepted and stored is ErrorCode.none:
+            if new_group:
+                # Another commit may have created the group while this one was replicated.
+                group = self.groups.setdefault(group_id, group)
+            group.offsets.update(accepted)
         return results
 
-    def store_transactional_offsets(
-        self, group_id: str, producer_id: int, producer_epoch: int, offsets: dict[tuple[str, int], OffsetAndMetadata]
+    async def txn_offset_commit(
+        self,
+        *,
+        group_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        offsets: dict[tuple[str, int], tuple[int, int, str | None]],
+        member_id: str = "",
+        group_instance_id: str | None = None,
+        generation_id: int = -1,
     ) -> ErrorCode:
-        """A TxnOffsetCommit's offsets, written to the log as the producer's transactional
-        batch before they are answered: not visible until the transaction's commit marker,
-        and not lost if the broker stops before EndTxn."""
+        """Kafka's handleTxnCommitOffsets: the offsets are written as the producer's
+        transactional batch and, once committed, held pending until the transaction's
+        marker on the group's partition (`complete_transactional_offsets`). One error for
+        every partition; a member id or generation (v3+, KIP-447) is checked against the
+        group."""
+        error = self.check(group_id)
+        if error is not None:
+            return error
+        group = self.groups.get(group_id)
+        if group is not None:
+            if group.state is GroupState.DEAD:
+                return ErrorCode.coordinator_not_available
+            if group_instance_id is not None and group.static_members.get(group_instance_id, member_id) != member_id:
+                return ErrorCode.fenced_instance_id
+            if member_id and member_id not in group.members:
+                return ErrorCode.unknown_member_id
+            if generation_id >= 0 and generation_id != group.generation_id:
+                return ErrorCode.illegal_generation
+        timestamp = now_ms()
+        committed = {
+            tp: OffsetAndMetadata(offset, metadata or "", timestamp, leader_epoch, None)
+            for tp, (offset, leader_epoch, metadata) in offsets.items()
+        }
         records = [
             (
                 codec.encode_offset_commit_key(group_id, topic, index),
@@ -569,30 +813,40 @@ class GroupCoordinator:
                     codec.OffsetCommitValue(om.offset, om.metadata, om.commit_timestamp, om.leader_epoch, om.expire_timestamp)
                 ),
             )
-            for (topic, index), om in offsets.items()
+            for (topic, index), om in committed.items()
         ]
         self.ensure_offsets_topic()
-        return self._append(group_id, records, producer_id, producer_epoch)
-
-    def commit_transactional_offsets(self, group_id: str, offsets: dict[tuple[str, int], OffsetAndMetadata]) -> ErrorCode:
-        """A committed transaction's TxnOffsetCommit offsets, made visible (and stored)."""
-        group = self.groups.get(group_id)
-        if group is None:
-            self.ensure_offsets_topic()
-            group = self.groups[group_id] = self._new_group(group_id, now_ms())
-        records = [
-            (
-                codec.encode_offset_commit_key(group_id, topic, index),
-                codec.encode_offset_commit_value(
-                    codec.OffsetCommitValue(om.offset, om.metadata, om.commit_timestamp, om.leader_epoch, om.expire_timestamp)
-                ),
-            )
-            for (topic, index), om in offsets.items()
-        ]
-        error = self._append(group_id, records)
+        error = await self._store(group_id, records, producer_id, producer_epoch)
         if error is ErrorCode.none:
-            group.offsets.update(offsets)
+            self.pending_txn_offsets.setdefault(producer_id, {}).setdefault(group_id, {}).update(committed)
         return error
+
+    def complete_transactional_offsets(self, producer_id: int, partition_indexes: Iterable[int], commit: bool) -> None:
+        """A transaction marker of `producer_id` was written to these `__consumer_offsets`
+        partitions: its pending TxnOffsetCommit offsets of their groups become the
+        groups' committed offsets (commit) or are dropped (abort). Kafka's
+        handleTxnCompletion; nothing is written, the marker commits the batch in the log."""
+        by_group = self.pending_txn_offsets.get(producer_id)
+        if not by_group:
+            return
+        partitions = set(partition_indexes)
+        for group_id in [g for g in by_group if self.partition_for(g) in partitions]:
+            offsets = by_group.pop(group_id)
+            if commit and self.partition_for(group_id) in self.owned:
+                group = self.groups.get(group_id)
+                if group is None:
+                    group = self.groups[group_id] = self._new_group(group_id, now_ms())
+                group.offsets.update(offsets)
+        if not by_group:
+            del self.pending_txn_offsets[producer_id]
+
+    def pending_offset_partitions(self, group_id: str) -> set[tuple[str, int]]:
+        """Partitions of `group_id` with a transactional commit not yet completed (what
+        OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT for)."""
+        found: set[tuple[str, int]] = set()
+        for by_group in self.pending_txn_offsets.values():
+            found.update(by_group.get(group_id, {}))
+        return found
 
     def fetch_offsets(
         self, group_id: str, partitions: Sequence[tuple[str, int]] | None, require_stable: bool = False
@@ -630,9 +884,9 @@ class GroupCoordinator:
                     eligible.append(tp)
         else:
             return ErrorCode.non_empty_group, {}
-        store_error = self._remove_offsets(group, eligible)
+        removed = self._remove_offsets(group, eligible)
         for tp in eligible:
-            results[tp] = store_error
+            results[tp] = removed
         return ErrorCode.none, results
 
     def _remove_offsets(self, group: Group, partitions: Iterable[tuple[str, int]], *, dead: bool = False) -> ErrorCode:
@@ -643,13 +897,14 @@ class GroupCoordinator:
         ]
         if dead and group.generation_id > 0:
             records.append((codec.encode_group_metadata_key(group.group_id), None))
-        return self._append(group.group_id, records)
+        # Tombstones are not waited for (Kafka's cleanupGroupMetadata appends them so).
+        return self._append(group.group_id, records)[0]
 
     def expire_offsets(self, now: int) -> int:
         """Kafka's offset expiration pass; empty groups left without offsets die."""
         total = 0
         for group in list(self.groups.values()):
-            if self.loading and self.partition_for(group.group_id) in self.loading:
+            if self.partition_for(group.group_id) not in self.owned:
                 continue
             expired = group.expired_offsets(now, self.retention_ms)
             dead = group.state is GroupState.EMPTY and len(expired) == len(group.offsets)
@@ -715,13 +970,20 @@ def _metadata_or_empty(member: Member, protocol: str | None) -> bytes:
         return b""
 
 
-def _store_error(error: ErrorCode) -> ErrorCode:
-    """Kafka's mapping of a failed append to what a group request answers."""
-    if error in (ErrorCode.unknown_topic_or_partition, ErrorCode.not_enough_replicas, ErrorCode.request_timed_out):
+def store_error(error: ErrorCode) -> ErrorCode:
+    """Kafka's mapping of a failed (or unreplicated) append to what a coordinator answers
+    (GroupMetadataManager.storeGroup / storeOffsets, TransactionStateManager)."""
+    if error in (
+        ErrorCode.unknown_topic_or_partition,
+        ErrorCode.not_enough_replicas,
+        ErrorCode.not_enough_replicas_after_append,
+        ErrorCode.request_timed_out,
+    ):
         return ErrorCode.coordinator_not_available
-    if error is ErrorCode.not_leader_or_follower:
+    if error in (ErrorCode.not_leader_or_follower, ErrorCode.kafka_storage_error, ErrorCode.not_coordinator):
         return ErrorCode.not_coordinator
     return ErrorCode.unknown_server_error
+
 
 
 def read_batches(writer: PartitionWriter, tp: TopicPartition) -> Iterator[tuple[Any, bytes]]:

@@ -5,13 +5,16 @@ The group and transaction coordinators keep their state in internal topics and e
 transactions with markers in data partitions. They do it through this interface
 only, so they know nothing of the broker that holds the partitions: today a local
 adapter (`kwire.local_partition_writer`), later one that writes through a cluster's
-partition leaders. Every write is as leader, and on one broker it is committed when
-the call returns.
+partition leaders. Every write is as leader; a coordinator answers only once
+`wait_replicated` says the write is committed (Kafka's coordinators append with
+acks=-1). On one broker a write is committed when the call returns.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
+
+from kio.schema.errors import ErrorCode
 
 from kwire.protocol.records import BatchHeader
 
@@ -55,7 +58,14 @@ class PartitionWriter(Protocol):
         batch), to load a coordinator's state back from its partition."""
         ...
 
-    def write_txn_marker(
+    async def wait_replicated(self, tp: TopicPartition, offset: int, timeout_ms: int) -> ErrorCode:
+        """Wait until the partition's high watermark is past `offset` (the write at
+        `offset` is committed): NONE; NOT_ENOUGH_REPLICAS or REQUEST_TIMED_OUT when the
+        in-sync replicas did not get it in time; NOT_LEADER_OR_FOLLOWER when this broker
+        lost the leadership meanwhile."""
+        ...
+
+    async def write_txn_marker(
         self,
         tp: TopicPartition,
         producer_id: int,
@@ -63,10 +73,13 @@ class PartitionWriter(Protocol):
         commit: bool,
         coordinator_epoch: int,
         timestamp_ms: int,
-    ) -> bool:
-        """Kafka's WriteTxnMarkers on the partition leader: append the control batch
-        that ends the producer's transaction on `tp`; an abort also goes into the
-        partition's aborted-transaction index. False if the partition no longer exists."""
+    ) -> ErrorCode:
+        """Kafka's WriteTxnMarkers to the partition's leader (maybe another broker):
+        append the control batch that ends the producer's transaction on `tp`. NONE
+        once written; UNKNOWN_TOPIC_OR_PARTITION if the partition no longer exists;
+        otherwise a retriable code (NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS,
+        REQUEST_TIMED_OUT, ...) on which the coordinator retries, as Kafka's
+        TransactionMarkerChannelManager does."""
         ...
 
     def aborted_transactions(self, tp: TopicPartition, start: int, end: int) -> list[tuple[int, int]]:

@@ -1,24 +1,32 @@
 """The transaction coordinator service: transactional ids, their transactions and
-the markers that end them (Kafka's TransactionCoordinator, on one broker).
+the markers that end them (Kafka's TransactionCoordinator and TransactionStateManager).
 
+- ownership: it serves the transactional ids of the `__transaction_state` partitions
+  this broker leads (`abs(hash(transactional id)) % transaction.state.log.num.partitions`).
+  `on_elected` reads a partition back (its ids answer COORDINATOR_LOAD_IN_PROGRESS
+  meanwhile; the last record of each id wins, tombstones delete), and a transaction
+  found in PrepareCommit/PrepareAbort gets its markers again and completes;
+  `on_resigned` drops the partition's ids. Any other id answers NOT_COORDINATOR. Alone
+  (the default), it elects itself for every partition when it starts. The partition's
+  leader epoch is the coordinator epoch its markers carry;
 - storage: every transition of a transactional id is appended as a record, keyed as
-  Kafka keys it, to partition `abs(hash(transactional id)) % transaction.state.log.num.partitions`
-  of the compacted internal topic `__transaction_state`; at start-up the partitions
-  are read back (the last record of each id wins, tombstones delete), and a
-  transaction left in PrepareCommit/PrepareAbort gets its markers and completes;
-- markers: EndTxn has a control batch (commit or abort) appended to each partition
-  of the transaction, through the coordinators' `PartitionWriter`, before it answers.
-  An abort also records (producer id, first offset, marker offset) in the partition's
-  aborted-transaction index (Kafka's .txnindex), which read_committed fetches answer
-  with;
-- offsets: TxnOffsetCommit offsets stay pending (held here) until the transaction
-  commits, when they are written to `__consumer_offsets` as ordinary commits;
+  Kafka keys it, and answered once committed (replicated); a transition whose write
+  fails is undone. While one is being written, other requests for the id answer
+  CONCURRENT_TRANSACTIONS, as Kafka's pending state does;
+- markers: EndTxn has a control batch (commit or abort) written to every partition of
+  the transaction at once, through the coordinators' `PartitionWriter` (to each
+  partition's leader), retried with a backoff until written, then the completed state
+  persisted; EndTxn answers after that (Kafka answers after the prepare; kwire's
+  clients see the outcome in every partition once EndTxn returns). A marker on a
+  `__consumer_offsets` partition also completes the group coordinator's pending
+  TxnOffsetCommit offsets there;
 - time: one trio task sleeps until the earliest transaction timeout (the transaction
   is aborted and its producer fenced) or transactional-id expiration.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +37,6 @@ from kio.schema.errors import ErrorCode
 from kwire.clock import now_ms
 from kwire.config import BrokerConfig
 from kwire.coordinator import transactions as tx
-from kwire.coordinator.group import GroupState, OffsetAndMetadata
 from kwire.coordinator.group_coordinator import (
     OFFSETS_TOPIC,
     GroupCoordinator,
@@ -37,6 +44,8 @@ from kwire.coordinator.group_coordinator import (
     millis,
     partition_for,
     read_batches,
+    setting,
+    store_error,
 )
 from kwire.coordinator.partition_writer import PartitionWriter
 from kwire.coordinator.transactions import TopicPartition, TxnError, TxnMetadata, TxnState
@@ -46,15 +55,27 @@ from kwire.protocol.records import build_batch, iter_records, validate_batches
 log = logging.getLogger(__name__)
 
 TRANSACTION_STATE_TOPIC = "__transaction_state"
-COORDINATOR_EPOCH = 0
 # Kafka's transaction.abort.timed.out.transaction.cleanup.interval.ms checks every 10 s;
 # here a timer wakes at the earliest deadline, no later than this.
 MAX_TIMER_SLEEP_S = 60.0
+# Kafka's transaction state appends wait up to the broker's request.timeout.ms.
+REQUEST_TIMEOUT_MS = 30_000
+# Between attempts at a marker or a completed state that failed with a retriable error
+# (Kafka's marker channel re-sends on its next round).
+RETRY_BACKOFF_S = 0.1
+LOAD_BATCHES_PER_CHECKPOINT = 64
+# Marker errors after which the marker is not sent again (Kafka's
+# TransactionMarkerRequestCompletionHandler: the producer or coordinator moved on).
+_ABANDON_MARKER = (ErrorCode.invalid_producer_epoch, ErrorCode.transaction_coordinator_fenced)
 
 
 def transaction_coordinator(broker: HasServices) -> TransactionCoordinator | None:
     service = broker.services.get("transactions")
     return service if isinstance(service, TransactionCoordinator) else None
+
+
+def _copy(meta: TxnMetadata | None) -> TxnMetadata | None:
+    return None if meta is None else dataclasses.replace(meta, partitions=set(meta.partitions))
 
 
 class TransactionCoordinator:
@@ -64,49 +85,64 @@ class TransactionCoordinator:
         config: BrokerConfig,
         groups: GroupCoordinator,
         generate_producer_id: Callable[[], int],
+        *,
+        owns_all_partitions: bool = True,
     ) -> None:
-        """`groups` takes committed TxnOffsetCommit offsets; `generate_producer_id` is
-        Kafka's ProducerIdManager (ids unique across restarts)."""
+        """`groups` takes the outcome of transactions on `__consumer_offsets`;
+        `generate_producer_id` is Kafka's ProducerIdManager (ids unique across restarts).
+        With `owns_all_partitions` (one broker) `run` elects itself for every partition;
+        else the cluster calls `on_elected` / `on_resigned`."""
         self.writer = writer
         self.groups = groups
         self.generate_producer_id = generate_producer_id
+        self.owns_all_partitions = owns_all_partitions
         self.num_partitions: int = config["transaction.state.log.num.partitions"]
         self.max_timeout_ms: int = config["transaction.max.timeout.ms"]
         self.expiration_ms: int = config["transactional.id.expiration.ms"]
+        self.write_timeout_ms: int = setting(config, "request.timeout.ms", REQUEST_TIMEOUT_MS)
+        self.replication_factor: int = setting(config, "transaction.state.log.replication.factor", 1)
         count = writer.partition_count(TRANSACTION_STATE_TOPIC)
         if count is not None:
             self.num_partitions = count
         self.txns: dict[str, TxnMetadata] = {}
         # Producer id -> transactional id, for the produce path's check.
         self.by_producer: dict[int, str] = {}
-        # Pending TxnOffsetCommit offsets: producer id -> group -> partition -> offset.
-        self.pending_offsets: dict[int, dict[str, dict[TopicPartition, OffsetAndMetadata]]] = {}
         self.active = False
-        self.loading = False
+        # Partitions being read back, and those loaded: partition -> coordinator epoch.
+        self.loading: set[int] = set()
+        self.owned: dict[int, int] = {}
+        self._epochs: dict[int, int] = {}
+        self._load_scopes: dict[int, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+        self._queued: list[tuple[bool, int, int]] = []
+        # Transactional ids with a transition being written (Kafka's pendingState).
+        self._in_flight: set[str] = set()
         self._wake = trio.Event()
 
     # ---- the service ------------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        count = self.writer.partition_count(TRANSACTION_STATE_TOPIC)
-        self.loading = count is not None
-        self.active = True
-        task_status.started()
-        if count is not None:
-            try:
-                await self._load(count)
-            finally:
-                self.loading = False
-        while True:
-            self._wake = trio.Event()
-            deadline = self._next_deadline()
-            timeout = MAX_TIMER_SLEEP_S if deadline is None else max(0.0, (deadline - now_ms()) / 1000)
-            with trio.move_on_after(min(timeout, MAX_TIMER_SLEEP_S)):
-                await self._wake.wait()
-            try:
-                self.tick(now_ms())
-            except Exception:
-                log.exception("transaction timers failed")
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self.owns_all_partitions:
+                count = self.writer.partition_count(TRANSACTION_STATE_TOPIC)
+                for index in range(self.num_partitions if count is None else count):
+                    self.on_elected(index, 0)
+            queued, self._queued = self._queued, []
+            for elected, index, epoch in queued:
+                (self.on_elected if elected else self.on_resigned)(index, epoch)
+            self.active = True
+            task_status.started()
+            while True:
+                self._wake = trio.Event()
+                deadline = self._next_deadline()
+                timeout = MAX_TIMER_SLEEP_S if deadline is None else max(0.0, (deadline - now_ms()) / 1000)
+                with trio.move_on_after(min(timeout, MAX_TIMER_SLEEP_S)):
+                    await self._wake.wait()
+                try:
+                    self.tick(now_ms())
+                except Exception:
+                    log.exception("transaction timers failed")
 
     def _changed(self) -> None:
         self._wake.set()
@@ -114,6 +150,8 @@ class TransactionCoordinator:
     def _next_deadline(self) -> int | None:
         deadlines = []
         for meta in self.txns.values():
+            if meta.transactional_id in self._in_flight:
+                continue  # its writer wakes the timer when done
             d = meta.deadline()
             if d is not None:
                 deadlines.append(d)
@@ -122,19 +160,146 @@ class TransactionCoordinator:
         return min(deadlines, default=None)
 
     def tick(self, now: int) -> None:
+        """Abort the transactions past their timeout and forget expired ids, each in a
+        task of the service (their writes wait for replication)."""
+        assert self._nursery is not None
         for meta in list(self.txns.values()):
+            transactional_id = meta.transactional_id
+            if transactional_id in self._in_flight:
+                continue
+            epoch = self.owned.get(self.partition_for(transactional_id))
+            if epoch is None:
+                continue
             deadline = meta.deadline()
             if deadline is not None and deadline <= now:
-                log.info("transactional id %s: transaction timed out after %d ms, aborting", meta.transactional_id, meta.timeout_ms)
+                log.info("transactional id %s: transaction timed out after %d ms, aborting", transactional_id, meta.timeout_ms)
+                before = _copy(meta)
                 plan = tx.timeout_abort(meta, now)
                 if plan is not None:
-                    self._persist(meta)
-                    self._finish(meta, plan)
+                    self._in_flight.add(transactional_id)
+                    self._nursery.start_soon(self._prepare_and_complete, meta, before, plan, epoch, None)
             elif tx.expired(meta, now, self.expiration_ms):
-                log.info("transactional id %s expired", meta.transactional_id)
-                del self.txns[meta.transactional_id]
-                self.by_producer.pop(meta.producer_id, None)
-                self._append(meta.transactional_id, None)
+                self._in_flight.add(transactional_id)
+                self._nursery.start_soon(self._expire, meta, epoch)
+
+    async def _expire(self, meta: TxnMetadata, epoch: int) -> None:
+        """transactional.id.expiration.ms: the id's tombstone, then it is forgotten."""
+        transactional_id = meta.transactional_id
+        try:
+            error = await self._write(transactional_id, None, epoch)
+            if error is ErrorCode.none and self.txns.get(transactional_id) is meta:
+                log.info("transactional id %s expired", transactional_id)
+                del self.txns[transactional_id]
+                if self.by_producer.get(meta.producer_id) == transactional_id:
+                    del self.by_producer[meta.producer_id]
+        finally:
+            self._in_flight.discard(transactional_id)
+            self._changed()
+
+    # ---- ownership (Kafka's TransactionStateManager load / remove) ------------------------
+
+    def _update_epoch(self, partition_index: int, leader_epoch: int) -> bool:
+        current = self._epochs.get(partition_index)
+        if current is not None and leader_epoch < current:
+            return False
+        self._epochs[partition_index] = leader_epoch
+        return True
+
+    def on_elected(self, partition_index: int, leader_epoch: int) -> None:
+        """This broker now leads `__transaction_state` partition `partition_index`: read
+        its transactional ids back, in a task (COORDINATOR_LOAD_IN_PROGRESS meanwhile),
+        then complete the transactions left between prepare and complete."""
+        if self._nursery is None:
+            self._queued.append((True, partition_index, leader_epoch))
+            return
+        if not self._update_epoch(partition_index, leader_epoch):
+            log.info("%s-%d: not loading for stale epoch %d", TRANSACTION_STATE_TOPIC, partition_index, leader_epoch)
+            return
+        # As Kafka's onElection: whatever was loaded before is dropped, then read again.
+        self._unload(partition_index)
+        self.loading.add(partition_index)
+        scope = trio.CancelScope()
+        self._load_scopes[partition_index] = scope
+        self._nursery.start_soon(self._load_task, partition_index, leader_epoch, scope)
+
+    def on_resigned(self, partition_index: int, leader_epoch: int) -> None:
+        """This broker no longer leads the partition: its transactional ids are dropped
+        (their marker writes stop), a load in progress cancelled."""
+        if self._nursery is None:
+            self._queued.append((False, partition_index, leader_epoch))
+            return
+        if not self._update_epoch(partition_index, leader_epoch):
+            log.info("%s-%d: not unloading for stale epoch %d", TRANSACTION_STATE_TOPIC, partition_index, leader_epoch)
+            return
+        removed = self._unload(partition_index)
+        log.info("%s-%d: resigned (epoch %d), %d transactional ids unloaded",
+                 TRANSACTION_STATE_TOPIC, partition_index, leader_epoch, removed)
+
+    def _unload(self, partition_index: int) -> int:
+        scope = self._load_scopes.pop(partition_index, None)
+        if scope is not None:
+            scope.cancel()
+        self.loading.discard(partition_index)
+        self.owned.pop(partition_index, None)
+        removed = [tid for tid in self.txns if self.partition_for(tid) == partition_index]
+        for transactional_id in removed:
+            meta = self.txns.pop(transactional_id)
+            if self.by_producer.get(meta.producer_id) == transactional_id:
+                del self.by_producer[meta.producer_id]
+        self._changed()
+        return len(removed)
+
+    async def _load_task(self, index: int, epoch: int, scope: trio.CancelScope) -> None:
+        started = now_ms()
+        with scope:
+            loaded: dict[str, TxnMetadata] = {}
+            try:
+                if self.writer.partition_count(TRANSACTION_STATE_TOPIC) is not None:
+                    loaded = await self._load_partition(index)
+            except Exception:
+                log.exception("cannot load %s-%d", TRANSACTION_STATE_TOPIC, index)
+            if self._load_scopes.get(index) is not scope:
+                return
+            del self._load_scopes[index]
+            self.txns.update(loaded)
+            for transactional_id, meta in loaded.items():
+                self.by_producer[meta.producer_id] = transactional_id
+            self.loading.discard(index)
+            self.owned[index] = epoch
+            # Transactions caught between prepare and complete get their markers now.
+            for meta in loaded.values():
+                plan = tx.recovery_plan(meta)
+                if plan is not None:
+                    log.info("transactional id %s: completing %s after loading", meta.transactional_id, meta.state.display)
+                    self._in_flight.add(meta.transactional_id)
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._complete, meta, plan, epoch)
+            self._changed()
+            log.debug("loaded %d transactional ids from %s-%d in %d ms", len(loaded), TRANSACTION_STATE_TOPIC, index,
+                      now_ms() - started)
+            if not self.loading:
+                log.info("loaded %d transactional ids from %s", len(self.txns), TRANSACTION_STATE_TOPIC)
+
+    async def _load_partition(self, index: int) -> dict[str, TxnMetadata]:
+        txns: dict[str, TxnMetadata] = {}
+        for count, (header, batch) in enumerate(read_batches(self.writer, (TRANSACTION_STATE_TOPIC, index)), 1):
+            if count % LOAD_BATCHES_PER_CHECKPOINT == 0:
+                await trio.sleep(0)
+            if header.is_control:
+                continue
+            for record in iter_records(batch):
+                if record.key is None:
+                    continue
+                try:
+                    transactional_id = tx.decode_key(record.key)
+                    if record.value is None:
+                        txns.pop(transactional_id, None)
+                    else:
+                        txns[transactional_id] = tx.decode_value(transactional_id, record.value)
+                except tx.CodecError as e:
+                    log.warning("%s-%d offset %d: skipping record: %s", TRANSACTION_STATE_TOPIC, index, record.offset, e)
+        await trio.sleep(0)
+        return txns
 
     # ---- the log ------------------------------------------------------------------------
 
@@ -146,81 +311,68 @@ class TransactionCoordinator:
             self.writer.create_internal_topic(
                 TRANSACTION_STATE_TOPIC,
                 self.num_partitions,
-                1,
+                self.replication_factor,
                 {"cleanup.policy": "compact", "segment.bytes": str(100 * 1024 * 1024), "compression.type": "uncompressed"},
             )
             log.info("created %s with %d partitions", TRANSACTION_STATE_TOPIC, self.num_partitions)
 
-    def _append(self, transactional_id: str, value: bytes | None) -> None:
-        self.ensure_topic()
-        tp = (TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id))
+    async def _write(self, transactional_id: str, value: bytes | None, epoch: int) -> ErrorCode:
+        """Append the id's record and wait until it is committed; Kafka's
+        appendTransactionToLog errors. NOT_COORDINATOR if the partition changed hands."""
         timestamp = now_ms()
-        batch = bytearray(build_batch([(tx.encode_key(transactional_id), value)], timestamp_ms=timestamp))
-        self.writer.append(tp, batch, validate_batches(batch), timestamp)
+        try:
+            self.ensure_topic()
+            tp = (TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id))
+            batch = bytearray(build_batch([(tx.encode_key(transactional_id), value)], timestamp_ms=timestamp))
+            offset = self.writer.append(tp, batch, validate_batches(batch), timestamp)
+        except KafkaError as e:
+            log.warning("transactional id %s: cannot append to %s: %s", transactional_id, TRANSACTION_STATE_TOPIC, e)
+            return store_error(e.error_code)
+        except Exception:
+            log.exception("transactional id %s: cannot append to %s", transactional_id, TRANSACTION_STATE_TOPIC)
+            return ErrorCode.unknown_server_error
+        error = await self.writer.wait_replicated(tp, offset, self.write_timeout_ms)
+        if error is not ErrorCode.none:
+            log.warning("transactional id %s: state not replicated: %s", transactional_id, error.name)
+            return store_error(error)
+        if self.owned.get(tp[1]) != epoch:
+            return ErrorCode.not_coordinator
+        return ErrorCode.none
 
-    def _persist(self, meta: TxnMetadata) -> None:
-        self._append(meta.transactional_id, tx.encode_value(meta))
+    async def _persist(self, meta: TxnMetadata, epoch: int) -> ErrorCode:
+        return await self._write(meta.transactional_id, tx.encode_value(meta), epoch)
 
-    async def _load(self, num_partitions: int) -> None:
-        started = now_ms()
-        for index in range(num_partitions):
-            try:
-                self._load_partition(index)
-            except Exception:
-                log.exception("cannot load %s-%d", TRANSACTION_STATE_TOPIC, index)
-            await trio.sleep(0)
-        self.by_producer = {meta.producer_id: tid for tid, meta in self.txns.items()}
-        await self._take_open_offsets()
-        # Transactions caught between prepare and complete get their markers now.
-        for meta in list(self.txns.values()):
-            plan = tx.recovery_plan(meta)
-            if plan is not None:
-                log.info("transactional id %s: completing %s after restart", meta.transactional_id, meta.state.display)
-                self._finish(meta, plan)
-        self._changed()
-        log.info("loaded %d transactional ids from %s in %d ms", len(self.txns), TRANSACTION_STATE_TOPIC, now_ms() - started)
-
-    async def _take_open_offsets(self) -> None:
-        """TxnOffsetCommit offsets the group coordinator read back without a marker
-        become pending again for their open transaction (its EndTxn decides them)."""
-        groups = self.groups
-        while groups.loading:  # __consumer_offsets is being read back (started before us)
-            await trio.sleep(0.01)
-        for producer_id, by_group in groups.open_transactional_offsets.items():
-            meta = self.txns.get(self.by_producer.get(producer_id, ""))
-            if meta is None or meta.producer_id != producer_id or meta.state.is_complete:
-                continue
-            pending = self.pending_offsets.setdefault(producer_id, {})
-            for group_id, offsets in by_group.items():
-                pending.setdefault(group_id, {}).update(offsets)
-        groups.open_transactional_offsets.clear()
-
-    def _load_partition(self, index: int) -> None:
-        for header, batch in read_batches(self.writer, (TRANSACTION_STATE_TOPIC, index)):
-            if header.is_control:
-                continue
-            for record in iter_records(batch):
-                if record.key is None:
-                    continue
-                try:
-                    transactional_id = tx.decode_key(record.key)
-                    if record.value is None:
-                        self.txns.pop(transactional_id, None)
-                    else:
-                        self.txns[transactional_id] = tx.decode_value(transactional_id, record.value)
-                except tx.CodecError as e:
-                    log.warning("%s-%d offset %d: skipping record: %s", TRANSACTION_STATE_TOPIC, index, record.offset, e)
+    def _restore(self, transactional_id: str, meta: TxnMetadata, before: TxnMetadata | None) -> None:
+        """Undo a transition whose write failed (Kafka drops the pending state)."""
+        if self.txns.get(transactional_id) is not meta:
+            return  # unloaded meanwhile
+        if before is None:
+            del self.txns[transactional_id]
+            if self.by_producer.get(meta.producer_id) == transactional_id:
+                del self.by_producer[meta.producer_id]
+            return
+        if meta.producer_id != before.producer_id and self.by_producer.get(meta.producer_id) == transactional_id:
+            del self.by_producer[meta.producer_id]
+        self.txns[transactional_id] = before
+        self.by_producer[before.producer_id] = transactional_id
 
     # ---- requests ------------------------------------------------------------------------
 
     def check(self, transactional_id: str | None) -> ErrorCode | None:
+        """Kafka's getTransactionState checks: whether this coordinator serves the id."""
         if not transactional_id:
             return ErrorCode.invalid_request
         if not self.active:
             return ErrorCode.coordinator_not_available
-        if self.loading:
+        partition = self.partition_for(transactional_id)
+        if partition in self.loading:
             return ErrorCode.coordinator_load_in_progress
+        if partition not in self.owned:
+            return ErrorCode.not_coordinator
         return None
+
+    def _epoch_of(self, transactional_id: str) -> int:
+        return self.owned[self.partition_for(transactional_id)]
 
     async def init_producer_id(self, ctx: Any, request: Any, module: Any) -> Any:
         from kwire.handlers.api_versions import NO_THROTTLE
@@ -236,6 +388,10 @@ class TransactionCoordinator:
         error = self.check(transactional_id)
         if error is not None:
             return answer(error)
+        if transactional_id in self._in_flight:
+            return answer(ErrorCode.concurrent_transactions)
+        epoch = self._epoch_of(transactional_id)
+        before = _copy(self.txns.get(transactional_id))
         try:
             tx.validate_timeout(millis(request.transaction_timeout), self.max_timeout_ms)
             meta, plan = tx.init_producer_id(
@@ -251,20 +407,28 @@ class TransactionCoordinator:
             return answer(e.error_code)
         self.txns[transactional_id] = meta
         self.by_producer[meta.producer_id] = transactional_id
+        self._in_flight.add(transactional_id)
         try:
             if plan is not None:
-                self._write_markers(plan)
-            self._persist(meta)
-        except Exception:
-            log.exception("transactional id %s: cannot persist", transactional_id)
-            return answer(ErrorCode.coordinator_not_available)
+                # The fenced producer's ongoing transaction is aborted first.
+                if not await self._write_markers(transactional_id, plan, epoch):
+                    self._restore(transactional_id, meta, before)
+                    return answer(ErrorCode.not_coordinator)
+            error = await self._persist(meta, epoch)
+        finally:
+            self._in_flight.discard(transactional_id)
+        if error is not ErrorCode.none:
+            self._restore(transactional_id, meta, before)
+            return answer(error)
         self._changed()
         return answer(ErrorCode.none, meta.producer_id, meta.producer_epoch)
 
-    def add_partitions(
+    async def add_partitions(
         self, transactional_id: str, producer_id: int, producer_epoch: int, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, ErrorCode]:
         error = self.check(transactional_id)
+        if error is None and transactional_id in self._in_flight:
+            error = ErrorCode.concurrent_transactions
         if error is None:
             unknown = [tp for tp in partitions if not self._partition_exists(tp)]
             if unknown:
@@ -272,106 +436,163 @@ class TransactionCoordinator:
                     tp: ErrorCode.unknown_topic_or_partition if tp in unknown else ErrorCode.operation_not_attempted
                     for tp in partitions
                 }
+            meta = self.txns.get(transactional_id)
+            before = _copy(meta)
             try:
-                if tx.add_partitions(self.txns.get(transactional_id), producer_id, producer_epoch, partitions, now_ms()):
-                    self._persist(self.txns[transactional_id])
-                    self._changed()
-                error = ErrorCode.none
+                changed = tx.add_partitions(meta, producer_id, producer_epoch, partitions, now_ms())
             except TxnError as e:
-                error = e.error_code
-            except KafkaError:
-                log.exception("transactional id %s: cannot persist", transactional_id)
-                error = ErrorCode.coordinator_not_available
+                return {tp: e.error_code for tp in partitions}
+            error = ErrorCode.none
+            if changed:
+                assert meta is not None
+                self._in_flight.add(transactional_id)
+                try:
+                    error = await self._persist(meta, self._epoch_of(transactional_id))
+                finally:
+                    self._in_flight.discard(transactional_id)
+                if error is not ErrorCode.none:
+                    self._restore(transactional_id, meta, before)
+                self._changed()
         return {tp: error for tp in partitions}
 
-    def add_offsets(self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str) -> ErrorCode:
+    async def add_offsets(self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str) -> ErrorCode:
         groups = self.groups
         groups.ensure_offsets_topic()
         tp = (OFFSETS_TOPIC, groups.partition_for(group_id))
-        return self.add_partitions(transactional_id, producer_id, producer_epoch, [tp])[tp]
+        return (await self.add_partitions(transactional_id, producer_id, producer_epoch, [tp]))[tp]
 
-    def txn_offset_commit(
-        self,
-        transactional_id: str,
-        group_id: str,
-        producer_id: int,
-        producer_epoch: int,
-        offsets: dict[TopicPartition, tuple[int, int, str | None]],
-        member_id: str = "",
-        generation_id: int = -1,
-    ) -> ErrorCode:
-        """One error for all the partitions (as Kafka's validation gives). A member id or
-        generation (v3+, KIP-447) is checked against the group, as Kafka's doTxnCommitOffsets."""
-        groups = self.groups
-        error = groups.check(group_id)
-        if error is not None:
-            return error
+    def verify_txn_offset_commit(
+        self, transactional_id: str, group_id: str, producer_id: int, producer_epoch: int
+    ) -> ErrorCode | None:
+        """A TxnOffsetCommit's producer and transaction, when this coordinator serves its
+        transactional id (on one broker, always): the offsets partition must be in the
+        ongoing transaction. None when fine, or when the id is served elsewhere (the group
+        coordinator alone checks it then, as Kafka's does)."""
+        if not transactional_id or self.partition_for(transactional_id) not in self.owned:
+            return None
         meta = self.txns.get(transactional_id)
         if meta is None or meta.producer_id != producer_id:
             return ErrorCode.invalid_producer_id_mapping
         if meta.producer_epoch != producer_epoch:
             return ErrorCode.producer_fenced
-        if meta.state is not TxnState.ONGOING or (OFFSETS_TOPIC, groups.partition_for(group_id)) not in meta.partitions:
+        if meta.state is not TxnState.ONGOING or (OFFSETS_TOPIC, self.groups.partition_for(group_id)) not in meta.partitions:
             return ErrorCode.invalid_txn_state
-        group = groups.groups.get(group_id)
-        if group is not None:
-            if group.state is GroupState.DEAD:
-                return ErrorCode.coordinator_not_available
-            if member_id and member_id not in group.members:
-                return ErrorCode.unknown_member_id
-            if generation_id >= 0 and generation_id != group.generation_id:
-                return ErrorCode.illegal_generation
-        timestamp = now_ms()
-        committed = {
-            tp: OffsetAndMetadata(offset, metadata or "", timestamp, leader_epoch, None)
-            for tp, (offset, leader_epoch, metadata) in offsets.items()
-        }
-        # In the log first (Kafka's transactional offset commit), so a crash before
-        # EndTxn keeps them for the transaction's outcome.
-        error = groups.store_transactional_offsets(group_id, producer_id, producer_epoch, committed)
-        if error is not ErrorCode.none:
-            return error
-        self.pending_offsets.setdefault(producer_id, {}).setdefault(group_id, {}).update(committed)
-        return ErrorCode.none
+        return None
 
-    def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> ErrorCode:
+    async def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> ErrorCode:
         error = self.check(transactional_id)
         if error is not None:
             return error
+        if transactional_id in self._in_flight:
+            return ErrorCode.concurrent_transactions
         meta = self.txns.get(transactional_id)
+        before = _copy(meta)
         try:
             plan = tx.prepare_end(meta, producer_id, producer_epoch, commit, now_ms())
         except TxnError as e:
             return e.error_code
         if plan is None:
             return ErrorCode.none
-        assert meta is not None
-        try:
-            self._persist(meta)
-            self._finish(meta, plan)
-        except Exception:
-            log.exception("transactional id %s: cannot end the transaction", transactional_id)
-            return ErrorCode.coordinator_not_available
-        return ErrorCode.none
+        assert meta is not None and self._nursery is not None
+        self._in_flight.add(transactional_id)
+        done = trio.Event()
+        result: list[ErrorCode] = []
+        # In the service's nursery: a client that goes away does not stop the completion.
+        self._nursery.start_soon(self._prepare_and_complete, meta, before, plan, self._epoch_of(transactional_id), (done, result))
+        await done.wait()
+        return result[0]
 
-    def _finish(self, meta: TxnMetadata, plan: tx.EndPlan) -> None:
-        """Markers written, then the completed state persisted."""
-        self._write_markers(plan)
-        tx.complete_end(meta, now_ms())
-        self._persist(meta)
-        self._changed()
+    async def _prepare_and_complete(
+        self,
+        meta: TxnMetadata,
+        before: TxnMetadata | None,
+        plan: tx.EndPlan,
+        epoch: int,
+        answer: tuple[trio.Event, list[ErrorCode]] | None,
+    ) -> None:
+        """PrepareCommit/PrepareAbort persisted (undone if that fails), then completed.
+        `answer` gets the prepare's outcome once the transaction is complete."""
+        error = ErrorCode.unknown_server_error
+        try:
+            error = await self._persist(meta, epoch)
+            if error is ErrorCode.none:
+                await self._complete(meta, plan, epoch)
+            else:
+                self._restore(meta.transactional_id, meta, before)
+        finally:
+            self._in_flight.discard(meta.transactional_id)
+            self._changed()
+            if answer is not None:
+                done, result = answer
+                result.append(error)
+                done.set()
+
+    async def _complete(self, meta: TxnMetadata, plan: tx.EndPlan, epoch: int) -> None:
+        """Kafka's marker channel then completeTransitionTo: every marker written, then
+        CompleteCommit/CompleteAbort persisted (retried while this coordinator serves the
+        id). Stops when the partition is resigned: its next coordinator completes it."""
+        transactional_id = meta.transactional_id
+        try:
+            if not await self._write_markers(transactional_id, plan, epoch):
+                return
+            if self.txns.get(transactional_id) is not meta:
+                return
+            tx.complete_end(meta, now_ms())
+            while True:
+                error = await self._persist(meta, epoch)
+                if error is ErrorCode.none or error is ErrorCode.not_coordinator:
+                    break
+                log.warning("transactional id %s: cannot persist %s: %s, retrying", transactional_id,
+                            meta.state.display, error.name)
+                await trio.sleep(RETRY_BACKOFF_S)
+        finally:
+            self._in_flight.discard(transactional_id)
+            self._changed()
 
     # ---- markers -------------------------------------------------------------------------
 
-    def _write_markers(self, plan: tx.EndPlan) -> None:
-        offsets = self.pending_offsets.pop(plan.producer_id, {})
-        if plan.commit and offsets:
-            for group_id, committed in offsets.items():
-                self.groups.commit_transactional_offsets(group_id, committed)
-        timestamp = now_ms()
-        for tp in plan.partitions:
-            # A partition deleted since it joined the transaction is skipped.
-            self.writer.write_txn_marker(tp, plan.producer_id, plan.producer_epoch, plan.commit, COORDINATOR_EPOCH, timestamp)
+    async def _write_markers(self, transactional_id: str, plan: tx.EndPlan, epoch: int) -> bool:
+        """The transaction's markers, to all its partitions at once. False if they were
+        abandoned (the coordinator resigned, or was fenced)."""
+        written: list[bool] = []
+        async with trio.open_nursery() as nursery:
+            for tp in plan.partitions:
+                nursery.start_soon(self._write_marker, transactional_id, tp, plan, epoch, written)
+        return all(written)
+
+    async def _write_marker(
+        self, transactional_id: str, tp: TopicPartition, plan: tx.EndPlan, epoch: int, written: list[bool]
+    ) -> None:
+        while True:
+            if self.owned.get(self.partition_for(transactional_id)) != epoch:
+                written.append(False)  # resigned: the next coordinator sends it
+                return
+            if tp[0] == OFFSETS_TOPIC:
+                # A marker the group coordinator's load would miss: after the load.
+                await self.groups.wait_loaded(tp[1])
+            try:
+                error = await self.writer.write_txn_marker(
+                    tp, plan.producer_id, plan.producer_epoch, plan.commit, epoch, now_ms()
+                )
+            except KafkaError as e:
+                error = e.error_code
+            except Exception:
+                log.exception("marker for producer %d on %s-%d failed", plan.producer_id, *tp)
+                error = ErrorCode.unknown_server_error
+            if error is ErrorCode.none:
+                if tp[0] == OFFSETS_TOPIC:
+                    self.groups.complete_transactional_offsets(plan.producer_id, [tp[1]], plan.commit)
+                written.append(True)
+                return
+            if error is ErrorCode.unknown_topic_or_partition:
+                written.append(True)  # deleted since it joined the transaction
+                return
+            if error in _ABANDON_MARKER:
+                log.info("marker for producer %d on %s-%d abandoned: %s", plan.producer_id, *tp, error.name)
+                written.append(False)
+                return
+            log.info("marker for producer %d on %s-%d: %s, retrying", plan.producer_id, *tp, error.name)
+            await trio.sleep(RETRY_BACKOFF_S)
 
     def _partition_exists(self, tp: TopicPartition) -> bool:
         count = self.writer.partition_count(tp[0])
@@ -383,14 +604,18 @@ class TransactionCoordinator:
         """(producer id, first offset) of the aborted transactions overlapping [start, end)."""
         return self.writer.aborted_transactions(tp, start, end)
 
-    # ---- hooks for produce and offset fetch ----------------------------------------------
+    # ---- hooks for produce -----------------------------------------------------------------
 
     def verify_produce(self, producer_id: int, producer_epoch: int, topic: str, index: int) -> ErrorCode | None:
         """A transactional batch must belong to its producer's ongoing transaction with
-        this partition added (Kafka 3.9's transaction verification)."""
-        if self.loading:
-            return None  # the transaction is not known yet: not refused for that
-        meta = self.txns.get(self.by_producer.get(producer_id, ""))
+        this partition added (Kafka 3.9's transaction verification). A producer whose
+        transactional id this broker does not serve (in a cluster) is not refused here."""
+        transactional_id = self.by_producer.get(producer_id)
+        if transactional_id is None:
+            if self.loading or not self.owns_all_partitions:
+                return None  # not known here (yet): not refused for that
+            return ErrorCode.invalid_txn_state
+        meta = self.txns.get(transactional_id)
         if meta is None or meta.producer_id != producer_id:
             return ErrorCode.invalid_txn_state
         if producer_epoch < meta.producer_epoch:
@@ -398,13 +623,6 @@ class TransactionCoordinator:
         if meta.state is TxnState.ONGOING and (topic, index) in meta.partitions:
             return None
         return ErrorCode.invalid_txn_state
-
-    def pending_offset_partitions(self, group_id: str) -> set[TopicPartition]:
-        """Partitions of `group_id` with a transactional commit not yet completed."""
-        found: set[TopicPartition] = set()
-        for by_group in self.pending_offsets.values():
-            found.update(by_group.get(group_id, {}))
-        return found
 
     # ---- admin ---------------------------------------------------------------------------
 

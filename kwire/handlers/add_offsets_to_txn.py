@@ -22,5 +22,5 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     if coordinator is None:
         error = ErrorCode.coordinator_not_available
     else:
-        error = coordinator.add_offsets(request.transactional_id, request.producer_id, request.producer_epoch, request.group_id)
+        error = await coordinator.add_offsets(request.transactional_id, request.producer_id, request.producer_epoch, request.group_id)
     return make(module.AddOffsetsToTxnResponse, throttle_time=NO_THROTTLE, error_code=fenced_for(error, ctx.api_version, 2))

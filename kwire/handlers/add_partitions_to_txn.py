@@ -33,7 +33,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     if coordinator is None:
         results = {tp: ErrorCode.coordinator_not_available for tp in partitions}
     else:
-        results = coordinator.add_partitions(
+        results = await coordinator.add_partitions(
             request.v3_and_below_transactional_id,
             request.v3_and_below_producer_id,
             request.v3_and_below_producer_epoch,

@@ -22,5 +22,5 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     if coordinator is None:
         error = ErrorCode.coordinator_not_available
     else:
-        error = coordinator.end_txn(request.transactional_id, request.producer_id, request.producer_epoch, bool(request.committed))
+        error = await coordinator.end_txn(request.transactional_id, request.producer_id, request.producer_epoch, bool(request.committed))
     return make(module.EndTxnResponse, throttle_time=NO_THROTTLE, error_code=fenced_for(error, ctx.api_version, 2))

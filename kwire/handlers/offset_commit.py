@@ -3,7 +3,7 @@
 Members commit with their generation and member id; a simple consumer (no group
 management) commits with generation -1 and no member id while the group is empty.
 Partitions of unknown topics get UNKNOWN_TOPIC_OR_PARTITION; a commit is answered
-once its record is appended.
+once its record is committed (replicated).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     else:
         retention = getattr(request, "retention_time", None)
         results.update(
-            coordinator.commit_offsets(
+            await coordinator.commit_offsets(
                 group_id=request.group_id,
                 member_id=request.member_id,
                 group_instance_id=getattr(request, "group_instance_id", None),

@@ -35,8 +35,7 @@ def fetch(
         error, found = ErrorCode.coordinator_not_available, {}
     else:
         error, found = coordinator.fetch_offsets(group_id, wanted, require_stable)
-    transactions = ctx.broker.services.get("transactions") if require_stable else None
-    unstable = transactions.pending_offset_partitions(group_id) if transactions is not None else set()
+    unstable = coordinator.pending_offset_partitions(group_id) if require_stable and coordinator is not None else set()
     by_topic: dict[str, list[tuple[int, OffsetAndMetadata | None, ErrorCode]]] = {}
     for (topic, index), committed in (found.items() if wanted is None else ((tp, found.get(tp)) for tp in wanted)):
         if (topic, index) in unstable:

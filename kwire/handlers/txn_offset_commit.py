@@ -1,5 +1,9 @@
 """TxnOffsetCommit (key 28), v0-4: a transactional producer commits a group's offsets,
-visible in the group only once the transaction commits (pending until then)."""
+visible in the group only once the transaction commits (pending until then).
+
+Served by the group's coordinator, as in Kafka; when this broker is also the
+transactional id's coordinator (always, on one broker) the transaction is checked too.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from kwire.coordinator.group_coordinator import group_coordinator
 from kwire.coordinator.transaction_coordinator import transaction_coordinator
 from kwire.handlers import RequestContext
 from kwire.handlers.add_partitions_to_txn import fenced_for
@@ -23,15 +28,26 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         for t in request.topics
         for p in t.partitions
     }
-    coordinator = transaction_coordinator(ctx.broker)
-    if coordinator is None:
+    groups = group_coordinator(ctx.broker)
+    transactions = transaction_coordinator(ctx.broker)
+    if groups is None or transactions is None:
         error = ErrorCode.coordinator_not_available
     else:
-        error = coordinator.txn_offset_commit(
-            request.transactional_id, request.group_id, request.producer_id, request.producer_epoch, offsets,
-            member_id=getattr(request, "member_id", ""),
-            generation_id=getattr(request, "generation_id", -1),
-        )
+        error = groups.check(request.group_id)
+        if error is None:
+            error = transactions.verify_txn_offset_commit(
+                request.transactional_id, request.group_id, request.producer_id, request.producer_epoch
+            )
+        if error is None:
+            error = await groups.txn_offset_commit(
+                group_id=request.group_id,
+                producer_id=request.producer_id,
+                producer_epoch=request.producer_epoch,
+                offsets=offsets,
+                member_id=getattr(request, "member_id", ""),
+                group_instance_id=getattr(request, "group_instance_id", None),
+                generation_id=getattr(request, "generation_id", -1),
+            )
     error = fenced_for(error, ctx.api_version, 3)
     topics: dict[str, list[Any]] = {}
     for name, index in offsets:
