@@ -1,6 +1,6 @@
 """The cluster harness itself: a real ZooKeeper starts, serves, restarts with its data;
 the TCP proxy forwards and, when cut, makes a ZooKeeper session expire; a KwireCluster's
-processes start, stop, pause and come back; and (once issue 9's cluster mode lands) three
+processes start, stop, pause and come back; and three
 brokers register in ZooKeeper and Metadata lists them all."""
 
 from __future__ import annotations
@@ -188,7 +188,6 @@ def test_cluster_processes_stop_kill_pause_restart_add(
     assert all(_answers(b.port, 5.0) for b in cluster.brokers.values())
 
 
-@pytest.mark.xfail(strict=False, reason="cluster mode lands with issue 9")
 def test_three_brokers_register_and_metadata_lists_them(
     kwire_cluster_factory: Callable[..., KwireCluster],
 ) -> None:
