@@ -19,6 +19,7 @@ from kwire.config import BrokerConfig, ConfigError  # noqa: E402
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from kwire.errors import StartupError
     from kwire.server import run_broker
 
     try:
@@ -42,7 +43,22 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         pass
+    except BaseExceptionGroup as group:
+        # A start-up failure raised inside the server's nurseries.
+        leaves = _leaves(group)
+        fatal = next((e for e in leaves if isinstance(e, ConfigError | OSError | StartupError)), None)
+        if fatal is None or len(leaves) != 1:
+            raise
+        print(f"kwire: cannot start: {fatal}", file=sys.stderr)
+        return 2 if isinstance(fatal, ConfigError) else 1
     return 0
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    found: list[BaseException] = []
+    for e in group.exceptions:
+        found.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # kazoo logs every (re)connection at INFO; kwire logs what matters of them itself.
+    logging.getLogger("kazoo.client").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command == "serve":
         return _serve(args)
     return 2

@@ -12,3 +12,8 @@ class KafkaError(Exception):
         super().__init__(message or error_code.name)
         self.error_code = error_code
         self.message = message
+
+
+class StartupError(Exception):
+    """The broker cannot start (ZooKeeper unreachable, a cluster id mismatch, a broker
+    id taken): the command exits with this message, without a traceback."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import trio
+from kio.schema.errors import ErrorCode
 
 from kwire.clock import now_ms
 from kwire.cluster import zk_layout as layout
@@ -164,6 +165,7 @@ class Controller:
         self._wake = trio.Event()
         self._writing: set[tuple[str, int]] = set()
         self._deleting: set[str] = set()
+        self._completing = False
         # Set after each reconciliation pass (tests, controlled shutdown wait on it).
         self.reconciled = trio.Event()
 
@@ -209,8 +211,16 @@ class Controller:
         self.active = False
         self.shutting_down.clear()
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        *,
+        rebalance_interval_s: float | None = None,
+        imbalance_percent: int = 10,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         async with trio.open_nursery() as nursery:
+            if rebalance_interval_s is not None:
+                nursery.start_soon(self._rebalance_leaders, rebalance_interval_s, imbalance_percent)
             task_status.started()
             while True:
                 await self._wake.wait()
@@ -228,6 +238,9 @@ class Controller:
 
     async def _reconcile(self, nursery: trio.Nursery) -> None:
         mirror = self.mirror
+        # A broker that shut down and left is no longer "shutting down": when it
+        # registers again it may lead again.
+        self.shutting_down &= mirror.live_brokers()
         for topic in mirror.deleting:
             if topic not in self._deleting:
                 self._deleting.add(topic)
@@ -241,9 +254,196 @@ class Controller:
         )
         if mirror.preferred_elections:
             nursery.start_soon(self._clear_preferred_election)
+        if not self._completing and any(a.adding_replicas or a.removing_replicas for a in mirror.topics.values()):
+            self._completing = True
+            nursery.start_soon(self._complete_reassignments)
         for change in changes:
             self._writing.add((change.topic, change.partition))
             nursery.start_soon(self._write, change)
+
+    # ---- preferred leaders (ElectLeaders, auto.leader.rebalance.enable) ------------------
+
+    async def elect_preferred(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], ErrorCode]:
+        """Kafka's PreferredReplicaPartitionLeaderElectionStrategy for these partitions:
+        NONE once elected, ELECTION_NOT_NEEDED if it already leads,
+        PREFERRED_LEADER_NOT_AVAILABLE if it is down or out of sync."""
+        results: dict[tuple[str, int], ErrorCode] = {}
+        wanted = []
+        live = self.mirror.live_brokers()
+        for topic, index in partitions:
+            replicas = self.mirror.replicas(topic, index)
+            state = self.mirror.states.get((topic, index))
+            if not replicas or state is None:
+                results[(topic, index)] = ErrorCode.unknown_topic_or_partition
+            elif state.leader == replicas[0]:
+                results[(topic, index)] = ErrorCode.election_not_needed
+            elif replicas[0] not in live or replicas[0] not in state.isr:
+                results[(topic, index)] = ErrorCode.preferred_leader_not_available
+            else:
+                wanted.append((topic, index))
+        await self.write_changes(preferred_leader_changes(self.mirror, wanted))
+        for key in wanted:
+            state = self.mirror.states.get(key)
+            replicas = self.mirror.replicas(*key)
+            elected = state is not None and replicas and state.leader == replicas[0]
+            results[key] = ErrorCode.none if elected else ErrorCode.preferred_leader_not_available
+        return results
+
+    def imbalanced_partitions(self, threshold_percent: int) -> list[tuple[str, int]]:
+        """Kafka's checkAndTriggerAutoLeaderRebalance: per preferred leader, the share of
+        its partitions led by another broker; above the threshold, all of them."""
+        by_preferred: dict[int, list[tuple[str, int]]] = {}
+        led_elsewhere: dict[int, list[tuple[str, int]]] = {}
+        for topic, assignment in self.mirror.topics.items():
+            if topic in self.mirror.deleting:
+                continue
+            for index, replicas in assignment.partitions.items():
+                if not replicas or index in assignment.adding_replicas or index in assignment.removing_replicas:
+                    continue
+                preferred = replicas[0]
+                by_preferred.setdefault(preferred, []).append((topic, index))
+                state = self.mirror.states.get((topic, index))
+                if state is not None and state.leader != preferred:
+                    led_elsewhere.setdefault(preferred, []).append((topic, index))
+        chosen: list[tuple[str, int]] = []
+        for broker_id, elsewhere in led_elsewhere.items():
+            if broker_id in self.mirror.brokers and broker_id not in self.shutting_down:
+                if len(elsewhere) * 100 / len(by_preferred[broker_id]) > threshold_percent:
+                    chosen.extend(elsewhere)
+        return chosen
+
+    async def _rebalance_leaders(self, interval_s: float, threshold_percent: int) -> None:
+        while True:
+            await trio.sleep(interval_s)
+            if not self.active:
+                continue
+            partitions = self.imbalanced_partitions(threshold_percent)
+            if partitions:
+                log.info("controller: preferred leader election for %d imbalanced partition(s)", len(partitions))
+                try:
+                    await self.elect_preferred(partitions)
+                except (ZkTimeout, ZookeeperError) as e:
+                    log.warning("controller: leader rebalance failed: %r", e)
+
+    # ---- reassignments (KIP-455) ---------------------------------------------------------
+
+    async def reassign(self, targets: dict[tuple[str, int], tuple[int, ...] | None]) -> dict[tuple[str, int], str | None]:
+        """Start (or, with None, cancel) partition reassignments: the topic's assignment
+        znode gets the union of old and new replicas, with adding_replicas and
+        removing_replicas; the new replicas catch up, and `_reconcile` completes it.
+        Returns an error message per partition, None where accepted."""
+        results: dict[tuple[str, int], str | None] = {}
+        by_topic: dict[str, dict[int, tuple[int, ...] | None]] = {}
+        for (topic, index), target in targets.items():
+            by_topic.setdefault(topic, {})[index] = target
+        for topic, wanted in by_topic.items():
+            assignment = self.mirror.topics.get(topic)
+            version = self.mirror.topic_versions.get(topic)
+            if assignment is None or version is None:
+                for index in wanted:
+                    results[(topic, index)] = "UNKNOWN_TOPIC_OR_PARTITION"
+                continue
+            partitions = dict(assignment.partitions)
+            adding = dict(assignment.adding_replicas)
+            removing = dict(assignment.removing_replicas)
+            for index, target in wanted.items():
+                key = (topic, index)
+                if index not in partitions:
+                    results[key] = "UNKNOWN_TOPIC_OR_PARTITION"
+                    continue
+                original = tuple(r for r in partitions[index] if r not in adding.get(index, ()))
+                if target is None:
+                    if index not in adding and index not in removing:
+                        results[key] = "NO_REASSIGNMENT_IN_PROGRESS"
+                        continue
+                    # Cancel: back to the original replicas.
+                    partitions[index] = original
+                    adding.pop(index, None)
+                    removing.pop(index, None)
+                    results[key] = None
+                    continue
+                unknown = [r for r in target if r not in self.mirror.brokers]
+                if not target or len(set(target)) != len(target) or unknown:
+                    results[key] = f"INVALID_REPLICA_ASSIGNMENT: {list(target)}"
+                    continue
+                union = tuple(dict.fromkeys(tuple(target) + tuple(partitions[index])))
+                partitions[index] = union
+                adding[index] = tuple(r for r in target if r not in original)
+                removing[index] = tuple(r for r in union if r not in target)
+                if not adding[index]:
+                    adding.pop(index)
+                if not removing[index]:
+                    removing.pop(index)
+                results[key] = None
+            updated = layout.TopicAssignment(assignment.topic_id, partitions, adding, removing)
+            try:
+                stat = await self.session.set(layout.topic_path(topic), layout.encode_topic_assignment(updated), version)
+            except (BadVersionError, NoNodeError):
+                for index in wanted:
+                    results[(topic, index)] = "CONCURRENT_TRANSACTIONS: the topic changed meanwhile; retry"
+                continue
+            self.mirror.topics[topic] = updated
+            self.mirror.topic_versions[topic] = stat.version
+            log.info("controller: reassigning %s partitions %s", topic, sorted(wanted))
+        self.poke()
+        return results
+
+    async def _complete_reassignments(self) -> None:
+        """A reassignment completes when every target replica is in the ISR: the
+        leader moves into the target set if needed, then the removed replicas leave
+        the assignment (and their brokers delete them)."""
+        try:
+            await self._complete_reassignments_once()
+        finally:
+            self._completing = False
+
+    async def _complete_reassignments_once(self) -> None:
+        live = self.mirror.live_brokers()
+        for topic, assignment in list(self.mirror.topics.items()):
+            pending = set(assignment.adding_replicas) | set(assignment.removing_replicas)
+            if not pending:
+                continue
+            done = []
+            for index in sorted(pending):
+                removing = assignment.removing_replicas.get(index, ())
+                target = tuple(r for r in assignment.partitions[index] if r not in removing)
+                state = self.mirror.states.get((topic, index))
+                if state is None or (topic, index) in self._writing:
+                    continue
+                if not all(r in state.isr for r in target):
+                    continue
+                if state.leader not in target or any(r in state.isr for r in removing):
+                    leader = state.leader if state.leader in target else next((r for r in target if r in live), -1)
+                    if leader < 0:
+                        continue
+                    change = StateChange(topic, index, leader, state.leader_epoch + 1,
+                                         tuple(r for r in state.isr if r in target), state.zk_version,
+                                         "reassignment completing")
+                    self._writing.add((topic, index))
+                    await self._write(change)
+                    continue  # the assignment follows on the next pass
+                done.append((index, target))
+            if not done:
+                continue
+            partitions = dict(assignment.partitions)
+            adding = dict(assignment.adding_replicas)
+            removing = dict(assignment.removing_replicas)
+            for index, target in done:
+                partitions[index] = target
+                adding.pop(index, None)
+                removing.pop(index, None)
+            updated = layout.TopicAssignment(assignment.topic_id, partitions, adding, removing)
+            version = self.mirror.topic_versions.get(topic, -1)
+            try:
+                stat = await self.session.check_and_set(
+                    layout.CONTROLLER_EPOCH_PATH, self.epoch_zk_version, layout.topic_path(topic),
+                    layout.encode_topic_assignment(updated), version,
+                )
+            except (BadVersionError, NoNodeError):
+                continue
+            self.mirror.topics[topic] = updated
+            self.mirror.topic_versions[topic] = stat.version
+            log.info("controller: reassignment of %s partitions %s complete", topic, [i for i, _ in done])
 
     async def write_changes(self, changes: Iterable[StateChange]) -> None:
         """Write these changes now and wait for them (ElectLeaders, controlled shutdown)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -34,7 +35,7 @@ from kwire.cluster.zk import (
     ZookeeperError,
 )
 from kwire.cluster.zk_metadata import ZkMirror, ZkMirrorReader
-from kwire.errors import KafkaError
+from kwire.errors import KafkaError, StartupError
 
 if TYPE_CHECKING:
     from kwire.broker import Broker
@@ -74,14 +75,26 @@ class ClusterNode:
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         session = self.session
-        await session.start()
+        try:
+            await session.start()
+        except ZkTimeout as e:
+            raise StartupError(str(e)) from None
         try:
             async with self.pool, trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await self._create_persistent_paths()
                 await self._check_cluster_id()
                 await nursery.start(self.replicas.run)
-                await nursery.start(self.controller.run)
+                config = self.broker.config
+                await nursery.start(
+                    partial(
+                        self.controller.run,
+                        rebalance_interval_s=config["leader.imbalance.check.interval.seconds"]
+                        if config["auto.leader.rebalance.enable"]
+                        else None,
+                        imbalance_percent=config["leader.imbalance.per.broker.percentage"],
+                    )
+                )
                 await nursery.start(self.reader.run)
                 nursery.start_soon(self._apply_changes)
                 await self._register()
@@ -111,7 +124,7 @@ class ClusterNode:
             data, _ = await self.session.get(layout.CLUSTER_ID_PATH)
         cluster_id = layout.decode_cluster_id(data)
         if self.broker.has_data_of_cluster and self.broker.cluster_id != cluster_id:
-            raise SystemExit(
+            raise StartupError(
                 f"The cluster id {cluster_id} in ZooKeeper does not match the cluster id "
                 f"{self.broker.cluster_id} stored in {self.broker.log_dir}"
             )
@@ -143,7 +156,7 @@ class ClusterNode:
                 if stat is not None and stat.ephemeralOwner == self.session.client.client_id[0]:  # type: ignore[union-attr]
                     break  # ours already (a retried create)
                 if trio.current_time() > deadline:
-                    raise SystemExit(f"broker id {self.broker_id} is registered by another live broker") from None
+                    raise StartupError(f"broker id {self.broker_id} is registered by another live broker") from None
                 if not warned:
                     log.warning("broker id %d still registered by an earlier session; waiting for it to expire", self.broker_id)
                     warned = True

@@ -36,13 +36,9 @@ FETCH_VERSION = 12
 OFFSET_FOR_LEADER_EPOCH_KEY = 23
 OFFSET_FOR_LEADER_EPOCH_VERSION = 4
 
-# Errors after which the follower waits for the metadata to move (a new leader or epoch).
-_WAIT_FOR_METADATA = {
-    ErrorCode.not_leader_or_follower,
-    ErrorCode.fenced_leader_epoch,
-    ErrorCode.unknown_topic_or_partition,
-    ErrorCode.unknown_topic_id,
-}
+# Answers of a leader that has not yet learnt of its own election at our epoch.
+_LEADER_CATCHING_UP = {ErrorCode.unknown_leader_epoch, ErrorCode.not_leader_or_follower}
+LEADER_CATCH_UP_BACKOFF_MS = 50
 
 
 @dataclass(slots=True)
@@ -98,7 +94,9 @@ class ReplicaFetcher:
                 now = now_ms()
                 ready = [s for s in self.partitions.values() if not s.truncating and s.delayed_until_ms <= now]
                 if not ready:
-                    await self._sleep_until_changed(backoff)
+                    waiting = [s.delayed_until_ms for s in self.partitions.values() if not s.truncating]
+                    until = min(waiting, default=now + self.backoff_ms)
+                    await self._sleep_until_changed(max(until - now, 1) / 1000)
                     continue
                 await self._fetch(ready)
             except Exception as e:
@@ -171,8 +169,13 @@ class ReplicaFetcher:
         state.truncating = False
 
     def _delay(self, state: FetchState, error: ErrorCode) -> None:
-        level = logging.DEBUG if error in (ErrorCode.unknown_leader_epoch, ErrorCode.not_leader_or_follower) else logging.INFO
-        log.log(level, "%s-%d: leader %d answered %s", state.partition.topic.name, state.partition.index, self.leader_id, error.name)
+        if error in _LEADER_CATCHING_UP:
+            # The leader has not yet read the state that makes it leader at our epoch:
+            # milliseconds away, so retry soon rather than after replica.fetch.backoff.ms.
+            log.debug("%s-%d: leader %d answered %s", state.partition.topic.name, state.partition.index, self.leader_id, error.name)
+            state.delayed_until_ms = now_ms() + LEADER_CATCH_UP_BACKOFF_MS
+            return
+        log.info("%s-%d: leader %d answered %s", state.partition.topic.name, state.partition.index, self.leader_id, error.name)
         state.delayed_until_ms = now_ms() + self.backoff_ms
 
     # ---- fetching --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from kio.schema.errors import ErrorCode
 from kwire.clock import now_ms
 from kwire.cluster import zk_layout as layout
 from kwire.cluster.replica_fetcher import ReplicaFetcher
-from kwire.cluster.replication import Replication, Role
+from kwire.cluster.replication import FollowerState, Replication, Role
 from kwire.cluster.zk import BadVersionError, NoNodeError, ZkSession, ZkTimeout, ZookeeperError
 from kwire.cluster.zk_metadata import ZkMirror, ZkPartitionState
 
@@ -71,6 +71,7 @@ class ReplicaManager:
         """Bring local replicas in line with the mirror (Kafka's becomeLeaderOrFollower
         and StopReplica, driven by ZooKeeper's state instead of controller requests)."""
         mirror, broker = self.mirror, self.broker
+        self._became: dict[str, list[str]] = {"leader": [], "follower": []}
         assigned: set[tuple[str, int]] = set()
         for topic, assignment in mirror.topics.items():
             if topic in mirror.deleting:
@@ -96,6 +97,10 @@ class ReplicaManager:
             configs = mirror.topic_configs.get(topic.name)
             if configs is not None and topic.topic_id == getattr(mirror.topics.get(topic.name), "topic_id", None):
                 broker.apply_topic_configs(topic, configs)
+        for role, names in self._became.items():
+            if names:
+                shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+                log.info("became %s of %d partition(s): %s", role, len(names), shown)
         self.applied.set()
 
     def _apply_state(self, partition: Partition, state: ZkPartitionState, replicas: tuple[int, ...]) -> None:
@@ -105,7 +110,16 @@ class ReplicaManager:
             # Same epoch: an ISR change (ours landing, or the controller's) or a version bump.
             current.isr = state.isr
             current.zk_version = state.zk_version
-            current.replicas = replicas
+            if current.replicas != replicas:
+                current.replicas = replicas
+                if current.is_leader:
+                    # A reassignment added or removed followers.
+                    for r in replicas:
+                        if r != me and r not in current.followers:
+                            current.followers[r] = FollowerState()
+                    for r in list(current.followers):
+                        if r not in replicas:
+                            del current.followers[r]
             if current.is_leader:
                 partition.advance_high_watermark()
             return
@@ -123,7 +137,8 @@ class ReplicaManager:
                 replication.followers = current.followers
                 replication.epoch_start_offset = current.epoch_start_offset
             partition.replication = replication
-            log.info(
+            self._became["leader"].append(f"{partition.topic.name}-{partition.index}")
+            log.debug(
                 "%s-%d: leader at epoch %d, isr %s, log end %d, high watermark %d",
                 partition.topic.name, partition.index, state.leader_epoch, list(state.isr),
                 partition.log_end_offset, partition.high_watermark,
@@ -140,7 +155,8 @@ class ReplicaManager:
             self._stop_fetching(partition)
             if state.leader >= 0:
                 self._fetcher(state.leader).add(partition, state.leader_epoch)
-            log.info(
+            self._became["follower"].append(f"{partition.topic.name}-{partition.index}")
+            log.debug(
                 "%s-%d: follower of %d at epoch %d, log end %d",
                 partition.topic.name, partition.index, state.leader, state.leader_epoch, partition.log_end_offset,
             )

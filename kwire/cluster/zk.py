@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,14 +104,11 @@ class ZkSession:
         self._post(SessionEvent(str(state)))
 
     def data_watch(self, event: WatchedEvent) -> None:
-        self._post(WatchEvent("data", self._unchroot(event.path)))
+        self._post(WatchEvent("data", event.path))  # kazoo strips the chroot
 
     def children_watch(self, event: WatchedEvent) -> None:
-        self._post(WatchEvent("children", self._unchroot(event.path)))
+        self._post(WatchEvent("children", event.path))
 
-    def _unchroot(self, path: str) -> str:
-        # kazoo already strips the chroot from watched paths; keep this the one place.
-        return path
 
     # ---- start and stop ---------------------------------------------------------------
 
@@ -122,7 +118,10 @@ class ZkSession:
         within zookeeper.connection.timeout.ms."""
         timeout = self.connection_timeout_ms / 1000
         if self.chroot:
-            await trio.to_thread.run_sync(_ensure_chroot, self.hosts, self.chroot, timeout, abandon_on_cancel=True)
+            try:
+                await trio.to_thread.run_sync(_ensure_chroot, self.hosts, self.chroot, timeout, abandon_on_cancel=True)
+            except Exception as e:
+                raise ZkTimeout(f"cannot connect to ZooKeeper at {self.hosts}: {e}") from None
         client = KazooClient(
             hosts=self.hosts + self.chroot,
             timeout=self.session_timeout_ms / 1000,
@@ -290,5 +289,3 @@ def _delete_recursive(client: KazooClient, path: str) -> None:
     except NoNodeError:
         pass
 
-
-Callback = Callable[..., Any]

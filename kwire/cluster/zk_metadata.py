@@ -62,6 +62,8 @@ class ZkMirror:
     brokers: dict[int, BrokerRegistration] = field(default_factory=dict)
     # Topic -> its assignment znode (topic id, replicas per partition, reassignment).
     topics: dict[str, layout.TopicAssignment] = field(default_factory=dict)
+    # Topic -> the version of its assignment znode (reassignments write at it).
+    topic_versions: dict[str, int] = field(default_factory=dict)
     states: dict[tuple[str, int], ZkPartitionState] = field(default_factory=dict)
     topic_configs: dict[str, dict[str, str]] = field(default_factory=dict)
     # Topics an admin asked to delete (/admin/delete_topics children).
@@ -145,6 +147,15 @@ class ZkMirrorReader:
                 nursery.start_soon(self._read, path, "children")
             for path in (layout.CONTROLLER_PATH, layout.REASSIGN_PARTITIONS_PATH, layout.PREFERRED_REPLICA_ELECTION_PATH):
                 nursery.start_soon(self._read, path, "data")
+        # What is already known is read again too: a new session has none of the old
+        # one's watches, and anything may have changed while there was none.
+        for broker_id in list(self.mirror.brokers):
+            self.read_soon(layout.broker_path(broker_id), "data")
+        for topic, assignment in list(self.mirror.topics.items()):
+            self.read_soon(layout.topic_path(topic), "data")
+            self.read_soon(layout.topic_config_path(topic), "data")
+            for index in assignment.partitions:
+                self.read_soon(layout.partition_state_path(topic, index), "data")
 
     def on_watch(self, event: WatchEvent) -> None:
         self.read_soon(event.path, event.kind)
@@ -204,6 +215,7 @@ class ZkMirrorReader:
         mirror = self.mirror
         assignment = mirror.topics.pop(name, None)
         mirror.topic_configs.pop(name, None)
+        mirror.topic_versions.pop(name, None)
         if assignment is not None:
             for index in assignment.partitions:
                 mirror.states.pop((name, index), None)
@@ -230,6 +242,8 @@ class ZkMirrorReader:
                 assignment = layout.decode_topic_assignment(data, topic)
                 old = mirror.topics.get(topic)
                 mirror.topics[topic] = assignment
+                assert stat is not None
+                mirror.topic_versions[topic] = stat.version
                 for index in assignment.partitions:
                     if old is None or index not in old.partitions:
                         self.read_soon(layout.partition_state_path(topic, index), "data")
