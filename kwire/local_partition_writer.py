@@ -18,6 +18,9 @@ from kwire.coordinator.partition_writer import PartitionWriter, TopicPartition
 from kwire.errors import KafkaError
 from kwire.protocol.records import BatchHeader, build_control_batch, validate_batches
 
+# Kafka appends markers within the broker's request.timeout.ms.
+MARKER_TIMEOUT_S = 30.0
+
 if TYPE_CHECKING:
     from kwire.broker import Broker, Partition
 
@@ -82,12 +85,17 @@ class LocalPartitionWriter(PartitionWriter):
         timestamp_ms: int,
     ) -> ErrorCode:
         partition = self.broker.partition(*tp)
+        cluster = self.broker.cluster
+        if cluster is not None and (partition is None or not partition.is_leader):
+            # Led by another broker: it appends the marker (WriteTxnMarkers).
+            return await cluster.send_txn_marker(tp, producer_id, producer_epoch, commit, coordinator_epoch)
         if partition is None:
             return ErrorCode.unknown_topic_or_partition  # deleted since it joined the transaction
         batch = bytearray(build_control_batch(producer_id, producer_epoch, commit, coordinator_epoch, 0, timestamp_ms))
         # The partition indexes an abort itself as it appends the marker.
         partition.append(batch, validate_batches(batch), timestamp_ms)
-        return ErrorCode.none
+        # Answered once the ISR has it, as Kafka appends markers with acks=-1.
+        return await partition.wait_for_high_watermark(partition.log_end_offset, MARKER_TIMEOUT_S)
 
     def aborted_transactions(self, tp: TopicPartition, start: int, end: int) -> list[tuple[int, int]]:
         partition = self.broker.partition(*tp)

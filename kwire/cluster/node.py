@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WRITE_TXN_MARKERS_KEY = 27
+
 
 class ClusterNode:
     def __init__(self, broker: Broker) -> None:
@@ -357,6 +359,53 @@ class ClusterNode:
         except ValueError as e:
             raise KafkaError(ErrorCode.invalid_replica_assignment, str(e)) from None
         return assignment
+
+    # ---- transaction markers to other brokers -----------------------------------------------
+
+    async def send_txn_marker(
+        self,
+        tp: tuple[str, int],
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        coordinator_epoch: int,
+        timeout_ms: int = 30_000,
+    ) -> ErrorCode:
+        """WriteTxnMarkers to the partition's leader (Kafka's TransactionMarkerChannelManager);
+        the coordinator retries what comes back retriable."""
+        from kio.schema.write_txn_markers.v1 import request as markers
+        from kio.static.primitive import i16, i32
+
+        from kwire.cluster.broker_client import BrokerConnectionError
+
+        topic = self.broker.metadata_image.topic(tp[0])
+        if topic is None or topic.partition(tp[1]) is None:
+            return ErrorCode.unknown_topic_or_partition
+        leader = topic.partition(tp[1]).leader_id  # type: ignore[union-attr]
+        if leader < 0:
+            return ErrorCode.leader_not_available
+        request = markers.WriteTxnMarkersRequest(
+            markers=(
+                markers.WritableTxnMarker(
+                    producer_id=producer_id,  # type: ignore[arg-type]
+                    producer_epoch=i16(producer_epoch),
+                    transaction_result=commit,
+                    topics=(markers.WritableTxnMarkerTopic(name=tp[0], partition_indexes=(i32(tp[1]),)),),  # type: ignore[arg-type]
+                    coordinator_epoch=i32(coordinator_epoch),
+                ),
+            )
+        )
+        try:
+            response = await self.pool.request(leader, WRITE_TXN_MARKERS_KEY, 1, request, timeout=timeout_ms / 1000)
+        except BrokerConnectionError as e:
+            log.debug("WriteTxnMarkers to broker %d failed: %s", leader, e)
+            return ErrorCode.not_leader_or_follower  # retriable: the coordinator tries again
+        for marker in response.markers:
+            for topic_result in marker.topics:
+                for partition in topic_result.partitions:
+                    if topic_result.name == tp[0] and partition.partition_index == tp[1]:
+                        return partition.error_code
+        return ErrorCode.unknown_server_error
 
     # ---- producer ids: blocks from /latest_producer_id_block ---------------------------------
 
