@@ -563,7 +563,9 @@ class TransactionCoordinator:
     async def _write_marker(
         self, transactional_id: str, tp: TopicPartition, plan: tx.EndPlan, epoch: int, written: list[bool]
     ) -> None:
+        attempts = 0
         while True:
+            attempts += 1
             if self.owned.get(self.partition_for(transactional_id)) != epoch:
                 written.append(False)  # resigned: the next coordinator sends it
                 return
@@ -577,7 +579,9 @@ class TransactionCoordinator:
             except KafkaError as e:
                 error = e.error_code
             except Exception:
-                log.exception("marker for producer %d on %s-%d failed", plan.producer_id, *tp)
+                # Retried like any failure; the traceback once, not at every attempt.
+                if attempts == 1:
+                    log.exception("marker for producer %d on %s-%d failed", plan.producer_id, *tp)
                 error = ErrorCode.unknown_server_error
             if error is ErrorCode.none:
                 if tp[0] == OFFSETS_TOPIC:
