@@ -25,6 +25,7 @@ from kwire.fetch_sessions import (
     SessionPartition,
 )
 from kwire.handlers import RequestContext
+from kwire.handlers.leadership import LeaderHints
 from kwire.handlers.list_offsets import READ_COMMITTED, check_leader_epoch
 from kwire.log.segment import CorruptRecordError, FileRegion
 from kwire.protocol.apis import api
@@ -258,7 +259,11 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         # The next request carries the next epoch (a new session expects 1).
         session.epoch = session.epoch + 1 if session.epoch < 2**31 - 1 else 1
     session_id = session.session_id if session is not None else INVALID_SESSION_ID
-    return encode_fetch_response(version, 0, ErrorCode.none, session_id, _by_topic(answer, by_id))
+    hints = LeaderHints(broker, ctx.listener_name) if broker.in_cluster else None
+    return encode_fetch_response(
+        version, 0, ErrorCode.none, session_id, _by_topic(answer, by_id, hints),
+        node_endpoints=hints.node_endpoints() if hints is not None else (),
+    )
 
 
 def follower_id(request: Any, version: int) -> int:
@@ -279,10 +284,24 @@ def follower_fetched(broker: Broker, fetching: list[SessionPartition], replica_i
             replicas.follower_fetched(partition, replica_id, wanted.fetch_offset)
 
 
-def _by_topic(results: list[PartitionResult], by_id: bool) -> list[tuple[Any, list[FetchedPartition]]]:
+_MOVED = (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch)
+
+
+def _by_topic(
+    results: list[PartitionResult], by_id: bool, hints: LeaderHints | None = None
+) -> list[tuple[Any, list[FetchedPartition]]]:
     grouped: dict[Any, list[FetchedPartition]] = {}
     for r in results:
         w = r.wanted
+        current_leader = None
+        if hints is not None and r.error in _MOVED:
+            # KIP-951: where the partition's leader is now.
+            name = w.topic
+            if name is None and w.topic_id is not None:
+                found = hints.broker.metadata_image.topic_by_id(w.topic_id)
+                name = found.name if found is not None else None
+            if name is not None:
+                current_leader = hints.current_leader(name, w.partition)
         grouped.setdefault(w.topic_id if by_id else w.topic, []).append(
             FetchedPartition(
                 partition_index=w.partition,
@@ -292,6 +311,7 @@ def _by_topic(results: list[PartitionResult], by_id: bool) -> list[tuple[Any, li
                 log_start_offset=r.log_start_offset,
                 records=r.records,
                 aborted_transactions=r.aborted_transactions or (),
+                current_leader=current_leader,
             )
         )
     return list(grouped.items())

@@ -10,9 +10,10 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from kwire.broker import Broker, Partition
+from kwire.broker import Partition
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.handlers.leadership import absent_partition_error
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 
@@ -21,16 +22,6 @@ EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
 EARLIEST_LOCAL_TIMESTAMP = -4
 READ_COMMITTED = 1
-
-
-def absent_partition_error(broker: Broker, topic_name: str, index: int) -> ErrorCode:
-    """No replica here: in a cluster, NOT_LEADER_OR_FOLLOWER if the partition exists
-    elsewhere (the client refreshes its metadata), else UNKNOWN_TOPIC_OR_PARTITION."""
-    if broker.in_cluster:
-        topic = broker.metadata_image.topic(topic_name)
-        if topic is not None and topic.partition(index) is not None:
-            return ErrorCode.not_leader_or_follower
-    return ErrorCode.unknown_topic_or_partition
 
 
 def check_leader_epoch(partition: Partition, current_leader_epoch: int) -> ErrorCode:

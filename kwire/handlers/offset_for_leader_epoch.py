@@ -14,7 +14,8 @@ from kio.schema.errors import ErrorCode
 
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
-from kwire.handlers.list_offsets import absent_partition_error, check_leader_epoch
+from kwire.handlers.leadership import absent_partition_error
+from kwire.handlers.list_offsets import check_leader_epoch
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 

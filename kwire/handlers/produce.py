@@ -20,10 +20,11 @@ from kwire import codecs
 from kwire.broker import KafkaError, Partition, Topic, now_ms
 from kwire.config import LONG_MAX
 from kwire.handlers import PendingAnswer, RequestContext
-from kwire.handlers.list_offsets import absent_partition_error
+from kwire.handlers.leadership import LeaderHints, absent_partition_error
 from kwire.protocol.apis import api
 from kwire.protocol.fetch_response import EncodedBody
 from kwire.protocol.headers import CloseConnection
+from kwire.protocol.leader_hints import NodeEndpoint
 from kwire.protocol.produce_request import ProduceRequest, read_produce_request
 from kwire.protocol.produce_response import PartitionProduceResult, encode_produce_response
 from kwire.protocol.records import (
@@ -164,12 +165,25 @@ async def handle(ctx: RequestContext, request: ProduceRequest) -> EncodedBody | 
             # producer's only cue to refresh its metadata (KafkaApis.handleProduceRequest).
             raise CloseConnection(f"acks=0 produce failed with {failed.error_code.name}")
         return None
+    version = ctx.api_version
     if waits:
-        version = ctx.api_version
 
         async def replicated() -> EncodedBody:
             await wait_for_replication(waits, request.timeout_ms)
-            return encode_produce_response(version, topics)
+            return encode_produce_response(version, topics, node_endpoints=leader_hints(ctx, topics))
 
         return PendingAnswer(replicated)
-    return encode_produce_response(ctx.api_version, topics)
+    return encode_produce_response(version, topics, node_endpoints=leader_hints(ctx, topics))
+
+
+def leader_hints(ctx: RequestContext, topics: list[tuple[str, list[PartitionProduceResult]]]) -> list[NodeEndpoint]:
+    """KIP-951: the current leader of each partition answered NOT_LEADER_OR_FOLLOWER."""
+    if not ctx.broker.in_cluster:
+        return []
+    hints = None
+    for name, results in topics:
+        for result in results:
+            if result.error_code == ErrorCode.not_leader_or_follower:
+                hints = hints or LeaderHints(ctx.broker, ctx.listener_name)
+                result.current_leader = hints.current_leader(name, result.index)
+    return hints.node_endpoints() if hints is not None else []

@@ -15,6 +15,12 @@ from dataclasses import dataclass, field
 
 from kwire.log.segment import FileRegion
 from kwire.protocol.headers import encode_uvarint
+from kwire.protocol.leader_hints import (
+    NodeEndpoint,
+    current_leader_field,
+    node_endpoints_field,
+    tagged_fields,
+)
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -24,6 +30,7 @@ _ABORTED = struct.Struct(">qq")
 
 FLEXIBLE_VERSION = 12
 TOPIC_ID_VERSION = 13
+NODE_ENDPOINTS_VERSION = 16
 # Regions smaller than this are read into the response instead: one pread is
 # cheaper than one more sendfile call for a few small batches.
 SENDFILE_MIN_BYTES = 16 * 1024
@@ -39,6 +46,8 @@ class FetchedPartition:
     records: Sequence[FileRegion] = ()
     aborted_transactions: Sequence[tuple[int, int]] | None = ()
     preferred_read_replica: int = -1
+    # KIP-951: (leader id, leader epoch) with NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH.
+    current_leader: tuple[int, int] | None = None
 
     @property
     def records_size(self) -> int:
@@ -84,6 +93,7 @@ def encode_fetch_response(
     error_code: int,
     session_id: int,
     topics: Sequence[tuple[str | uuid.UUID, Sequence[FetchedPartition]]],
+    node_endpoints: Sequence[NodeEndpoint] = (),
 ) -> EncodedBody:
     """The body (after the response header) of a FetchResponse in `version`."""
     flexible = version >= FLEXIBLE_VERSION
@@ -126,9 +136,15 @@ def encode_fetch_response(
             for region in p.records:
                 w.region(region)
             if flexible:
-                w.buffer += b"\x00"  # partition tagged fields
+                # Partition tagged fields: only CurrentLeader (tag 1) is ever set here.
+                if p.current_leader is not None:
+                    w.buffer += tagged_fields([current_leader_field(1, *p.current_leader)])
+                else:
+                    w.buffer += b"\x00"
         if flexible:
             w.buffer += b"\x00"  # topic tagged fields
-    if flexible:
+    if version >= NODE_ENDPOINTS_VERSION and node_endpoints:
+        w.buffer += tagged_fields([node_endpoints_field(0, node_endpoints)])
+    elif flexible:
         w.buffer += b"\x00"  # response tagged fields
     return w.finish()

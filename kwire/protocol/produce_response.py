@@ -13,9 +13,16 @@ from dataclasses import dataclass, field
 
 from kwire.protocol.fetch_response import EncodedBody
 from kwire.protocol.headers import encode_uvarint
+from kwire.protocol.leader_hints import (
+    NodeEndpoint,
+    current_leader_field,
+    node_endpoints_field,
+    tagged_fields,
+)
 from kwire.protocol.records import RecordError
 
 FLEXIBLE_VERSION = 9
+LEADER_HINT_VERSION = 10
 _PARTITION = struct.Struct(">ihqq")
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -32,12 +39,15 @@ class PartitionProduceResult:
     error_message: str | None = None
     # KIP-467 (v8+): the records that made the batch fail.
     record_errors: list[RecordError] = field(default_factory=list)
+    # KIP-951 (v10+): (leader id, leader epoch) with NOT_LEADER_OR_FOLLOWER.
+    current_leader: tuple[int, int] | None = None
 
 
 def encode_produce_response(
     version: int,
     topics: Sequence[tuple[str, Sequence[PartitionProduceResult]]],
     throttle_time_ms: int = 0,
+    node_endpoints: Sequence[NodeEndpoint] = (),
 ) -> EncodedBody:
     flexible = version >= FLEXIBLE_VERSION
     out = bytearray()
@@ -69,11 +79,15 @@ def encode_produce_response(
                     if flexible:
                         out.append(0)
                 string(p.error_message)
-            if flexible:
+            if version >= LEADER_HINT_VERSION and p.current_leader is not None:
+                out.extend(tagged_fields([current_leader_field(0, *p.current_leader)]))
+            elif flexible:
                 out.append(0)
         if flexible:
             out.append(0)
     out.extend(_I32.pack(throttle_time_ms))
-    if flexible:
+    if version >= LEADER_HINT_VERSION and node_endpoints:
+        out.extend(tagged_fields([node_endpoints_field(0, node_endpoints)]))
+    elif flexible:
         out.append(0)
     return EncodedBody([bytes(out)], len(out))
