@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -551,6 +551,30 @@ class Broker:
             self.topics_by_id.pop(topic.topic_id, None)
         self._save_metadata()
         log.info("deleted replica %s-%d", topic.name, partition.index)
+
+    def delete_stray_logs(self, is_stray: Callable[[str, int], bool]) -> int:
+        """Delete partition directories no open replica owns and `is_stray(topic,
+        partition)` confirms (in a cluster: topics deleted, or replicas moved away,
+        while this broker was down)."""
+        from kwire.log.log import parse_partition_dir
+
+        owned = {p.log.directory.name for p in self.all_partitions()}
+        deleted = 0
+        for path in sorted(self.log_dir.iterdir()):
+            if not path.is_dir() or path.name in owned or path.name.endswith((".delete", "-delete")):
+                continue
+            try:
+                topic, index = parse_partition_dir(path.name)
+            except ValueError:
+                continue
+            if not is_stray(topic, index):
+                continue
+            import shutil
+
+            log.info("deleting stray replica %s: not assigned to this broker", path.name)
+            shutil.rmtree(path, ignore_errors=True)
+            deleted += 1
+        return deleted
 
     def apply_topic_configs(self, topic: Topic, configs: dict[str, str]) -> None:
         """A topic's overrides as ZooKeeper holds them (/config/topics/<topic>)."""

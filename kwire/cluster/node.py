@@ -68,6 +68,7 @@ class ClusterNode:
         self._producer_ids: tuple[int, int] = (0, 0)  # [next, end) of this broker's block
         self._next_block: tuple[int, int] | None = None
         self._creating: set[str] = set()
+        self._new_cluster = False
         self._producer_id_refill: bool = False
         self._nursery: trio.Nursery | None = None
         # Set once the replicas match ZooKeeper after start-up.
@@ -101,6 +102,7 @@ class ClusterNode:
                 nursery.start_soon(self._apply_changes)
                 await self._register()
                 nursery.start_soon(self._read_events)
+                nursery.start_soon(self._delete_stray_replicas)
                 await self._refill_producer_ids()
                 task_status.started()
                 await self._elect_if_vacant()
@@ -116,6 +118,8 @@ class ClusterNode:
         """The cluster id lives in /cluster/id; a log dir of another cluster is refused
         (Kafka's InconsistentClusterIdException)."""
         data, _ = await self.session.get_or_none(layout.CLUSTER_ID_PATH)
+        # A new cluster (or a wiped ZooKeeper): what is on disk is not judged by it.
+        self._new_cluster = data is None
         if data is None:
             try:
                 await self.session.create(
@@ -195,6 +199,25 @@ class ClusterNode:
             await self._elect_if_vacant()
         except (ZkTimeout, ZookeeperError) as e:
             log.warning("rejoining the cluster failed: %r", e)
+
+    async def _delete_stray_replicas(self) -> None:
+        """Once the mirror is whole: replicas left on disk of topics deleted (or moved
+        away) while this broker was down are deleted, as KRaft brokers do with strays."""
+        await self.reader.synced.wait()
+        await trio.sleep(0)
+        self.replicas.apply()
+        mirror = self.mirror
+        if self._new_cluster:
+            return  # ZooKeeper knows nothing yet: never delete data on its word
+
+        def is_stray(topic: str, index: int) -> bool:
+            if topic not in mirror.topic_names:
+                return True  # deleted
+            assignment = mirror.topics.get(topic)
+            # Moved away; a topic whose assignment could not be read is kept.
+            return assignment is not None and self.broker_id not in assignment.partitions.get(index, ())
+
+        self.broker.delete_stray_logs(is_stray)
 
     # ---- the mirror changed ------------------------------------------------------------------
 

@@ -62,6 +62,8 @@ class ZkMirror:
     brokers: dict[int, BrokerRegistration] = field(default_factory=dict)
     # Topic -> its assignment znode (topic id, replicas per partition, reassignment).
     topics: dict[str, layout.TopicAssignment] = field(default_factory=dict)
+    # The children of /brokers/topics as last read (a topic's assignment follows).
+    topic_names: frozenset[str] = frozenset()
     # Topic -> the version of its assignment znode (reassignments write at it).
     topic_versions: dict[str, int] = field(default_factory=dict)
     states: dict[tuple[str, int], ZkPartitionState] = field(default_factory=dict)
@@ -128,6 +130,7 @@ class ZkMirrorReader:
         self.changed = changed
         self._nursery: trio.Nursery | None = None
         self._reading: dict[str, bool] = {}  # path -> read again when done
+        self.synced = trio.Event()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -166,6 +169,7 @@ class ZkMirrorReader:
             self._reading[key] = True
             return
         assert self._nursery is not None
+        self._reading[key] = False
         self._nursery.start_soon(self._read, path, kind)
 
     async def _read(self, path: str, kind: str) -> None:
@@ -189,6 +193,9 @@ class ZkMirrorReader:
                 self._reading[key] = False
         finally:
             self._reading.pop(key, None)
+            if not self._reading:
+                # Nothing left to read: the mirror is whole (after start-up, the first time).
+                self.synced.set()
         self.changed()
 
     async def _read_children(self, path: str) -> None:
@@ -202,6 +209,7 @@ class ZkMirrorReader:
                 self.read_soon(layout.broker_path(new), "data")
         elif path == layout.TOPICS_PATH:
             names = set(children)
+            mirror.topic_names = frozenset(names)
             for gone in set(mirror.topics) - names:
                 self._forget_topic(gone)
             for name in names - set(mirror.topics):
