@@ -32,7 +32,7 @@ import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import outcome
 import trio
@@ -46,6 +46,8 @@ from kwire.protocol.headers import MalformedRequest, skip_tagged_fields
 from kwire.protocol.messages import encode, is_flexible, request_class, response_class
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 API_VERSIONS_KEY = 18
 PRODUCE_KEY = 0
@@ -110,12 +112,16 @@ def _software_version() -> str:
 class _Waiter:
     """One pending request: its answer, and the task parked waiting for it."""
 
-    __slots__ = ("api_key", "version", "response_flexible", "result", "task", "abandoned")
+    __slots__ = ("api_key", "version", "response_flexible", "decode", "result", "task", "abandoned")
 
-    def __init__(self, api_key: int, version: int, response_flexible: bool) -> None:
+    def __init__(
+        self, api_key: int, version: int, response_flexible: bool, decode: Callable[[memoryview, int], Any] | None
+    ) -> None:
         self.api_key = api_key
         self.version = version
         self.response_flexible = response_flexible
+        # A hand-written decoder (request_raw); None: kio's, by api key and version.
+        self.decode = decode
         self.result: outcome.Outcome[Any] | None = None
         self.task: trio.lowlevel.Task | None = None
         # The requester was cancelled: its answer is read and dropped.
@@ -274,11 +280,7 @@ class BrokerConnection:
         # cancelled part-way would cost the connection.
         await trio.lowlevel.checkpoint_if_cancelled()
         request_flexible, response_flexible = _header_flags(api_key, api_version)
-        self._correlation_id = correlation_id = (self._correlation_id + 1) & 0x7FFFFFFF
-        body = encode(request)
-        tail = b"\x00" if request_flexible else b""  # header v2: no tagged fields
-        head = _REQUEST_HEAD.pack(8 + len(self._client_id) + len(tail) + len(body), api_key, api_version, correlation_id)
-        frame = b"".join((head, self._client_id, tail, body))
+        correlation_id, frame = self._frame(api_key, api_version, encode(request), request_flexible)
         if api_key == PRODUCE_KEY and request.acks == 0:
             with trio.move_on_after(self.timeout if timeout is None else timeout) as scope:
                 await self._send(frame)
@@ -286,15 +288,50 @@ class BrokerConnection:
             if scope.cancelled_caught:
                 self._timed_out(api_key, api_version, timeout)
             return None
-        waiter = _Waiter(api_key, api_version, response_flexible)
+        waiter = _Waiter(api_key, api_version, response_flexible, None)
+        return await self._exchange(correlation_id, frame, waiter, timeout)
+
+    async def request_raw(
+        self,
+        api_key: int,
+        api_version: int,
+        body: bytes,
+        decode: Callable[[memoryview, int], T],
+        *,
+        flexible: bool,
+        timeout: float | None = None,
+    ) -> T:
+        """Send a request body encoded by hand (an API kio has no classes for, such as
+        ControlledShutdown) behind a request header v2 if `flexible`, else v1, and
+        return `decode(response frame, offset of the body)`; the response header is v1
+        if `flexible`, else v0. `decode` reads within the frame (a read-only view of
+        the response after its size prefix) and raises on a malformed body, which
+        fails the connection as a malformed kio response does. Timeouts and failures
+        as `request`."""
+        if self._error is not None:
+            raise BrokerConnectionError(str(self._error)) from self._error
+        await trio.lowlevel.checkpoint_if_cancelled()
+        correlation_id, frame = self._frame(api_key, api_version, body, flexible)
+        waiter = _Waiter(api_key, api_version, flexible and api_key != API_VERSIONS_KEY, decode)
+        return await self._exchange(correlation_id, frame, waiter, timeout)
+
+    def _frame(self, api_key: int, api_version: int, body: bytes, request_flexible: bool) -> tuple[int, bytes]:
+        """(correlation id, the request frame): size, header v1 or v2, body."""
+        self._correlation_id = correlation_id = (self._correlation_id + 1) & 0x7FFFFFFF
+        tail = b"\x00" if request_flexible else b""  # header v2: no tagged fields
+        head = _REQUEST_HEAD.pack(8 + len(self._client_id) + len(tail) + len(body), api_key, api_version, correlation_id)
+        return correlation_id, b"".join((head, self._client_id, tail, body))
+
+    async def _exchange(self, correlation_id: int, frame: bytes, waiter: _Waiter, timeout: float | None) -> Any:
+        """Send `frame` and park until the reader delivers its answer, or the timeout."""
         self._waiters[correlation_id] = waiter
-        with trio.move_on_after(self.timeout if timeout is None else timeout) as scope:
+        with trio.move_on_after(self.timeout if timeout is None else timeout):
             await self._send(frame)
             if waiter.result is None:
                 waiter.task = trio.lowlevel.current_task()
                 return await trio.lowlevel.wait_task_rescheduled(waiter.abort)
             return waiter.result.unwrap()
-        self._timed_out(api_key, api_version, timeout)
+        self._timed_out(waiter.api_key, waiter.version, timeout)
 
     def _timed_out(self, api_key: int, api_version: int, timeout: float | None) -> None:
         error = BrokerConnectionError(
@@ -365,7 +402,11 @@ class BrokerConnection:
             return
         try:
             offset = skip_tagged_fields(frame, 4) if waiter.response_flexible else 4
-            waiter.deliver(outcome.Value(self._decode(waiter.api_key, waiter.version, frame, offset)))
+            if waiter.decode is not None:
+                response = waiter.decode(memoryview(frame).toreadonly(), offset)
+            else:
+                response = self._decode(waiter.api_key, waiter.version, frame, offset)
+            waiter.deliver(outcome.Value(response))
         except Exception as e:  # MalformedRequest, kio's SerialError, a bad enum value ...
             error = BrokerConnectionError(
                 f"malformed response (api key {waiter.api_key} v{waiter.version}) from {self._peer}: {e}"
@@ -602,6 +643,27 @@ class BrokerClientPool:
         deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
         conn = await self.connection(broker_id, timeout=timeout)
         return await conn.request(api_key, api_version, request, timeout=max(deadline - trio.current_time(), 0.0))
+
+    async def request_raw(
+        self,
+        broker_id: int,
+        api_key: int,
+        api_version: int,
+        body: bytes,
+        decode: Callable[[memoryview, int], T],
+        *,
+        flexible: bool,
+        timeout: float | None = None,
+    ) -> T:
+        """`BrokerConnection.request_raw` to `broker_id`, connecting as `request` does."""
+        conn = self.connected(broker_id)
+        if conn is not None and _address(self.resolve(broker_id)) == conn.address:
+            return await conn.request_raw(api_key, api_version, body, decode, flexible=flexible, timeout=timeout)
+        deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
+        conn = await self.connection(broker_id, timeout=timeout)
+        return await conn.request_raw(
+            api_key, api_version, body, decode, flexible=flexible, timeout=max(deadline - trio.current_time(), 0.0)
+        )
 
     async def aclose(self) -> None:
         self._close_all()
