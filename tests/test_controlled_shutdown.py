@@ -364,6 +364,13 @@ def test_controller_moves_leadership_off_a_broker_others_answer_not_controller(k
     for version in VERSIONS:
         assert send_controlled_shutdown(port, leaving, epochs[leaving], version) == cs.ControlledShutdownResponse(0)
 
+    # Once it has stopped and registered again it is no longer shutting down: it
+    # rejoins every ISR and stays there (the controller would drop it at once otherwise).
+    cluster.restart(leaving)
+    wait_for_full_isr(cluster, {"moving": partitions})
+    time.sleep(1.0)
+    assert all(len(isr) == 3 for _, isr in leaders(admin, "moving").values()), leaders(admin, "moving")
+
 
 @served
 def test_single_broker_answers_not_controller(broker: Any) -> None:
