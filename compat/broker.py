@@ -148,6 +148,9 @@ class KwireBroker:
     def exit_status(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
+    def death(self) -> str:
+        return f"broker died (exit {self.exit_status()})"
+
     def stop(self, timeout: float = 10.0) -> str:
         """SIGTERM, wait; SIGKILL if it does not stop. Returns a note if not clean."""
         note = ""
@@ -196,6 +199,9 @@ class ExternalBroker:
 
     def exit_status(self) -> int | None:
         return None
+
+    def death(self) -> str:
+        return "broker died"
 
     def stop(self, timeout: float = 10.0) -> str:
         return ""

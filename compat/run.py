@@ -3,11 +3,13 @@
     python -m compat                      # install what is missing, run all, write RESULTS.md
     python -m compat --clients java,kcat --scenarios transactions
     python -m compat --bootstrap 127.0.0.1:9092 --output /tmp/r.md   # an already running broker
+    python -m compat --cluster 3          # a 3-broker cluster per client; RESULTS-cluster.md
 
 Exits 1 when a cell fails (a check, a timeout, a client that could not be installed,
-an n.a. that scenarios.NOT_APPLICABLE does not list), when a broker died or did not stop
-cleanly on SIGTERM, or (--check) when the cell statuses differ from the committed
-RESULTS.md; 0 when all is as it should be.
+an n.a. that scenarios.NOT_APPLICABLE does not list), when a broker (with --cluster: any
+broker, or ZooKeeper) died or did not stop cleanly on SIGTERM, or (--check) when the cell
+statuses differ from the committed RESULTS.md (RESULTS-cluster.md); 0 when all is as it
+should be.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ if __package__ in (None, ""):  # `python compat/run.py`
 from compat import scenarios as S  # noqa: E402
 from compat.broker import BrokerError, ExternalBroker, KwireBroker  # noqa: E402
 from compat.clients import BY_ID, CLIENTS, ROOT, WORK, Client, log  # noqa: E402
+from compat.cluster import KwireCluster, ZooKeeper, cluster_overrides  # noqa: E402
 
-LOGS = WORK / "logs"
+HERE = Path(__file__).resolve().parent
 
 
 class Cell:
@@ -138,9 +141,13 @@ def run_client(client: Client, args, runid: str) -> dict:
         for s in args.scenarios:
             out["cells"][s] = Cell("fail", f"client not installed: {reason}")
         return out
-    logdir = LOGS / client.id
+    logdir = args.logs / client.id
+    broker: ExternalBroker | KwireBroker | KwireCluster
     if args.bootstrap:
         broker = ExternalBroker(args.bootstrap)
+    elif args.cluster:
+        broker = KwireCluster(args.zookeeper, args.cluster, logdir,
+                              f"/compat/{runid}-{client.id}", args.override)
     else:
         broker = KwireBroker(logdir / "broker.log", args.override)
     prefix = f"c{runid}-{client.id}"
@@ -154,8 +161,8 @@ def run_client(client: Client, args, runid: str) -> dict:
         if broker.stopped_from_outside():
             out["notes"].append(f"broker stopped from outside (signal) after {scenario} had finished")
             return
-        why = f"broker died (exit {broker.exit_status()}) after this scenario had finished"
-        out["broker_problems"].append(f"broker died (exit {broker.exit_status()}) after {scenario}")
+        why = f"{broker.death()} after this scenario had finished"
+        out["broker_problems"].append(f"{broker.death()} after {scenario}")
         old_cell = out["cells"][scenario]
         out["cells"][scenario] = Cell("fail", f"{why}; client saw: {old_cell.detail or old_cell.status}",
                                       old_cell.seconds)
@@ -213,9 +220,9 @@ def run_client(client: Client, args, runid: str) -> dict:
                 break
             if broker.alive():
                 break
-            cell = Cell("fail", f"broker died (exit {broker.exit_status()}); "
+            cell = Cell("fail", f"{broker.death()}; "
                                 f"client saw: {cell.detail or cell.status}", cell.seconds)
-            out["broker_problems"].append(f"broker died (exit {broker.exit_status()}) during {s}")
+            out["broker_problems"].append(f"{broker.death()} during {s}")
             started = False  # recorded here: not again as a death after this scenario
             break
         if cell.status == "na" and (client.id, s) not in S.NOT_APPLICABLE:
@@ -239,7 +246,7 @@ def run_client(client: Client, args, runid: str) -> dict:
 
 
 def write_results(path: Path, results: list[dict], scenarios: list[str], args, started: str,
-                  wall: float) -> None:
+                  wall: float, run_problems: list[str] | None = None) -> None:
     cols = results
     head = "| scenario | " + " | ".join(c["title"] for c in cols) + " |"
     sep = "|---|" + "---|" * len(cols)
@@ -252,14 +259,23 @@ def write_results(path: Path, results: list[dict], scenarios: list[str], args, s
                                 capture_output=True, text=True, timeout=10).stdout.strip()
     except Exception:
         commit = "?"
-    target = f"an external broker at {args.bootstrap}" if args.bootstrap else \
-        "a fresh kwire broker per client (`python -m kwire serve`, temporary log.dirs, " \
-        "overrides " + ", ".join(f"`{o}`" for o in (["group.initial.rebalance.delay.ms=0",
-                                                    "num.partitions=3"] + args.override)) + ")"
+    overrides = ", ".join(f"`{o}`" for o in (["group.initial.rebalance.delay.ms=0",
+                                              "num.partitions=3"] + args.override))
+    if args.bootstrap:
+        target = f"an external broker at {args.bootstrap}"
+    elif args.cluster:
+        target = (f"a fresh {args.cluster}-broker kwire cluster per client (a real ZooKeeper, "
+                  f"`python -m kwire serve` with broker.id 1..{args.cluster} and "
+                  "`zookeeper.connect`, temporary log.dirs, every client given all brokers "
+                  "as bootstrap), overrides " + overrides + ", "
+                  + ", ".join(f"`{o}`" for o in cluster_overrides(args.cluster)))
+    else:
+        target = ("a fresh kwire broker per client (`python -m kwire serve`, temporary "
+                  "log.dirs), overrides " + overrides)
     lines = [
-        "# kwire client compatibility matrix",
+        f"# kwire client compatibility matrix{' (cluster)' if args.cluster else ''}",
         "",
-        f"Generated by `python -m compat` on {started} against {target}, kwire commit `{commit}`, "
+        f"Generated by `python -m compat{f' --cluster {args.cluster}' if args.cluster else ''}` on {started} against {target}, kwire commit `{commit}`, "
         f"in {wall:.0f}s. What each row checks: [README.md](README.md#scenarios).",
         "",
         head,
@@ -288,10 +304,11 @@ def write_results(path: Path, results: list[dict], scenarios: list[str], args, s
                 d = d[:399] + "…"
             lines.append(f"- **{c['title']}**, {S.BY_ID[sid].title}: `{d.replace('`', chr(39))}`")
     problems = [(c, n) for c in cols for n in c.get("broker_problems", [])]
-    if problems:
+    if problems or run_problems:
         lines += ["", "## Broker problems", ""]
         for c, n in problems:
             lines.append(f"- **{c['title']}**: {n}")
+        lines += [f"- {n}" for n in run_problems or []]
     if notes:
         lines += ["", "## Notes on this run", ""]
         for c, n in notes:
@@ -361,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", default=",".join(S.SCENARIO_IDS),
                     help="comma-separated: " + ", ".join(S.SCENARIO_IDS))
     ap.add_argument("--bootstrap", help="use this running broker instead of starting kwire")
+    ap.add_argument("--cluster", type=int, default=0, metavar="N",
+                    help="run against a fresh N-broker kwire cluster per client (a real "
+                         "ZooKeeper for the run; replication factor min(3,N)); the table is "
+                         "compat/RESULTS-cluster.md")
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                     help="extra kwire broker config (repeatable)")
     ap.add_argument("--jobs", type=int, default=2, help="clients run in parallel (2)")
@@ -390,14 +411,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as e:
         ap.error(f"unknown client or scenario {e}")
 
+    if args.cluster < 0 or (args.cluster and args.bootstrap):
+        ap.error("--cluster takes a number of brokers (1 or more) and no --bootstrap")
+    # The cluster run keeps its table, logs and results apart from the single broker's.
+    tag = "-cluster" if args.cluster else ""
+    args.logs = WORK / f"logs{tag}"
     if args.output is None:
         full = len(clients) == len(CLIENTS) and args.scenarios == S.SCENARIO_IDS
-        args.output = str(Path(__file__).resolve().parent / "RESULTS.md") \
-            if full and not args.bootstrap else str(WORK / "RESULTS.partial.md")
+        args.output = str(HERE / f"RESULTS{tag}.md") \
+            if full and not args.bootstrap else str(WORK / f"RESULTS{tag}.partial.md")
     partial = not (len(clients) == len(CLIENTS) and args.scenarios == S.SCENARIO_IDS)
     committed_text: str | None = None
     if args.check is not None:
-        ref = Path(args.check) if args.check else Path(__file__).resolve().parent / "RESULTS.md"
+        ref = Path(args.check) if args.check else HERE / f"RESULTS{tag}.md"
         try:
             committed_text = ref.read_text()  # read now: the run may overwrite it
         except OSError as e:
@@ -428,12 +454,32 @@ def main(argv: list[str] | None = None) -> int:
         for c in clients:
             c.install = (lambda r: (lambda: r))(pre[c.id])
     runid = secrets.token_hex(3)
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
-        results = list(ex.map(lambda c: run_client(c, args, runid), clients))
+    zk_problem = ""
+    args.zookeeper = None
+    if args.cluster:
+        # One ZooKeeper for the run; each client's cluster has a chroot of its own.
+        args.zookeeper = ZooKeeper(args.logs / "zookeeper")
+        try:
+            args.zookeeper.start()
+            log(f"ZooKeeper serving on {args.zookeeper.connect} "
+                f"(logs in {args.logs / 'zookeeper'})")
+        except BrokerError as e:
+            # Every cell then fails with "broker did not start: ..." naming it.
+            zk_problem = f"ZooKeeper did not start: {e}"
+            log(zk_problem)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+            results = list(ex.map(lambda c: run_client(c, args, runid), clients))
+    finally:
+        if args.zookeeper is not None:
+            if not zk_problem and not args.zookeeper.alive():
+                zk_problem = f"ZooKeeper died during the run (exit {args.zookeeper.exit_status()})"
+            args.zookeeper.stop()
     wall = time.monotonic() - t0
     out = Path(args.output)
-    write_results(out, results, args.scenarios, args, started, wall)
-    (WORK / "results.json").write_text(json.dumps(
+    write_results(out, results, args.scenarios, args, started, wall,
+                  [zk_problem] if zk_problem else [])
+    (WORK / f"results{tag}.json").write_text(json.dumps(
         [{**r, "cells": {k: v.as_dict() for k, v in r["cells"].items()}} for r in results],
         indent=1))
     counts = {"pass": 0, "fail": 0, "na": 0}
@@ -442,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
             counts[cell.status] = counts.get(cell.status, 0) + 1
     log(f"wrote {out} in {wall:.0f}s")
     problems = [f"{r['client']}: {n}" for r in results for n in r.get("broker_problems", [])]
+    if zk_problem:
+        problems.append(zk_problem)
     for pr in problems:
         log(f"broker problem: {pr}")
     diffs: list[str] = []

@@ -33,10 +33,17 @@ async def admin(ctx):
     return a
 
 
+async def replication_factor(a):
+    """aiokafka's NewTopic refuses -1 (the broker's default.replication.factor, KIP-464), so
+    ask as its users do: 3 replicas, or one per broker in a smaller cluster."""
+    return min(3, len((await a.describe_cluster())["brokers"]))
+
+
 async def ensure_topic(ctx, topic, partitions=S.PARTITIONS, config=None):
     a = await admin(ctx)
     try:
-        r = await a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+        rf = await replication_factor(a)
+        r = await a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=rf,
                                             topic_configs=config or {})], timeout_ms=10000)
         raise_topic_errors(r, ok=(TopicAlreadyExistsError.errno,))
     except TopicAlreadyExistsError:
@@ -129,7 +136,8 @@ async def s_metadata(ctx):
 async def s_admin_topics(ctx):
     ctx.step("create topic")
     a = await admin(ctx)
-    r = await a.create_topics([NewTopic(ctx.topic, num_partitions=3, replication_factor=1)],
+    rf = await replication_factor(a)
+    r = await a.create_topics([NewTopic(ctx.topic, num_partitions=3, replication_factor=rf)],
                               timeout_ms=10000)
     raise_topic_errors(r)
     ctx.step("topic in metadata")
@@ -288,8 +296,11 @@ async def s_list_offsets(ctx):
     await ensure_topic(ctx, ctx.topic)
     t0 = (int(time.time() * 1000) // 1000) * 1000 - 60_000
     ctx.step("produce with timestamps")
+    # acks=all: "latest" is the high watermark, past the records once they are
+    # acknowledged by the whole ISR (acks=1 answers before followers copy them).
     await produce(ctx, ctx.topic, [{"value": f"o{i}".encode(), "partition": 0,
-                                    "timestamp_ms": t0 + i * 1000} for i in range(S.N_OFFSETS)])
+                                    "timestamp_ms": t0 + i * 1000} for i in range(S.N_OFFSETS)],
+                  acks="all")
     c = consumer(ctx)
     await c.start()
     tp = TopicPartition(ctx.topic, 0)

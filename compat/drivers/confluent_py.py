@@ -62,7 +62,7 @@ def admin(ctx):
 
 def ensure_topic(ctx, topic, partitions=S.PARTITIONS, config=None):
     a = admin(ctx)
-    fs = a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+    fs = a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1,
                                    config=config or {})], operation_timeout=10, request_timeout=15)
     try:
         fs[topic].result(timeout=15)
@@ -139,7 +139,7 @@ def s_metadata(ctx):
 def s_admin_topics(ctx):
     a = admin(ctx)
     ctx.step("create topic")
-    fs = a.create_topics([NewTopic(ctx.topic, num_partitions=3, replication_factor=1)],
+    fs = a.create_topics([NewTopic(ctx.topic, num_partitions=3, replication_factor=-1)],
                          operation_timeout=10, request_timeout=15)
     fs[ctx.topic].result(timeout=15)
     ctx.step("topic in metadata")

@@ -27,7 +27,7 @@ def admin(ctx):
 def ensure_topic(ctx, topic, partitions=S.PARTITIONS, config=None):
     a = admin(ctx)
     try:
-        a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+        a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1,
                                   topic_configs=config or {})], timeout_ms=10000)
     except TopicAlreadyExistsError:
         pass
@@ -89,7 +89,7 @@ def s_metadata(ctx):
 def s_admin_topics(ctx):
     ctx.step("create topic")
     a = admin(ctx)
-    a.create_topics([NewTopic(ctx.topic, num_partitions=3, replication_factor=1)],
+    a.create_topics([NewTopic(ctx.topic, num_partitions=3, replication_factor=-1)],
                     timeout_ms=10000)
     ctx.step("topic in metadata")
     c = consumer(ctx)
@@ -215,8 +215,11 @@ def s_list_offsets(ctx):
     ensure_topic(ctx, ctx.topic)
     t0 = (int(time.time() * 1000) // 1000) * 1000 - 60_000
     ctx.step("produce with timestamps")
+    # acks=all: "latest" is the high watermark, past the records once they are
+    # acknowledged by the whole ISR (acks=1 answers before followers copy them).
     produce(ctx, ctx.topic, [{"value": f"o{i}".encode(), "partition": 0,
-                              "timestamp_ms": t0 + i * 1000} for i in range(S.N_OFFSETS)])
+                              "timestamp_ms": t0 + i * 1000} for i in range(S.N_OFFSETS)],
+            acks="all")
     c = consumer(ctx, group_id=None)
     tp = TopicPartition(ctx.topic, 0)
     ctx.step("list offsets earliest")

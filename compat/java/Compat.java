@@ -166,7 +166,7 @@ public class Compat {
     static void ensureTopic(String t, int partitions, Map<String, String> configs) throws Exception {
         try (Admin a = admin()) {
             try {
-                a.createTopics(List.of(new NewTopic(t, partitions, (short) 1).configs(configs)))
+                a.createTopics(List.of(new NewTopic(t, Optional.of(partitions), Optional.empty()).configs(configs)))
                         .all().get(15, TimeUnit.SECONDS);
             } catch (ExecutionException e) {
                 if (!(e.getCause() instanceof TopicExistsException)) throw e;
@@ -266,7 +266,7 @@ public class Compat {
     static void adminTopics() throws Exception {
         step("create topic");
         try (Admin a = admin()) {
-            a.createTopics(List.of(new NewTopic(topic, 3, (short) 1))).all().get(15, TimeUnit.SECONDS);
+            a.createTopics(List.of(new NewTopic(topic, Optional.of(3), Optional.empty()))).all().get(15, TimeUnit.SECONDS);
             step("topic in metadata");
             waitUntil(() -> a.describeTopics(List.of(topic)).allTopicNames().get(5, TimeUnit.SECONDS)
                     .get(topic).partitions().size() == 3, 10, "created topic listed with 3 partitions");

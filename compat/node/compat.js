@@ -137,7 +137,7 @@ function kafkajsClient() {
   CompressionCodecs[CompressionTypes.ZSTD] = zstdCodec;
   const kafka = new K.Kafka({
     clientId: 'kwire-compat',
-    brokers: [bootstrap],
+    brokers: bootstrap.split(','),
     connectionTimeout: 5000,
     requestTimeout: 10000,
     retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 2000 },
@@ -158,7 +158,7 @@ function kafkajsClient() {
       await a.connect();
       return a;
     },
-    async producer({ idempotent = false, transactionalId, compression, lingerMs = 5 } = {}) {
+    async producer({ idempotent = false, transactionalId, compression, lingerMs = 5, acks } = {}) {
       const opts = { idempotent, allowAutoTopicCreation: false,
         createPartitioner: K.Partitioners.DefaultPartitioner };
       if (transactionalId) Object.assign(opts, { transactionalId, maxInFlightRequests: 1, idempotent: true });
@@ -168,7 +168,7 @@ function kafkajsClient() {
       void lingerMs;
       return {
         raw: p,
-        send: (t, messages, acks) => p.send({ topic: t, messages, compression: c,
+        send: (t, messages) => p.send({ topic: t, messages, compression: c,
           acks: acks === undefined ? (idempotent ? -1 : 1) : acks }),
         async transaction() {
           const txn = await p.transaction();
@@ -232,7 +232,7 @@ function confluentClient() {
     warn(m) { logLine('WARN', m); },
     error(m) { logLine('ERROR', m); },
   };
-  const base = { brokers: [bootstrap], connectionTimeout: 5000, requestTimeout: 10000, logger,
+  const base = { brokers: bootstrap.split(','), connectionTimeout: 5000, requestTimeout: 10000, logger,
     logLevel: KafkaJS.logLevel.DEBUG };
   const kafka = new KafkaJS.Kafka({ kafkaJS: base, 'broker.address.family': 'v4' });
   return {
@@ -242,8 +242,8 @@ function confluentClient() {
       await a.connect();
       return a;
     },
-    async producer({ idempotent = false, transactionalId, compression, lingerMs = 5 } = {}) {
-      const kjs = { idempotent, acks: idempotent || transactionalId ? -1 : 1 };
+    async producer({ idempotent = false, transactionalId, compression, lingerMs = 5, acks } = {}) {
+      const kjs = { idempotent, acks: acks === undefined ? (idempotent || transactionalId ? -1 : 1) : acks };
       if (transactionalId) Object.assign(kjs, { transactionalId, idempotent: true });
       if (compression) kjs.compression = compression;
       const p = kafka.producer({ kafkaJS: kjs, 'linger.ms': lingerMs,
@@ -292,7 +292,7 @@ async function ensureTopic(t, partitions = PARTITIONS, configEntries = []) {
   const a = await C.admin();
   try {
     try {
-      await a.createTopics({ topics: [{ topic: t, numPartitions: partitions, replicationFactor: 1,
+      await a.createTopics({ topics: [{ topic: t, numPartitions: partitions, replicationFactor: -1,
         configEntries }], timeout: 10000 });
     } catch (e) {
       const s = shortErr(e);
@@ -353,7 +353,7 @@ const scenarios = {
   async admin_topics() {
     step('create topic');
     const a = await C.admin();
-    const created = await a.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 1 }],
+    const created = await a.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: -1 }],
       timeout: 10000 });
     check(created !== false, 'createTopics returned false (topic exists?)');
     step('topic in metadata');
@@ -482,7 +482,9 @@ const scenarios = {
     step('produce with timestamps');
     const msgs = [];
     for (let i = 0; i < N_OFFSETS; i++) msgs.push({ value: `o${i}`, partition: 0, timestamp: String(t0 + i * 1000) });
-    await produce(topic, msgs);
+    // acks=all: the high watermark (what "latest" is) has passed the records when they
+    // are acknowledged, also in a replicated cluster (acks=1 answers before followers copy).
+    await produce(topic, msgs, { acks: -1 });
     const a = await C.admin();
     step('list offsets earliest, latest');
     const offs = (await a.fetchTopicOffsets(topic)).find((p) => p.partition === 0);
