@@ -250,6 +250,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("transaction.state.log.replication.factor", _I(1, 32767), 1),
         ConfigDef("transaction.state.log.min.isr", _I(1, INT_MAX), 1),
         ConfigDef("offsets.commit.timeout.ms", _I(1, INT_MAX), 5000),
+        ConfigDef("request.timeout.ms", _I(1, INT_MAX), 30_000),
         ConfigDef("cluster.id", _parse_str, ""),
     ]
 }

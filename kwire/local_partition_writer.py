@@ -47,7 +47,7 @@ class LocalPartitionWriter(PartitionWriter):
         if cluster is not None:
             # Created in ZooKeeper in the background (leaders take a moment): the
             # coordinator answers COORDINATOR_NOT_AVAILABLE meanwhile, as Kafka does.
-            cluster.create_internal_topic_soon(topic, num_partitions, replication_factor, configs)
+            cluster.create_topic_soon(topic, num_partitions, replication_factor, configs)
             raise KafkaError(ErrorCode.coordinator_not_available, f"creating {topic}")
         created = self.broker.create_topic(topic, num_partitions, replication_factor, dict(configs), internal=True)
         assert created is not None

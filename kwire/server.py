@@ -510,7 +510,7 @@ async def run_broker(
         async with trio.open_nursery() as nursery:
             # The signal handler is in place before the first connection is served:
             # a SIGTERM right after a first answer must still stop the broker cleanly.
-            await nursery.start(_stop_on_signal, nursery.cancel_scope)
+            await nursery.start(_stop_on_signal, nursery.cancel_scope, broker)
             server = KafkaServer(broker)
             bound = await nursery.start(server.serve)
             if ready is not None:
@@ -525,18 +525,43 @@ async def run_broker(
         log.info("broker %d stopped cleanly", broker.broker_id)
 
 
+async def controlled_shutdown(broker: Broker) -> None:
+    """In a cluster, leadership moves away before the broker stops (Kafka's controlled
+    shutdown), while it keeps serving: clients see only retriable errors. Bounded, as
+    Kafka's controlled.shutdown.max.retries x controlled.shutdown.retry.backoff.ms."""
+    cluster = broker.cluster
+    if cluster is None or not broker.config["controlled.shutdown.enable"]:
+        return
+    config = broker.config
+    timeout = min(
+        (config["controlled.shutdown.max.retries"] + 1) * (config["controlled.shutdown.retry.backoff.ms"] / 1000 + 5),
+        # Kept short: a whole cluster stopping at once has no controller to ask.
+        5.0,
+    )
+    started = trio.current_time()
+    try:
+        await cluster.controlled_shutdown(timeout)
+    except Exception:
+        log.exception("controlled shutdown failed; stopping anyway")
+    else:
+        log.info("controlled shutdown done in %.0f ms", (trio.current_time() - started) * 1000)
+
+
 def _warm_up(newest: list[tuple[int, int]]) -> None:
     # Handler modules (and the coordinators some import) first, then kio's modules.
     load_all_handlers()
     warm_up(newest)
 
 
-async def _stop_on_signal(scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def _stop_on_signal(
+    scope: trio.CancelScope, broker: Broker, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             task_status.started()
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
+                await controlled_shutdown(broker)
                 scope.cancel()
                 return
     except RuntimeError:

@@ -399,7 +399,6 @@ def test_version_0_and_garbage_close_only_their_connection(kwire_cluster_factory
                TIMEOUT, message="the controller refuses an unknown broker")
 
 
-@pytest.mark.xfail(strict=False, reason="SIGTERM hook lands with the lead")
 def test_sigterm_under_acks_all_load_moves_leadership_first_and_loses_nothing(kwire_cluster_factory: Any) -> None:
     cluster = start_cluster(kwire_cluster_factory)
     partitions = 6

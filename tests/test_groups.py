@@ -759,12 +759,12 @@ def test_coordinator_stores_and_loads_groups_offsets_and_tombstones(tmp_path) ->
 
     async def populate() -> str:
         member = await _join_and_sync(coordinator, "live")
-        errors = coordinator.commit_offsets(
+        errors = await coordinator.commit_offsets(
             group_id="live", member_id=member, group_instance_id=None, generation_id=1,
             offsets={("t", 0): (5, 0, "meta"), ("t", 1): (7, 0, None)},
         )
         assert set(errors.values()) == {ErrorCode.none}
-        errors = coordinator.commit_offsets(
+        errors = await coordinator.commit_offsets(
             group_id="simple", member_id="", group_instance_id=None, generation_id=-1,
             offsets={("t", 0): (3, -1, "s")}, retention_ms=1000,
         )

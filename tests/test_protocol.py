@@ -21,6 +21,7 @@ from kwire.protocol.headers import (
     response_header,
 )
 from kwire.protocol.messages import (
+    HAND_WRITTEN,
     decode_request,
     encode,
     is_flexible,
@@ -31,7 +32,8 @@ from kwire.protocol.messages import (
 # kio leaves record batches as opaque bytes; any bytes do for a round trip.
 st.register_type_strategy(Records, st.binary(max_size=64).map(Records))
 
-SERVED = [(a.key, v) for a in sorted(API_TABLE.values(), key=lambda a: a.key) for v in range(a.min_version, a.max_version + 1)]
+SERVED = [(a.key, v) for a in sorted(API_TABLE.values(), key=lambda a: a.key) for v in range(a.min_version, a.max_version + 1)
+          if a.key not in HAND_WRITTEN]
 
 
 def request_header_bytes(api_key: int, version: int, correlation_id: int, client_id: str | None, flexible: bool) -> bytes:

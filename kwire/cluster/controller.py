@@ -162,6 +162,9 @@ class Controller:
         self.epoch = -1
         self.epoch_zk_version = -1
         self.shutting_down: set[int] = set()
+        # The broker epoch each shutting-down broker had when this controller first saw
+        # it shutting down: one registered again since (a new epoch) may lead again.
+        self._shutting_down_epochs: dict[int, int] = {}
         self._wake = trio.Event()
         self._writing: set[tuple[str, int]] = set()
         self._deleting: set[str] = set()
@@ -210,6 +213,7 @@ class Controller:
             log.info("broker %d is no longer the controller", self.broker_id)
         self.active = False
         self.shutting_down.clear()
+        self._shutting_down_epochs.clear()
 
     async def run(
         self,
@@ -240,7 +244,13 @@ class Controller:
         mirror = self.mirror
         # A broker that shut down and left is no longer "shutting down": when it
         # registers again it may lead again.
-        self.shutting_down &= mirror.live_brokers()
+        live = mirror.live_brokers()
+        for broker_id in list(self.shutting_down):
+            epoch = mirror.broker_epochs.get(broker_id, -1)
+            if broker_id not in live or self._shutting_down_epochs.setdefault(broker_id, epoch) != epoch:
+                self.shutting_down.discard(broker_id)
+        for broker_id in set(self._shutting_down_epochs) - self.shutting_down:
+            del self._shutting_down_epochs[broker_id]
         for topic in mirror.deleting:
             if topic not in self._deleting:
                 self._deleting.add(topic)
@@ -337,56 +347,73 @@ class Controller:
         for (topic, index), target in targets.items():
             by_topic.setdefault(topic, {})[index] = target
         for topic, wanted in by_topic.items():
-            assignment = self.mirror.topics.get(topic)
-            version = self.mirror.topic_versions.get(topic)
-            if assignment is None or version is None:
-                for index in wanted:
-                    results[(topic, index)] = "UNKNOWN_TOPIC_OR_PARTITION"
-                continue
-            partitions = dict(assignment.partitions)
-            adding = dict(assignment.adding_replicas)
-            removing = dict(assignment.removing_replicas)
-            for index, target in wanted.items():
-                key = (topic, index)
-                if index not in partitions:
-                    results[key] = "UNKNOWN_TOPIC_OR_PARTITION"
+            # A read-modify-write of the assignment znode, again if it changed meanwhile.
+            for _attempt in range(5):
+                data, stat = await self.session.get_or_none(layout.topic_path(topic))
+                if data is None or stat is None:
+                    for index, target in wanted.items():
+                        results[(topic, index)] = (
+                            "NO_REASSIGNMENT_IN_PROGRESS" if target is None else "UNKNOWN_TOPIC_OR_PARTITION"
+                        )
+                    break
+                assignment = layout.decode_topic_assignment(data, topic)
+                updated, outcome = self._reassigned(assignment, topic, wanted)
+                results.update(outcome)
+                try:
+                    stat = await self.session.set(layout.topic_path(topic), layout.encode_topic_assignment(updated), stat.version)
+                except BadVersionError:
                     continue
-                original = tuple(r for r in partitions[index] if r not in adding.get(index, ()))
-                if target is None:
-                    if index not in adding and index not in removing:
-                        results[key] = "NO_REASSIGNMENT_IN_PROGRESS"
-                        continue
-                    # Cancel: back to the original replicas.
-                    partitions[index] = original
-                    adding.pop(index, None)
-                    removing.pop(index, None)
-                    results[key] = None
-                    continue
-                unknown = [r for r in target if r not in self.mirror.brokers]
-                if not target or len(set(target)) != len(target) or unknown:
-                    results[key] = f"INVALID_REPLICA_ASSIGNMENT: {list(target)}"
-                    continue
-                union = tuple(dict.fromkeys(tuple(target) + tuple(partitions[index])))
-                partitions[index] = union
-                adding[index] = tuple(r for r in target if r not in original)
-                removing[index] = tuple(r for r in union if r not in target)
-                if not adding[index]:
-                    adding.pop(index)
-                if not removing[index]:
-                    removing.pop(index)
-                results[key] = None
-            updated = layout.TopicAssignment(assignment.topic_id, partitions, adding, removing)
-            try:
-                stat = await self.session.set(layout.topic_path(topic), layout.encode_topic_assignment(updated), version)
-            except (BadVersionError, NoNodeError):
-                for index in wanted:
-                    results[(topic, index)] = "CONCURRENT_TRANSACTIONS: the topic changed meanwhile; retry"
-                continue
-            self.mirror.topics[topic] = updated
-            self.mirror.topic_versions[topic] = stat.version
-            log.info("controller: reassigning %s partitions %s", topic, sorted(wanted))
+                except NoNodeError:
+                    for index in wanted:
+                        results[(topic, index)] = "UNKNOWN_TOPIC_OR_PARTITION"
+                    break
+                self.mirror.topics[topic] = updated
+                self.mirror.topic_versions[topic] = stat.version
+                log.info("controller: reassigning %s partitions %s", topic, sorted(wanted))
+                break
         self.poke()
         return results
+
+    def _reassigned(
+        self, assignment: layout.TopicAssignment, topic: str, wanted: dict[int, tuple[int, ...] | None]
+    ) -> tuple[layout.TopicAssignment, dict[tuple[str, int], str | None]]:
+        """The assignment with these reassignments started or cancelled (Kafka's
+        ReplicaAssignment.reassignTo), and the outcome per partition."""
+        results: dict[tuple[str, int], str | None] = {}
+        partitions = dict(assignment.partitions)
+        adding = dict(assignment.adding_replicas)
+        removing = dict(assignment.removing_replicas)
+        for index, target in wanted.items():
+            key = (topic, index)
+            if index not in partitions:
+                results[key] = "NO_REASSIGNMENT_IN_PROGRESS" if target is None else "UNKNOWN_TOPIC_OR_PARTITION"
+                continue
+            original = tuple(r for r in partitions[index] if r not in adding.get(index, ()))
+            if target is None:
+                if index not in adding and index not in removing:
+                    results[key] = "NO_REASSIGNMENT_IN_PROGRESS"
+                    continue
+                # Cancel: back to the original replicas.
+                partitions[index] = original
+                adding.pop(index, None)
+                removing.pop(index, None)
+                results[key] = None
+                continue
+            # Kafka checks the replicas being added: one staying may be offline.
+            unknown = [r for r in target if r not in original and r not in self.mirror.brokers]
+            if not target or len(set(target)) != len(target) or unknown:
+                results[key] = f"INVALID_REPLICA_ASSIGNMENT: {list(target)}"
+                continue
+            union = tuple(dict.fromkeys(tuple(target) + original))
+            partitions[index] = union
+            adding[index] = tuple(r for r in target if r not in original)
+            removing[index] = tuple(r for r in union if r not in target)
+            if not adding[index]:
+                adding.pop(index)
+            if not removing[index]:
+                removing.pop(index)
+            results[key] = None
+        return layout.TopicAssignment(assignment.topic_id, partitions, adding, removing), results
 
     async def _complete_reassignments(self) -> None:
         """A reassignment completes when every target replica is in the ISR: the

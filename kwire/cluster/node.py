@@ -65,6 +65,7 @@ class ClusterNode:
         self.registered = trio.Event()
         self._apply_pending = trio.Event()
         self._session_lost = False
+        self._suspended = False
         self._producer_ids: tuple[int, int] = (0, 0)  # [next, end) of this broker's block
         self._next_block: tuple[int, int] | None = None
         self._creating: set[str] = set()
@@ -183,18 +184,24 @@ class ClusterNode:
             # partitions. Until we are back, ZooKeeper writes fail, and so do ISR changes.
             log.warning("ZooKeeper session expired")
             self._session_lost = True
+            self._suspended = True
             self.controller.resign()
         elif state == "SUSPENDED":
             log.warning("ZooKeeper connection lost; the session may still live")
-        elif state == "CONNECTED" and self._session_lost:
-            self._session_lost = False
-            log.info("new ZooKeeper session: registering again and reading the cluster's state")
-            assert self._nursery is not None
-            self._nursery.start_soon(self._rejoin)
+            self._suspended = True
+        elif state == "CONNECTED" and self._suspended:
+            # kazoo drops its watchers with the connection: read everything again,
+            # and after an expired session register again too.
+            lost, self._session_lost, self._suspended = self._session_lost, False, False
+            log.info("ZooKeeper connection back (%s): reading the cluster's state again",
+                     "a new session" if lost else "the same session")
+            if self._nursery is not None:
+                self._nursery.start_soon(self._rejoin, lost)
 
-    async def _rejoin(self) -> None:
+    async def _rejoin(self, register: bool) -> None:
         try:
-            await self._register()
+            if register:
+                await self._register()
             await self.reader.resync()
             await self._elect_if_vacant()
         except (ZkTimeout, ZookeeperError) as e:
@@ -300,24 +307,38 @@ class ClusterNode:
         log.info("created topic %s with %d partitions in ZooKeeper", name, len(assignment))
         await self.wait_for_leaders(name, len(assignment), wait_seconds)
 
-    def create_internal_topic_soon(
+    def auto_create_topic(self, name: str) -> ErrorCode:
+        """Metadata for an unknown topic with auto.create.topics.enable: the topic is
+        created in ZooKeeper in the background, and the answer is LEADER_NOT_AVAILABLE
+        until its leaders are elected, as Kafka answers."""
+        from kwire.broker import RESERVED_TOPICS, topic_name_error
+
+        config = self.broker.config
+        if not config["auto.create.topics.enable"] or name in RESERVED_TOPICS:
+            return ErrorCode.unknown_topic_or_partition
+        if topic_name_error(name) is not None:
+            return ErrorCode.invalid_topic_exception
+        self.create_topic_soon(name, config["num.partitions"], config["default.replication.factor"], {})
+        return ErrorCode.leader_not_available
+
+    def create_topic_soon(
         self, name: str, num_partitions: int, replication_factor: int, configs: Mapping[str, str]
     ) -> None:
-        """A coordinator's topic, on first use (Kafka creates it on FindCoordinator):
-        in the background, since the coordinator asks from a synchronous path."""
+        """Create a topic in the background: an auto-created one, or a coordinator's on
+        first use (Kafka creates those on FindCoordinator), asked for from synchronous paths."""
         if name in self._creating or self._nursery is None:
             return
         self._creating.add(name)
-        self._nursery.start_soon(self._create_internal_topic, name, num_partitions, replication_factor, dict(configs))
+        self._nursery.start_soon(self._create_topic_soon, name, num_partitions, replication_factor, dict(configs))
 
-    async def _create_internal_topic(
+    async def _create_topic_soon(
         self, name: str, num_partitions: int, replication_factor: int, configs: dict[str, str]
     ) -> None:
         try:
             live = len(self.mirror.brokers)
             if replication_factor > live:
                 # Kafka refuses until enough brokers are up (COORDINATOR_NOT_AVAILABLE).
-                log.warning("cannot create %s with replication factor %d: %d broker(s) are up",
+                log.info("cannot create %s with replication factor %d: %d broker(s) are up",
                             name, replication_factor, live)
                 return
             await self.create_topic(name, self.assign(num_partitions, replication_factor), configs, wait_seconds=0)
@@ -486,6 +507,7 @@ class ClusterNode:
 
         with trio.move_on_after(timeout):
             await request_controlled_shutdown(self, timeout)
+        self.replicas.stop_following()
 
     def leaders_here(self) -> Iterable[tuple[str, int]]:
         for partition in self.broker.local_replicas():

@@ -56,6 +56,8 @@ class ReplicaManager:
         self.on_elected: list[Callable[[str, int, int], None]] = []
         self.on_resigned: list[Callable[[str, int, int], None]] = []
         self.applied = trio.Event()
+        # Set by a controlled shutdown: this broker no longer follows anyone.
+        self.stopping = False
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -153,7 +155,7 @@ class ReplicaManager:
             if was_leader:
                 self._notify(self.on_resigned, partition, state.leader_epoch)
             self._stop_fetching(partition)
-            if state.leader >= 0:
+            if state.leader >= 0 and not self.stopping:
                 self._fetcher(state.leader).add(partition, state.leader_epoch)
             self._became["follower"].append(f"{partition.topic.name}-{partition.index}")
             log.debug(
@@ -191,6 +193,14 @@ class ReplicaManager:
             assert self._nursery is not None
             self._nursery.start_soon(fetcher.run)
         return fetcher
+
+    def stop_following(self) -> None:
+        """After a controlled shutdown (Kafka's StopReplica without deletion): stop
+        fetching, so that leaders do not take this broker back into their ISR only for
+        the controller to take it out again while it stops."""
+        self.stopping = True
+        for fetcher in self.fetchers.values():
+            fetcher.partitions.clear()
 
     def _stop_fetching(self, partition: Partition) -> None:
         for fetcher in self.fetchers.values():

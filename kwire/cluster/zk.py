@@ -104,10 +104,14 @@ class ZkSession:
         self._post(SessionEvent(str(state)))
 
     def data_watch(self, event: WatchedEvent) -> None:
-        self._post(WatchEvent("data", event.path))  # kazoo strips the chroot
+        # kazoo strips the chroot. On a lost connection it calls every watcher with no
+        # path: the session events say what happened, and a resync follows.
+        if event.path:
+            self._post(WatchEvent("data", event.path))
 
     def children_watch(self, event: WatchedEvent) -> None:
-        self._post(WatchEvent("children", event.path))
+        if event.path:
+            self._post(WatchEvent("children", event.path))
 
 
     # ---- start and stop ---------------------------------------------------------------

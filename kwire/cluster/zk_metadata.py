@@ -60,6 +60,9 @@ class ZkMirror:
     cluster_id: str = ""
     controller_id: int = -1
     brokers: dict[int, BrokerRegistration] = field(default_factory=dict)
+    # Broker id -> the czxid of its /brokers/ids/<id> znode: Kafka's broker epoch, new
+    # at every registration.
+    broker_epochs: dict[int, int] = field(default_factory=dict)
     # Topic -> its assignment znode (topic id, replicas per partition, reassignment).
     topics: dict[str, layout.TopicAssignment] = field(default_factory=dict)
     # The children of /brokers/topics as last read (a topic's assignment follows).
@@ -133,11 +136,14 @@ class ZkMirrorReader:
         self.synced = trio.Event()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await self.resync()
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self.resync()
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None  # stopping: watches still arriving are not read
 
     async def resync(self) -> None:
         """Read everything (start-up, or a new session after the old one expired:
@@ -168,7 +174,8 @@ class ZkMirrorReader:
         if key in self._reading:
             self._reading[key] = True
             return
-        assert self._nursery is not None
+        if self._nursery is None:
+            return
         self._reading[key] = False
         self._nursery.start_soon(self._read, path, kind)
 
@@ -205,6 +212,7 @@ class ZkMirrorReader:
             ids = {int(c) for c in children if c.isdigit()}
             for gone in set(mirror.brokers) - ids:
                 del mirror.brokers[gone]
+                mirror.broker_epochs.pop(gone, None)
             for new in ids - set(mirror.brokers):
                 self.read_soon(layout.broker_path(new), "data")
         elif path == layout.TOPICS_PATH:
@@ -265,8 +273,10 @@ class ZkMirrorReader:
             broker_id = int(m[1])
             if data is None:
                 mirror.brokers.pop(broker_id, None)
+                mirror.broker_epochs.pop(broker_id, None)
             else:
                 mirror.brokers[broker_id] = layout.decode_broker_registration(broker_id, data)
+                mirror.broker_epochs[broker_id] = stat.czxid
         elif path == layout.CONTROLLER_PATH:
             mirror.controller_id = -1 if data is None else layout.decode_controller(data)
         elif path == layout.REASSIGN_PARTITIONS_PATH:

@@ -115,6 +115,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                     continue
             else:
                 topic = image.topic(name)
+                if topic is None and broker.cluster is not None:
+                    error = broker.cluster.auto_create_topic(name) if allow_auto_create else ErrorCode.unknown_topic_or_partition
+                    entries.append(error_entry(module, name, None, error))
+                    continue
                 if topic is None:
                     try:
                         created = broker.auto_create_topic(name) if allow_auto_create else None

@@ -46,10 +46,11 @@ def local_writer(broker: Broker) -> PartitionWriter:
 
 
 def leads(broker: Broker, tp: TopicPartition) -> bool:
-    """Whether this broker leads the partition, as the metadata image says."""
-    topic = broker.metadata_image.topic(tp[0])
-    state = topic.partition(tp[1]) if topic is not None else None
-    return state is None or state.leader_id == broker.broker_id
+    """Whether this broker's replica of the partition is its leader now (the replica
+    manager's view, not the image's: the writer forwards markers for partitions it
+    does not lead, and must never send one back here)."""
+    partition = broker.partition(*tp)
+    return partition is not None and partition.is_leader
 
 
 async def write_markers(

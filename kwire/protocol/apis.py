@@ -42,6 +42,7 @@ API_TABLE: dict[int, Api] = {
         Api(1, 4, 16, "fetch"),
         Api(2, 1, 8, "list_offsets", inline=True),
         Api(3, 0, 12, "metadata", inline=True),
+        Api(7, 1, 3, "controlled_shutdown"),
         Api(8, 2, 9, "offset_commit"),
         Api(9, 1, 9, "offset_fetch"),
         Api(10, 0, 6, "find_coordinator"),

@@ -52,8 +52,16 @@ def response_class(api_key: int, version: int) -> type:
     return _payload_class(response_module(api_key, version), EntityType.response)
 
 
+# APIs kio has no classes for, read and written by hand in kwire.protocol: api key ->
+# the first flexible version. ControlledShutdown (7): Kafka 4 removed it.
+HAND_WRITTEN: dict[int, int] = {7: 3}
+
+
 @cache
 def is_flexible(api_key: int, version: int) -> bool:
+    flexible_from = HAND_WRITTEN.get(api_key)
+    if flexible_from is not None:
+        return version >= flexible_from
     return bool(request_class(api_key, version).__flexible__)
 
 
@@ -83,6 +91,8 @@ def warm_up(apis: Iterable[tuple[int, int]]) -> None:
     """Import kio's modules for these (api key, version) pairs ahead of the first
     request: each costs milliseconds of dataclass creation, paid once."""
     for api_key, version in apis:
+        if api_key in HAND_WRITTEN:
+            continue
         request_reader(api_key, version)
         _writer(response_class(api_key, version))
 
