@@ -71,7 +71,6 @@ def test_no_matrix_parses_to_nothing() -> None:
 def _compat_work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The harness runs below must not overwrite the logs and results.json of a real run.
     monkeypatch.setattr(compat_run, "WORK", tmp_path / "work")
-    monkeypatch.setattr(compat_run, "LOGS", tmp_path / "work" / "logs")
 
 
 
@@ -96,7 +95,8 @@ def test_broker_killed_by_a_crash_signal_is_not_stopped_from_outside(tmp_path: P
 def _args(tmp_path: Path, scenarios: list[str]) -> argparse.Namespace:
     return argparse.Namespace(no_install=False, bootstrap=None, override=[], scenarios=scenarios,
                               client_timeout=60.0, deadline_at=time.monotonic() + 120,
-                              deadline=120.0, scenario_timeout=30.0)
+                              deadline=120.0, scenario_timeout=30.0, cluster=0, zookeeper=None,
+                              logs=tmp_path / "work" / "logs")
 
 
 def _client(cid: str, driver: str, install: str | None = None) -> Client:
