@@ -250,3 +250,21 @@ def _listed(items: list[str]) -> list[str]:
             out += [f"  {ln}" for ln in rest[-10:]]
             out.append("  ```")
     return out
+
+
+# `python -m bench.cluster` writes its section between these markers; a run of
+# `python -m bench` rewrites the rest of the file and keeps that section.
+CLUSTER_BEGIN = "<!-- cluster: written by python -m bench.cluster -->"
+CLUSTER_END = "<!-- /cluster -->"
+
+
+def keep_cluster_section(path, text: str) -> str:
+    """`text` with the cluster section of the file at `path` (if any) appended."""
+    try:
+        old = path.read_text()
+    except OSError:
+        return text
+    if CLUSTER_BEGIN not in old or CLUSTER_END not in old:
+        return text
+    section = CLUSTER_BEGIN + old.split(CLUSTER_BEGIN, 1)[1].split(CLUSTER_END, 1)[0] + CLUSTER_END
+    return text.rstrip("\n") + "\n\n" + section + "\n"

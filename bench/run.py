@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report.render(plan, specs, runner.results, runner.events, elapsed,
                          " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
                          load_before, errors)
-    output.write_text(text)
+    output.write_text(report.keep_cluster_section(output, text))
     print()
     print(report.console_table(plan, specs, runner.results))
     log(f"done in {elapsed:.0f} s; wrote {output}")
