@@ -67,6 +67,8 @@ class ClusterPlan:
     rejoin_timeout: float = 90.0
     quick: bool = False
     overrides: dict = field(default_factory=dict)
+    # Extra librdkafka settings for the failover phases' producer (e.g. retry.backoff.max.ms).
+    steady_producer: dict = field(default_factory=dict)
 
 
 def quick_plan() -> ClusterPlan:
@@ -479,7 +481,7 @@ class Runner:
                "PYTHONUNBUFFERED": "1"}
         args = {"bootstrap": cluster.bootstrap, "topic": topic, "size": p.size, "replication_factor": p.brokers,
                 "interval_ms": p.steady_interval_ms, "warmup_s": p.steady_warmup_s,
-                "flush_s": 30.0, "timeout": 300.0}
+                "flush_s": 30.0, "timeout": 300.0, "producer_config": p.steady_producer}
         log(f"r{rep}: {phase} #{k + 1} (topic {topic}, one message every {p.steady_interval_ms:g} ms)")
         errlog = open(cluster.workdir / f"client-steady-{topic}.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "bench.cluster_worker", "steady", json.dumps(args)],
@@ -728,7 +730,7 @@ def render(plan: ClusterPlan, runner: Runner, elapsed: float, command: str, load
     for i in range(1, plan.brokers + 1):
         vals = [r["cpu_s_per_m_each"].get(f"broker {i}") for r in ok(clus)]
         rows.append(f"| broker CPU s / M msgs, broker {i} |  | {fig(median([v for v in vals if v is not None]))} |  |")
-    rows.append(f"| ZooKeeper CPU s / M msgs |  | {fig(med(clus, 'zk_cpu_s_per_m'))} |  |")
+    rows.append(f"| ZooKeeper CPU s / M msgs |  | {fig(med(clus, 'zk_cpu_s_per_m'), dec=3)} |  |")
     rows.append(f"| runs ok | {count(single)} | {count(clus)} |  |")
 
     session = plan.session_timeout_ms / 1000
@@ -764,6 +766,10 @@ def render(plan: ClusterPlan, runner: Runner, elapsed: float, command: str, load
     frow("restarted broker back in every ISR, s", "rejoin", "rejoin_s", None)
 
     runs = []
+    for phase, what in ((single, "1 broker"), (clus, f"{plan.brokers} brokers")):
+        each = [f"{r['msgs_per_s']:,.0f} msgs/s at {r['cpu_s_per_m']:.2f} CPU s/M" for r in ok(phase)]
+        if each:
+            runs.append(f"- produce, {what}: " + "; ".join(each))
     for how in ("SIGKILL", "SIGTERM"):
         for r in res.get(f"failover {how}", []):
             if r.get("ok"):
@@ -805,7 +811,8 @@ def render(plan: ClusterPlan, runner: Runner, elapsed: float, command: str, load
         "the single broker RF=1), acks=all, linger.ms=5, batch.size=1000000; each message carries its "
         "sequence number and every one is read back exactly once afterwards",
         f"- failover: an idempotent acks=all producer (linger.ms=0, message.timeout.ms=300000) sends one message "
-        f"every {plan.steady_interval_ms:g} ms to partition 0 of a fresh 1-partition RF={plan.brokers} topic; "
+        f"every {plan.steady_interval_ms:g} ms to partition 0 of a fresh 1-partition RF={plan.brokers} topic"
+        + (f" (and {plan.steady_producer})" if plan.steady_producer else "") + "; "
         f"the harness signals that partition's leader ({plan.failovers} SIGKILL and {plan.failovers} SIGTERM "
         "per repetition), restarts it, waits until every ISR is whole, then elects the preferred leader",
         "",
@@ -893,7 +900,10 @@ def snapshot(rev: str, dest: Path) -> str:
                            capture_output=True, text=True).stdout.strip()
     if not where.startswith(str(dest)):
         raise RuntimeError(f"the brokers would import kwire from {where}, not from {dest}")
-    return f"kwire at commit {full} (git archive" + (f"; built {', '.join(copied)} from the working tree" if copied
+    last = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s", full, "--", "kwire"],
+                          capture_output=True, text=True).stdout.strip()
+    last = last if len(last) <= 90 else last[:87] + "..."
+    return f"kwire at commit {full} (kwire/ last changed by {last}; git archive" + (f"; built {', '.join(copied)} from the working tree" if copied
                                                       else "") + ")"
 
 
@@ -907,6 +917,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, help="messages in the produce phase (default 1,000,000)")
     ap.add_argument("--kwire-override", action="append", default=[], metavar="KEY=VALUE",
                     help="extra broker config for every broker (repeatable)")
+    ap.add_argument("--steady-producer", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra librdkafka setting for the failover phases' producer (repeatable)")
     ap.add_argument("--commit", metavar="REV",
                     help="run the brokers on kwire/ as committed in REV (git archive into the work dir), "
                          "or on a copy of the working tree made at the start for REV 'tree'; without it the "
@@ -922,6 +934,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name):
             setattr(plan, name, getattr(args, name))
     plan.overrides = dict(kv.split("=", 1) for kv in args.kwire_override)
+    plan.steady_producer = dict(kv.split("=", 1) for kv in args.steady_producer)
     spec = kwire_spec(None, [])
     if spec.unavailable:
         print(f"kwire: {spec.unavailable}", file=sys.stderr)

@@ -222,6 +222,7 @@ def phase_steady(a: dict) -> dict:
     p = Producer({
         "bootstrap.servers": bs, "acks": "all", "enable.idempotence": True, "linger.ms": 0,
         "message.timeout.ms": 300_000, "on_delivery": on_delivery, "error_cb": _errors_sink(errors),
+        **a.get("producer_config", {}),
     })
     wait_replicated(p, topic, 1, a["replication_factor"], 30)
     stop = threading.Event()
