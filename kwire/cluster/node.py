@@ -60,8 +60,12 @@ class ClusterNode:
         self.controller = Controller(
             self.session, self.mirror, self.broker_id, unclean=self._unclean_election_enabled
         )
-        self.pool = BrokerClientPool(self._resolve, client_id=f"broker-{self.broker_id}-fetcher")
-        self.replicas = ReplicaManager(broker, self.session, self.mirror, self.pool)
+        # Two sets of connections, as Kafka keeps its replica fetchers' apart: a
+        # request that waits on replication (WriteTxnMarkers) must never sit in front
+        # of the fetches that would let it complete, answers being in request order.
+        self.pool = BrokerClientPool(self._resolve, client_id=f"broker-{self.broker_id}")
+        self.fetch_pool = BrokerClientPool(self._resolve, client_id=f"broker-{self.broker_id}-fetcher")
+        self.replicas = ReplicaManager(broker, self.session, self.mirror, self.fetch_pool)
         self.registered = trio.Event()
         self._apply_pending = trio.Event()
         self._session_lost = False
@@ -84,7 +88,7 @@ class ClusterNode:
         except ZkTimeout as e:
             raise StartupError(str(e)) from None
         try:
-            async with self.pool, trio.open_nursery() as nursery:
+            async with self.pool, self.fetch_pool, trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await self._create_persistent_paths()
                 await self._check_cluster_id()
