@@ -693,6 +693,19 @@ class Broker:
             partition.log.config = log_config
         self._save_metadata()
 
+    def topic_overrides(self, name: str) -> dict[str, Any] | None:
+        """A topic's config overrides (parsed), None if there is no such topic: in a
+        cluster ZooKeeper's (/config/topics/<topic>), for topics with no replica here too."""
+        if self.cluster is not None:
+            if self.metadata_image.topic(name) is None:
+                return None
+            try:
+                return validate_topic_configs(self.cluster.mirror.topic_configs.get(name, {}))
+            except ConfigError:
+                return {}
+        topic = self.topics.get(name)
+        return None if topic is None else topic.configs
+
     def auto_create_topic(self, name: str) -> Topic | None:
         if not self.config["auto.create.topics.enable"] or name in RESERVED_TOPICS:
             return None

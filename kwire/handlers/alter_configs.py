@@ -10,7 +10,7 @@ resource that tries to change one is refused with Kafka's INVALID_REQUEST
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -69,8 +69,10 @@ def refuse_broker_changes(broker: Broker, name: str, changed: list[str]) -> None
 
 def set_topic_overrides(
     broker: Broker, name: str, overrides: Mapping[str, str], validate_only: bool
-) -> None:
-    """Validate a topic's complete new overrides (strings) and apply them."""
+) -> Awaitable[None] | None:
+    """Validate a topic's complete new overrides (strings) and apply them; in a
+    cluster, the returned awaitable writes them to ZooKeeper (every broker applies
+    them from there)."""
     if not name:
         raise KafkaError(ErrorCode.invalid_request, "Default topic resources are not allowed.")
     message = topic_name_error(name)
@@ -80,29 +82,35 @@ def set_topic_overrides(
         parsed = validate_topic_configs(overrides)
     except ConfigError as e:
         raise KafkaError(ErrorCode.invalid_config, str(e)) from None
-    if name not in broker.topics:
+    if broker.topic_overrides(name) is None:
         raise KafkaError(
             ErrorCode.unknown_topic_or_partition, f"The topic '{name}' does not exist."
         )
+    if broker.cluster is not None:
+        return None if validate_only else broker.cluster.set_topic_configs(name, dict(overrides))
     broker.set_topic_configs(name, parsed, validate_only=validate_only)
+    return None
 
 
 def unknown_resource_type(resource_type: int) -> KafkaError:
     return KafkaError(ErrorCode.invalid_request, f"Unknown resource type {resource_type}")
 
 
-def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
+def _alter(broker: Broker, resource: Any, validate_only: bool) -> Awaitable[None] | None:
     refuse_null_values([c.name for c in resource.configs if c.value is None])
     configs = {c.name: c.value for c in resource.configs}
     if resource.resource_type == TOPIC:
-        set_topic_overrides(broker, resource.resource_name, configs, validate_only)
+        return set_topic_overrides(broker, resource.resource_name, configs, validate_only)
     elif resource.resource_type == BROKER:
         refuse_broker_changes(broker, resource.resource_name, list(configs))
     else:
         raise unknown_resource_type(resource.resource_type)
+    return None
 
 
-def alter_resources(ctx: RequestContext, request: Any, alter: Callable[[Broker, Any, bool], None]) -> tuple[Any, ...]:
+async def alter_resources(
+    ctx: RequestContext, request: Any, alter: Callable[[Broker, Any, bool], Awaitable[None] | None]
+) -> tuple[Any, ...]:
     """Apply `alter` to each resource; one answer per resource, as both
     AlterConfigs and IncrementalAlterConfigs give them."""
     module = response_module(ctx.api_key, ctx.api_version)
@@ -112,7 +120,9 @@ def alter_resources(ctx: RequestContext, request: Any, alter: Callable[[Broker, 
         try:
             if i in errors:
                 raise errors[i]
-            alter(ctx.broker, resource, request.validate_only)
+            pending = alter(ctx.broker, resource, request.validate_only)
+            if pending is not None:
+                await pending
             error, message = ErrorCode.none, None
         except KafkaError as e:
             error, message = e.error_code, e.message
@@ -131,5 +141,5 @@ def alter_resources(ctx: RequestContext, request: Any, alter: Callable[[Broker, 
 @api(33)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(33, ctx.api_version)
-    responses = alter_resources(ctx, request, _alter)
+    responses = await alter_resources(ctx, request, _alter)
     return make(module.AlterConfigsResponse, throttle_time=NO_THROTTLE, responses=responses)

@@ -220,11 +220,11 @@ def describe_resource(broker: Broker, resource_type: int, name: str) -> list[Con
         message = topic_name_error(name)
         if message is not None:
             raise KafkaError(ErrorCode.invalid_topic_exception, message)
-        topic = broker.topics.get(name)
-        if topic is None:
+        overrides = broker.topic_overrides(name)
+        if overrides is None:
             # Kafka answers this one without a message.
             raise KafkaError(ErrorCode.unknown_topic_or_partition)
-        return topic_config_entries(broker.config, topic.configs)
+        return topic_config_entries(broker.config, overrides)
     if resource_type == BROKER:
         check_broker_resource(broker, name)
         # "" asks for the cluster-wide dynamic defaults, and there are none.

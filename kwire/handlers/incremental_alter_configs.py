@@ -8,6 +8,7 @@ applied to the partition logs and persisted, unless validate_only.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -37,10 +38,8 @@ def _parts(value: str | None) -> list[str]:
 
 def apply_operations(broker: Broker, topic_name: str, configs: Any) -> dict[str, str]:
     """The topic's overrides (as strings) after these operations."""
-    topic = broker.topics.get(topic_name)
-    overrides = (
-        {} if topic is None else {k: format_config_value(v) for k, v in topic.configs.items()}
-    )
+    current = broker.topic_overrides(topic_name)
+    overrides = {} if current is None else {k: format_config_value(v) for k, v in current.items()}
     for config in configs:
         name, op, value = config.name, config.config_operation, config.value
         if op == SET:
@@ -53,10 +52,10 @@ def apply_operations(broker: Broker, topic_name: str, configs: Any) -> dict[str,
                     ErrorCode.invalid_config,
                     f"Can't {OPERATION_NAMES[op]} to key {name} because its type is not LIST.",
                 )
-            current = overrides.get(name)
-            if current is None and topic is not None and name in TOPIC_CONFIGS:
-                current = format_config_value(topic.config(name))
-            items = _parts(current)
+            value_now = overrides.get(name)
+            if value_now is None and current is not None and name in TOPIC_CONFIGS:
+                value_now = format_config_value(broker.config.topic_default(name))
+            items = _parts(value_now)
             for item in value.split(","):
                 if op == APPEND and item not in items:
                     items.append(item)
@@ -66,7 +65,7 @@ def apply_operations(broker: Broker, topic_name: str, configs: Any) -> dict[str,
     return overrides
 
 
-def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
+def _alter(broker: Broker, resource: Any, validate_only: bool) -> Awaitable[None] | None:
     for config in resource.configs:
         if config.config_operation not in OPERATION_NAMES:
             raise KafkaError(
@@ -77,7 +76,7 @@ def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
     )
     if resource.resource_type == TOPIC:
         overrides = apply_operations(broker, resource.resource_name, resource.configs)
-        set_topic_overrides(broker, resource.resource_name, overrides, validate_only)
+        return set_topic_overrides(broker, resource.resource_name, overrides, validate_only)
     elif resource.resource_type == BROKER:
         # Deleting a dynamic config that cannot exist changes nothing.
         refuse_broker_changes(
@@ -91,10 +90,11 @@ def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
         )
     else:
         raise unknown_resource_type(resource.resource_type)
+    return None
 
 
 @api(44)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(44, ctx.api_version)
-    responses = alter_resources(ctx, request, _alter)
+    responses = await alter_resources(ctx, request, _alter)
     return make(module.IncrementalAlterConfigsResponse, throttle_time=NO_THROTTLE, responses=responses)
