@@ -21,6 +21,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -230,26 +231,27 @@ class Connection:
         self, frame: bytearray, slot: _Slot, connection_scope: trio.CancelScope, inline: bool = False
     ) -> None:
         context = RequestContext(self.server.broker, self.peer, self.listener_name)
-        try:
+
+        async def answer() -> Any:
             payload = await dispatch(context, frame)
             if isinstance(payload, PendingAnswer) and not inline:
                 payload = await payload.complete()  # a task of its own already
-            slot.payload = payload
+            return payload
+
+        await self._fill(slot, answer, connection_scope)
+
+    async def _complete(self, pending: PendingAnswer, slot: _Slot, connection_scope: trio.CancelScope) -> None:
+        await self._fill(slot, pending.complete, connection_scope)
+
+    async def _fill(
+        self, slot: _Slot, answer: Callable[[], Awaitable[Any]], connection_scope: trio.CancelScope
+    ) -> None:
+        """The slot's answer; a request that cannot be answered closes the connection."""
+        try:
+            slot.payload = await answer()
         except MalformedRequest as e:
             log.warning("closing connection from %s: malformed request: %s", self.peer, e)
             connection_scope.cancel()
-        except CloseConnection as e:
-            log.debug("closing connection from %s: %s", self.peer, e)
-            connection_scope.cancel()
-        except Exception:
-            log.exception("closing connection from %s: request failed", self.peer)
-            connection_scope.cancel()
-        finally:
-            slot.done.set()
-
-    async def _complete(self, pending: PendingAnswer, slot: _Slot, connection_scope: trio.CancelScope) -> None:
-        try:
-            slot.payload = await pending.complete()
         except CloseConnection as e:
             log.debug("closing connection from %s: %s", self.peer, e)
             connection_scope.cancel()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from kio.schema.errors import ErrorCode
@@ -48,6 +48,13 @@ class FetchState:
     truncating: bool = True
     # Set after an error that only new metadata clears; the partition waits until then.
     delayed_until_ms: int = 0
+
+
+def _by_topic(states: list[FetchState]) -> dict[str, list[FetchState]]:
+    by_topic: dict[str, list[FetchState]] = {}
+    for state in states:
+        by_topic.setdefault(state.partition.topic.name, []).append(state)
+    return by_topic
 
 
 class ReplicaFetcher:
@@ -113,9 +120,7 @@ class ReplicaFetcher:
     # ---- truncation (KIP-101) -------------------------------------------------------------
 
     async def _truncate(self, states: list[FetchState]) -> None:
-        by_topic: dict[str, list[FetchState]] = {}
-        for state in states:
-            by_topic.setdefault(state.partition.topic.name, []).append(state)
+        by_topic = _by_topic(states)
         request = epoch_request.OffsetForLeaderEpochRequest(
             replica_id=self.broker_id,  # type: ignore[arg-type]
             topics=tuple(
@@ -181,9 +186,7 @@ class ReplicaFetcher:
     # ---- fetching --------------------------------------------------------------------------
 
     async def _fetch(self, states: list[FetchState]) -> None:
-        by_topic: dict[str, list[FetchState]] = {}
-        for state in states:
-            by_topic.setdefault(state.partition.topic.name, []).append(state)
+        by_topic = _by_topic(states)
         request = fetch_request.FetchRequest(
             cluster_id=None,
             replica_id=self.broker_id,  # type: ignore[arg-type]
@@ -230,7 +233,7 @@ class ReplicaFetcher:
                     continue  # removed, re-added or truncated meanwhile
                 self._apply(state, data)
 
-    def _apply(self, state: FetchState, data: fetch_request.FetchPartition) -> None:  # type: ignore[name-defined]
+    def _apply(self, state: FetchState, data: Any) -> None:
         partition = state.partition
         error = data.error_code
         if error is ErrorCode.offset_out_of_range:
@@ -259,7 +262,7 @@ class ReplicaFetcher:
             partition.log.high_watermark = new_hw
             partition.wake_waiters()
 
-    def _out_of_range(self, state: FetchState, data: fetch_request.FetchPartition) -> None:  # type: ignore[name-defined]
+    def _out_of_range(self, state: FetchState, data: Any) -> None:
         """Kafka's handleOutOfRangeError: behind the leader's log start, start over there."""
         partition = state.partition
         leader_start = data.log_start_offset

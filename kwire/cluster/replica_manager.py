@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 from kio.schema.errors import ErrorCode
@@ -282,6 +282,3 @@ class ReplicaManager:
                 except OSError:
                     log.exception("cannot checkpoint the high watermark of %s-%d", partition.topic.name, partition.index)
 
-
-def describe(partition: Any) -> str:
-    return f"{partition.topic.name}-{partition.index}"

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import trio
 
+from kwire.broker import INTERNAL_TOPICS
 from kwire.cluster import zk_layout as layout
 from kwire.cluster.metadata_image import (
     BrokerRegistration,
@@ -36,7 +36,6 @@ from kwire.cluster.zk import WatchEvent, ZkSession, ZkTimeout, ZookeeperError
 
 log = logging.getLogger(__name__)
 
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 _BROKER = re.compile(r"^/brokers/ids/(\d+)$")
 _TOPIC = re.compile(r"^/brokers/topics/([^/]+)$")
@@ -285,6 +284,3 @@ class ZkMirrorReader:
             mirror.preferred_elections = frozenset() if data is None else frozenset(layout.decode_preferred_replica_election(data))
         mirror.version += 1
 
-
-def new_topic_id() -> uuid.UUID:
-    return uuid.uuid4()
