@@ -14,7 +14,14 @@ from typing import Any
 
 from cluster_harness import KwireCluster, wait_until
 from confluent_kafka import KafkaError, Producer
-from test_cluster import LoadProducer, check_acked_in_log, create_topic, read_log, start_cluster, wait_for_full_isr
+from test_cluster import (
+    LoadProducer,
+    check_acked_in_log,
+    create_topic,
+    read_log,
+    start_cluster,
+    wait_for_full_isr,
+)
 
 PARTITIONS = 6
 
@@ -73,8 +80,8 @@ def test_rolling_restart_under_acks_all_load_loses_nothing_and_errors_are_retria
         started = time.monotonic()
         assert cluster.stop(broker_id) == 0, f"broker {broker_id} did not stop cleanly"
         stop_times.append(time.monotonic() - started)
-        acked_before = load.acked_count()
-        wait_until(lambda: load.acked_count() >= acked_before + 150, 30,
+        target = load.acked_count() + 150
+        wait_until(lambda target=target: load.acked_count() >= target, 30,
                    message=f"acks=all goes on while broker {broker_id} is down")
         cluster.broker(broker_id).start()
         wait_for_full_isr(cluster, {"rolling": PARTITIONS, "rolling-raw": PARTITIONS})
@@ -88,6 +95,6 @@ def test_rolling_restart_under_acks_all_load_loses_nothing_and_errors_are_retria
     # local _TRANSPORT: the Java client's NetworkException, a RetriableException.
     fatal = [e for e in raw.errors if not (e.retriable() or e.code() == KafkaError._TRANSPORT)]
     assert not fatal, f"non-retriable errors during the rolling restart: {[e.name() for e in fatal][:10]}"
-    print(f"rolling restart: {summary}; SIGTERM to exit {['%.2fs' % t for t in stop_times]}; "
+    print(f"rolling restart: {summary}; SIGTERM to exit {[f"{t:.2f}s" for t in stop_times]}; "
           f"raw producer: {raw.delivered} delivered, {len(raw.errors)} retriable errors "
           f"({sorted({e.name() for e in raw.errors})})")
