@@ -95,6 +95,6 @@ def test_rolling_restart_under_acks_all_load_loses_nothing_and_errors_are_retria
     # local _TRANSPORT: the Java client's NetworkException, a RetriableException.
     fatal = [e for e in raw.errors if not (e.retriable() or e.code() == KafkaError._TRANSPORT)]
     assert not fatal, f"non-retriable errors during the rolling restart: {[e.name() for e in fatal][:10]}"
-    print(f"rolling restart: {summary}; SIGTERM to exit {[f"{t:.2f}s" for t in stop_times]}; "
+    print(f"rolling restart: {summary}; SIGTERM to exit {[round(t, 2) for t in stop_times]} s; "
           f"raw producer: {raw.delivered} delivered, {len(raw.errors)} retriable errors "
           f"({sorted({e.name() for e in raw.errors})})")
