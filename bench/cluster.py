@@ -36,7 +36,15 @@ if __package__ in (None, ""):  # run as `python bench/cluster.py`
     __package__ = "bench"
 
 from bench import report, wire  # noqa: E402
-from bench.brokers import REPO, BrokerFailed, BrokerProcess, BrokerSpec, free_port, kwire_spec  # noqa: E402
+from bench.brokers import (  # noqa: E402
+    REPO,
+    BrokerFailed,
+    BrokerProcess,
+    BrokerSpec,
+    free_port,
+    kwire_spec,
+    last_error_line,
+)
 
 BENCH = Path(__file__).resolve().parent
 
@@ -683,16 +691,31 @@ def failover_figures(sent: list[float], acked: list[float | None], t_signal: flo
 LOG_PROBLEM = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|Exception")
 
 
+TRACEBACK_FRAME = re.compile(r"^[\s|+]*(Traceback|Exception Group Traceback|ExceptionGroup:)")
+
+
 def scan_logs(paths: list[Path], limit: int = 12) -> tuple[int, list[str]]:
-    """Lines of the broker logs that say something went wrong (count, a few excerpts)."""
+    """Lines of the broker logs that say something went wrong (count, a few excerpts). A
+    traceback is quoted by the line logged before it and its last line (the exception)."""
     count, excerpts = 0, []
     for path in paths:
         with contextlib.suppress(OSError):
-            for line in path.read_text(errors="replace").splitlines():
-                if LOG_PROBLEM.search(line):
-                    count += 1
-                    if len(excerpts) < limit:
-                        excerpts.append(f"{path.parent.name}: {line.strip()[:300]}")
+            lines = path.read_text(errors="replace").splitlines()
+            quoted_traceback = False
+            for i, line in enumerate(lines):
+                if not LOG_PROBLEM.search(line):
+                    continue
+                count += 1
+                if len(excerpts) >= limit:
+                    continue
+                if TRACEBACK_FRAME.match(line):
+                    if not quoted_traceback:
+                        quoted_traceback = True
+                        before = next((x for x in reversed(lines[:i]) if not x.startswith((" ", "|", "+"))), "")
+                        excerpts.append(f"{path.parent.name}: {before.strip()[:300]}")
+                        excerpts.append(f"{path.parent.name}: ... {last_error_line(chr(10).join(lines[i:]))}")
+                    continue
+                excerpts.append(f"{path.parent.name}: {line.strip()[:300]}")
     return count, excerpts
 
 
@@ -970,7 +993,8 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted; writing what was measured")
     elapsed = time.monotonic() - t0
     (workdir / "results.json").write_text(json.dumps(
-        {"plan": asdict(plan), "results": runner.results, "errors": runner.errors}, indent=1, default=str))
+        {"plan": asdict(plan), "results": runner.results, "errors": runner.errors, "notes": runner.notes,
+         "version": version}, indent=1, default=str))
     command = " ".join(["python -m bench.cluster", *(argv if argv is not None else sys.argv[1:])])
     section = render(plan, runner, elapsed, command, load_before, version)
     splice(output, section)
