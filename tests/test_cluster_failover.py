@@ -57,9 +57,12 @@ class GroupMember:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"member-{group}", daemon=True)
         self.failure: BaseException | None = None
+        # Set by the rebalance callback, in the polling thread: a confluent-kafka consumer
+        # must not be called from two threads at once.
+        self.assigned = threading.Event()
 
     def start(self) -> GroupMember:
-        self.consumer.subscribe([self.topic])
+        self.consumer.subscribe([self.topic], on_assign=lambda _c, partitions: partitions and self.assigned.set())
         self._thread.start()
         return self
 
@@ -127,7 +130,7 @@ def test_leader_and_coordinator_kills_under_acks_all_idempotent_load(
     topic, group = "kills", "kills-group"
     create_topic_and_wait(cluster, topic)
     member = GroupMember(cluster, group, topic).start()
-    wait_until(lambda: member.consumer.assignment(), 20, interval=0.2, message="the member has its partitions")
+    assert member.assigned.wait(20), "the member got no partitions within 20 s"
     wait_for_full_isr(cluster, {topic: 3, "__consumer_offsets": 3})
     load = LoadProducer(cluster, topic, 3, rate=300).start()
     wait_until(lambda: load.acked_count() > 300, 20, message="load under way")
