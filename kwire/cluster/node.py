@@ -200,7 +200,10 @@ class ClusterNode:
             log.info("ZooKeeper connection back (%s): reading the cluster's state again",
                      "a new session" if lost else "the same session")
             if self._nursery is not None:
-                self._nursery.start_soon(self._rejoin, lost)
+                try:
+                    self._nursery.start_soon(self._rejoin, lost)
+                except RuntimeError:
+                    pass  # stopping
 
     async def _rejoin(self, register: bool) -> None:
         try:

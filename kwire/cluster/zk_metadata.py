@@ -175,8 +175,11 @@ class ZkMirrorReader:
             return
         if self._nursery is None:
             return
+        try:
+            self._nursery.start_soon(self._read, path, kind)
+        except RuntimeError:
+            return  # the reader is stopping (its nursery takes no new task): drop it
         self._reading[key] = False
-        self._nursery.start_soon(self._read, path, kind)
 
     async def _read(self, path: str, kind: str) -> None:
         key = f"{kind}:{path}"
