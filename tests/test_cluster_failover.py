@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+import pytest
 from cluster_harness import KwireCluster, ZooKeeperServer, wait_until, zk_client
 from confluent_kafka import Consumer, TopicPartition
 from kio.schema.errors import ErrorCode
@@ -18,6 +19,7 @@ from test_cluster import (
     TIMEOUT,
     LoadProducer,
     check_acked_in_log,
+    controller_in_zk,
     find_coordinator,
     idempotent_producer,
     leader_of,
@@ -266,8 +268,6 @@ def test_leader_cut_from_zookeeper_stops_acknowledging_and_truncates_its_tail(
     cluster = start_cluster(kwire_cluster_factory, proxied=True)
     topic = "cut"
     create_topic_and_wait(cluster, topic, 1)
-    # Partitions the cut-off broker only follows: their state must settle once.
-    create_topic_and_wait(cluster, "bystander", 3)
     old = leader_of(cluster, topic, 0)
     others = [i for i in cluster.ids if i != old]
     reader = Reader(cluster, topic, 1)
@@ -297,20 +297,6 @@ def test_leader_cut_from_zookeeper_stops_acknowledging_and_truncates_its_tail(
     # (The load producer itself may not move yet: it asks the broker it is connected
     # to, the cut-off one, whose Metadata still names itself, as in Kafka's ZooKeeper mode.)
     acked_during = load.acked_count()
-    # The cut-off broker, still fetching with its old epochs, must not be taken back into
-    # the ISR of the partitions it followed (it is no longer a live broker): no churn of
-    # leader epochs while it is away.
-    followed = [p for p in range(3) if leader_of(cluster, "bystander", p) != old]
-    with zk_client(cluster.connect_string) as zk:
-        wait_until(lambda: all(old not in partition_state(zk, "bystander", p)["isr"] for p in range(3)), 10,
-                   interval=0.1, message=f"broker {old} out of every ISR of 'bystander'")
-        settled = {p: partition_state(zk, "bystander", p) for p in followed}
-        time.sleep(3)
-        later = {p: partition_state(zk, "bystander", p) for p in followed}
-    churn = {p: (settled[p]["leader_epoch"], later[p]["leader_epoch"], later[p]["isr"])
-             for p in followed if later[p] != settled[p]}
-    assert not churn, f"bystander partitions changed state in 3 s while broker {old} was cut off: {churn}"
-
     cluster.proxy(old).restore()
     restored_at = time.monotonic()
     with zk_client(cluster.connect_string) as zk:
@@ -340,6 +326,44 @@ def test_leader_cut_from_zookeeper_stops_acknowledging_and_truncates_its_tail(
         f"broker {old} holds {len(alone[0])} records, the new leader had {len(log[0])}; first difference "
         f"{next((a, b) for a, b in zip(alone[0] + [None], log[0] + [None], strict=False) if a != b)}"
     )
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "kwire bug: a leader takes a fenced, unregistered follower back into the ISR: "
+    "handlers/fetch.py follower_fetched records a replica fetch before (and whatever) its "
+    "current_leader_epoch check gives, and ReplicaManager.follower_fetched expands the ISR "
+    "without checking the follower is a live broker; the controller removes it again, "
+    "bumping the leader epoch about once a second"
+))
+def test_follower_cut_from_zookeeper_is_not_taken_back_into_the_isr(
+    kwire_cluster_factory: Callable[..., KwireCluster],
+) -> None:
+    """A broker cut off from ZooKeeper keeps fetching as a follower with the epochs it
+    knew. Once its session expired and the controller took it out of the ISR, its leaders
+    must not take it back (Kafka checks the fetch's leader epoch first, and takes only
+    live brokers into the ISR): the partitions' state settles once."""
+    cluster = start_cluster(kwire_cluster_factory, proxied=True)
+    create_topic_and_wait(cluster, "bystander", 3)
+    with zk_client(cluster.connect_string) as zk:
+        controller = controller_in_zk(zk)
+    # Not the controller: its own failover would move state around too.
+    cut = next(i for i in cluster.ids if i != controller)
+    followed = [p for p in range(3) if leader_of(cluster, "bystander", p) != cut]
+    cluster.proxy(cut).cut()
+    with zk_client(cluster.connect_string) as zk:
+        wait_until(lambda: all(cut not in partition_state(zk, "bystander", p)["isr"] for p in range(3)), 15,
+                   interval=0.1, message=f"broker {cut} out of every ISR")
+        settled = {p: partition_state(zk, "bystander", p) for p in followed}
+        time.sleep(3)
+        later = {p: partition_state(zk, "bystander", p) for p in followed}
+    churn = {p: (settled[p]["leader_epoch"], later[p]["leader_epoch"], later[p]["isr"])
+             for p in followed if later[p] != settled[p]}
+    assert not churn, (
+        f"partitions broker {cut} followed changed state in 3 s while it was cut off "
+        f"(partition: (leader epoch before, after, ISR)): {churn}"
+    )
+    cluster.proxy(cut).restore()
+    wait_for_full_isr(cluster, {"bystander": 3})
 
 
 def test_zookeeper_restarted_under_load_brokers_reregister_nothing_lost(
