@@ -217,8 +217,14 @@ class ReplicaManager:
         if not replication.follower_fetched(follower_id, fetch_offset, partition.log_end_offset, now_ms()):
             return ErrorCode.not_leader_or_follower
         partition.advance_high_watermark()
-        if follower_id not in replication.isr and not replication.isr_write_pending:
-            new_isr = replication.isr_to_expand(partition.high_watermark)
+        # Only a registered (live) broker joins the ISR, as Kafka takes no fenced or
+        # offline broker back (KIP-841).
+        if (
+            follower_id not in replication.isr
+            and not replication.isr_write_pending
+            and follower_id in self.mirror.brokers
+        ):
+            new_isr = replication.isr_to_expand(partition.high_watermark, self.mirror.live_brokers())
             if new_isr is not None:
                 self._write_isr(partition, new_isr, "caught up")
         return ErrorCode.none

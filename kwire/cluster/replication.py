@@ -95,13 +95,14 @@ class Replication:
                 hw = leo
         return hw
 
-    def isr_to_expand(self, high_watermark: int) -> tuple[int, ...] | None:
-        """A new ISR with the followers that caught up (to the high watermark and the
-        current epoch's start), or None."""
+    def isr_to_expand(self, high_watermark: int, live: frozenset[int]) -> tuple[int, ...] | None:
+        """A new ISR with the live followers that caught up (to the high watermark and
+        the current epoch's start), or None."""
         joining = [
             r
             for r, state in self.followers.items()
             if r not in self.isr
+            and r in live
             and state.log_end_offset >= high_watermark
             and state.log_end_offset >= self.epoch_start_offset
         ]

@@ -172,6 +172,9 @@ class OffsetAndMetadata:
     commit_timestamp: int
     leader_epoch: int = -1
     expire_timestamp: int | None = None
+    # The offset of the record in __consumer_offsets that committed it (-1: loaded, or
+    # unknown): commits completing out of order apply only over older records, as Kafka's.
+    record_offset: int = field(default=-1, compare=False)
 
 
 # persist(group, assignment by member id) -> error; Kafka's storeGroup.

@@ -380,11 +380,18 @@ class GroupCoordinator:
         self, group_id: str, records: Sequence[tuple[bytes, bytes | None]], producer_id: int = -1, producer_epoch: int = -1
     ) -> ErrorCode:
         """Append and wait until committed: the write every commit and assignment waits for."""
+        error, _ = await self._store_at(group_id, records, producer_id, producer_epoch)
+        return error
+
+    async def _store_at(
+        self, group_id: str, records: Sequence[tuple[bytes, bytes | None]], producer_id: int = -1, producer_epoch: int = -1
+    ) -> tuple[ErrorCode, int]:
+        """`_store`, with the offset of the records' batch in the log (-1 if not stored)."""
         epoch = self.owned.get(self.partition_for(group_id))
         error, tp, offset = self._append(group_id, records, producer_id, producer_epoch)
         if error is not ErrorCode.none or tp is None:
-            return error
-        return await self._replicated(tp, offset, epoch)
+            return error, -1
+        return await self._replicated(tp, offset, epoch), offset
 
     def _group_metadata_record(self, group: Group, assignment: dict[str, bytes]) -> tuple[bytes, bytes]:
         """Kafka's group metadata record: the group with this assignment."""
@@ -762,14 +769,20 @@ class GroupCoordinator:
                     ),
                 )
             )
-        stored = await self._store(group_id, records)
+        stored, record_offset = await self._store_at(group_id, records)
         for tp in accepted:
             results[tp] = stored
         if accepted and stored is ErrorCode.none:
             if new_group:
                 # Another commit may have created the group while this one was replicated.
                 group = self.groups.setdefault(group_id, group)
-            group.offsets.update(accepted)
+            # Commits pipelined on one connection complete in any order: each applies
+            # only over an older record, so the last one written is what stays.
+            for tp, om in accepted.items():
+                current = group.offsets.get(tp)
+                if current is None or current.record_offset < record_offset:
+                    om.record_offset = record_offset
+                    group.offsets[tp] = om
         return results
 
     async def txn_offset_commit(

@@ -280,7 +280,13 @@ def follower_fetched(broker: Broker, fetching: list[SessionPartition], replica_i
     replicas = broker.cluster.replicas
     for wanted in fetching:
         partition, _ = resolve(broker, wanted)
-        if partition is not None and partition.is_leader:
+        # Only a fetch at the current leader epoch tells the leader anything: a fenced
+        # follower (cut off from ZooKeeper, say) is answered FENCED_LEADER_EPOCH instead.
+        if (
+            partition is not None
+            and partition.is_leader
+            and check_leader_epoch(partition, wanted.current_leader_epoch) is ErrorCode.none
+        ):
             replicas.follower_fetched(partition, replica_id, wanted.fetch_offset)
 
 
