@@ -353,9 +353,6 @@ class Broker:
         self.started_ms = now_ms()
         # Group coordinator and other services attach themselves here.
         self.services: dict[str, Any] = {}
-        # Set once the coordinators run (start_coordinators); read_committed fetches
-        # wait for it, since the aborted-transaction index is the coordinator's.
-        self.coordinators_attached = trio.Event()
         # Listener name -> port actually bound (a configured port 0 picks one).
         self.bound_ports: dict[str, int] = {}
         # The control plane's view (kwire.cluster.metadata_image), replaced whole after
@@ -773,7 +770,6 @@ class Broker:
         async with trio.open_nursery() as nursery:
             for name in ("groups", "transactions"):
                 await nursery.start(self.services[name].run)
-            self.coordinators_attached.set()
             task_status.started()
 
     async def start_services(self, nursery: trio.Nursery) -> None:
