@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Callable
 
-import pytest
 from cluster_harness import KwireCluster, ZooKeeperServer, wait_until, zk_client
 from confluent_kafka import Consumer, TopicPartition
 from kio.schema.errors import ErrorCode
@@ -328,13 +327,6 @@ def test_leader_cut_from_zookeeper_stops_acknowledging_and_truncates_its_tail(
     )
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kwire bug: a leader takes a fenced, unregistered follower back into the ISR: "
-    "handlers/fetch.py follower_fetched records a replica fetch before (and whatever) its "
-    "current_leader_epoch check gives, and ReplicaManager.follower_fetched expands the ISR "
-    "without checking the follower is a live broker; the controller removes it again, "
-    "bumping the leader epoch about once a second"
-))
 def test_follower_cut_from_zookeeper_is_not_taken_back_into_the_isr(
     kwire_cluster_factory: Callable[..., KwireCluster],
 ) -> None:
