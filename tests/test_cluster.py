@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from cluster_harness import KwireCluster, wait_until, zk_client
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -553,11 +552,6 @@ def test_acks_all_idempotent_produce_and_group_consume_across_brokers(
         f"assignments {assignments}, coordinator {group.coordinator.id}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kwire bug: GroupCoordinator.commit_offsets applies a commit to group.offsets when its "
-    "replicated write completes, in whatever order the waiting tasks resume, not in the "
-    "order of the records in __consumer_offsets: an older commit can overwrite a newer one"
-))
 def test_pipelined_offset_commits_leave_the_last_one_committed(
     kwire_cluster_factory: Callable[..., KwireCluster],
 ) -> None:
