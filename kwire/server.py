@@ -334,19 +334,28 @@ class KafkaServer:
 
     async def serve(self, task_status: trio.TaskStatus[list[tuple[str, str, int]]] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            accepting = []
             for listener in self.broker.config.listeners:
                 listeners = await trio.open_tcp_listeners(listener.port, host=listener.host or None)
                 port = listeners[0].socket.getsockname()[1]
                 self.bound.append((listener.name, listener.host, port))
                 self.broker.listener_bound(listener.name, port)
                 handler = self._handler(listener.name)
-                for one in listeners:
-                    nursery.start_soon(self._accept, one, handler, nursery)
+                accepting += [(one, handler) for one in listeners]
+            if self.broker.cluster is not None:
+                # In a cluster, requests are served once this broker has registered and
+                # read the cluster's state (Kafka enables request processing after
+                # start-up): clients wait in the listen backlog meanwhile, rather than
+                # hear of a one-broker cluster.
+                await self.broker.start_services(nursery)
+            for one, handler in accepting:
+                nursery.start_soon(self._accept, one, handler, nursery)
             if self.connections_max_idle is not None:
                 nursery.start_soon(self._close_idle_connections, self.connections_max_idle)
             if _malloc_trim is not None:
                 nursery.start_soon(self._trim_memory)
-            await self.broker.start_services(nursery)
+            if self.broker.cluster is None:
+                await self.broker.start_services(nursery)
             task_status.started(self.bound)
 
     async def _accept(

@@ -109,6 +109,12 @@ class ClusterNode:
                 nursery.start_soon(self._read_events)
                 nursery.start_soon(self._delete_stray_replicas)
                 await self._refill_producer_ids()
+                # Serve once the mirror is whole and the replicas follow it (bounded: a
+                # huge cluster's state keeps arriving while requests are answered).
+                with trio.move_on_after(self.session.call_timeout):
+                    await self.reader.synced.wait()
+                self.broker.metadata_image = self.mirror.image()
+                self.replicas.apply()
                 task_status.started()
                 await self._elect_if_vacant()
         finally:
