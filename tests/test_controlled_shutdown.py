@@ -40,7 +40,9 @@ from kwire.protocol import controlled_shutdown as cs
 from kwire.protocol.apis import API_TABLE
 from kwire.protocol.headers import MalformedRequest, encode_uvarint, skip_tagged_fields
 
-MESSAGE_DIR = Path(__file__).resolve().parents[2] / "shared" / "kafka-protocol" / "message"
+# Kafka 3.9's definitions of ControlledShutdown (kio has none), copied from Kafka's
+# clients/src/main/resources/common/message (Apache License 2.0, their header kept).
+MESSAGE_DIR = Path(__file__).resolve().parent / "data" / "kafka-message"
 VERSIONS = range(cs.MIN_VERSION, cs.MAX_VERSION + 1)
 TIMEOUT = 10.0
 
