@@ -128,6 +128,7 @@ class Connection:
         # Bytes of the server's memory pool this connection's frame holds.
         self.pool_held = 0
         self.scope = trio.CancelScope()
+        self.reading = trio.CancelScope()
 
     def idle_expired(self, now: float, idle: float) -> bool:
         """Idle for `idle` seconds, or a frame begun that long ago and not finished."""
@@ -140,7 +141,10 @@ class Connection:
             with self.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_answers, receive, nursery.cancel_scope)
-                    await self._read_requests(nursery, send)
+                    # Cancelled alone when the broker stops: the answers owed are still
+                    # written (the writer drains the closed channel), then it closes.
+                    with self.reading:
+                        await self._read_requests(nursery, send)
         finally:
             if self.pool_held:
                 self.server.memory_pool.release(self)
@@ -331,6 +335,18 @@ class KafkaServer:
         idle_ms = config["connections.max.idle.ms"]
         self.connections_max_idle = idle_ms / 1000 if idle_ms >= 0 else None
         self.closed_since_trim = 0
+        # Cancelled when the broker stops: no new connection is taken.
+        self.accepting = trio.CancelScope()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking connections and requests, and give the answers owed (acks=all
+        waits, long polls) up to `timeout` to be written before the broker stops."""
+        self.accepting.cancel()
+        for connection in list(self.connections):
+            connection.reading.cancel()
+        with trio.move_on_after(timeout):
+            while self.connections:
+                await trio.sleep(0.01)
 
     async def serve(self, task_status: trio.TaskStatus[list[tuple[str, str, int]]] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -367,6 +383,15 @@ class KafkaServer:
         """Kafka's acceptor: with max.connections open it stops accepting, so new
         connections wait in the kernel's backlog until one closes (per-IP limits, in
         `handle`, close a new connection at once instead, as Kafka does)."""
+        with self.accepting:
+            await self._accept_forever(listener, handler, nursery)
+
+    async def _accept_forever(
+        self,
+        listener: trio.SocketListener,
+        handler: Callable[[trio.SocketStream], Awaitable[None]],
+        nursery: trio.Nursery,
+    ) -> None:
         while True:
             while self.open_connections >= self.max_connections:
                 await self.connection_closed.wait()
@@ -521,8 +546,10 @@ async def run_broker(
         async with trio.open_nursery() as nursery:
             # The signal handler is in place before the first connection is served:
             # a SIGTERM right after a first answer must still stop the broker cleanly.
-            await nursery.start(_stop_on_signal, nursery.cancel_scope, broker)
+            servers: list[KafkaServer] = []
+            await nursery.start(_stop_on_signal, nursery.cancel_scope, broker, servers)
             server = KafkaServer(broker)
+            servers.append(server)
             bound = await nursery.start(server.serve)
             if ready is not None:
                 ready(broker, bound)
@@ -534,6 +561,10 @@ async def run_broker(
     finally:
         broker.close()
         log.info("broker %d stopped cleanly", broker.broker_id)
+
+
+# How long the answers owed at a SIGTERM may take to be written before connections close.
+DRAIN_TIMEOUT = 1.0
 
 
 async def controlled_shutdown(broker: Broker) -> None:
@@ -565,7 +596,11 @@ def _warm_up(newest: list[tuple[int, int]]) -> None:
 
 
 async def _stop_on_signal(
-    scope: trio.CancelScope, broker: Broker, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    scope: trio.CancelScope,
+    broker: Broker,
+    servers: list[KafkaServer],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -573,6 +608,8 @@ async def _stop_on_signal(
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 await controlled_shutdown(broker)
+                for server in servers:
+                    await server.drain(DRAIN_TIMEOUT)
                 scope.cancel()
                 return
     except RuntimeError:
