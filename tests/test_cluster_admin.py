@@ -274,7 +274,9 @@ def test_reassignment_moves_a_partition_with_data_to_two_other_brokers(
         assert sorted(replicas) == [1, 2, 3, 4] and sorted(adding) == [3, 4] and sorted(removing) == [1, 2], ongoing
         assert list_reassignments(port, {"moving": [0, 1], "other": [0]})[1] == ongoing
         assert list_reassignments(port, {"other": [0]})[1] == {}
-        assert sorted(metadata(cluster.broker(1).port, "moving")[2][0][1]) == [1, 2, 3, 4]
+        # Every broker learns the new assignment from ZooKeeper's watch, a moment later.
+        wait_until(lambda: sorted(metadata(cluster.broker(1).port, "moving")[2][0][1]) == [1, 2, 3, 4],
+                   TIMEOUT, interval=0.02, message="Metadata lists the old and new replicas")
     finally:
         cluster.resume(frozen)
 
