@@ -54,7 +54,12 @@ class LocalPartitionWriter(PartitionWriter):
         return len(created.partitions)
 
     def append(self, tp: TopicPartition, records: bytearray, headers: list[BatchHeader], timestamp_ms: int) -> int:
-        base_offset, _ = self._partition(tp).append(records, headers, timestamp_ms)
+        partition = self._partition(tp)
+        if not partition.is_leader:
+            # A follower's log is its leader's copy: a coordinator that lost the
+            # partition a moment ago must not write into it.
+            raise KafkaError(ErrorCode.not_leader_or_follower, f"{tp[0]}-{tp[1]} is led by another broker")
+        base_offset, _ = partition.append(records, headers, timestamp_ms)
         return base_offset
 
     def next_sequence(self, tp: TopicPartition, producer_id: int, producer_epoch: int) -> int:
