@@ -120,11 +120,19 @@ def _partition_change(
         return StateChange(topic, index, leader, state.leader_epoch + 1, new_isr, state.zk_version,
                            f"replicas {gone} offline or shutting down")
     if (topic, index) in mirror.preferred_elections:
-        preferred = replicas[0] if replicas else -1
-        if preferred != leader and preferred in eligible and preferred in isr:
-            return StateChange(topic, index, preferred, state.leader_epoch + 1, isr, state.zk_version,
-                               "preferred replica election")
+        return _preferred_change(topic, index, replicas, state, eligible)
     return None
+
+
+def _preferred_change(
+    topic: str, index: int, replicas: tuple[int, ...], state: ZkPartitionState, eligible: frozenset[int]
+) -> StateChange | None:
+    """The first replica leads again, if it is eligible, in the ISR and not leading."""
+    preferred = replicas[0] if replicas else -1
+    if preferred == state.leader or preferred not in eligible or preferred not in state.isr:
+        return None
+    return StateChange(topic, index, preferred, state.leader_epoch + 1, state.isr, state.zk_version,
+                       "preferred replica election")
 
 
 def preferred_leader_changes(mirror: ZkMirror, partitions: Iterable[tuple[str, int]]) -> list[StateChange]:
@@ -132,14 +140,12 @@ def preferred_leader_changes(mirror: ZkMirror, partitions: Iterable[tuple[str, i
     live = mirror.live_brokers()
     changes = []
     for topic, index in partitions:
-        replicas = mirror.replicas(topic, index)
         state = mirror.states.get((topic, index))
-        if not replicas or state is None:
+        if state is None:
             continue
-        preferred = replicas[0]
-        if state.leader != preferred and preferred in live and preferred in state.isr:
-            changes.append(StateChange(topic, index, preferred, state.leader_epoch + 1, state.isr, state.zk_version,
-                                       "preferred replica election"))
+        change = _preferred_change(topic, index, mirror.replicas(topic, index), state, live)
+        if change is not None:
+            changes.append(change)
     return changes
 
 

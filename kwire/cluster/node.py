@@ -22,7 +22,7 @@ from kwire.clock import now_ms
 from kwire.cluster import zk_layout as layout
 from kwire.cluster.broker_client import BrokerClientPool
 from kwire.cluster.controller import Controller
-from kwire.cluster.metadata_image import BrokerRegistration, MetadataImage
+from kwire.cluster.metadata_image import BrokerRegistration
 from kwire.cluster.replica_manager import ReplicaManager
 from kwire.cluster.zk import (
     BadVersionError,
@@ -66,7 +66,6 @@ class ClusterNode:
         self.pool = BrokerClientPool(self._resolve, client_id=f"broker-{self.broker_id}")
         self.fetch_pool = BrokerClientPool(self._resolve, client_id=f"broker-{self.broker_id}-fetcher")
         self.replicas = ReplicaManager(broker, self.session, self.mirror, self.fetch_pool)
-        self.registered = trio.Event()
         self._apply_pending = trio.Event()
         self._session_lost = False
         self._suspended = False
@@ -76,8 +75,6 @@ class ClusterNode:
         self._new_cluster = False
         self._producer_id_refill: bool = False
         self._nursery: trio.Nursery | None = None
-        # Set once the replicas match ZooKeeper after start-up.
-        self.ready = trio.Event()
 
     # ---- running -------------------------------------------------------------------------
 
@@ -179,7 +176,6 @@ class ClusterNode:
                     warned = True
                 await trio.sleep(0.25)
         log.info("registered as broker %d in ZooKeeper at %s%s", self.broker_id, self.session.hosts, self.session.chroot)
-        self.registered.set()
 
     async def _read_events(self) -> None:
         async for event in self.session.events:
@@ -259,8 +255,6 @@ class ClusterNode:
                 await self._elect_if_vacant()
             elif self.mirror.controller_id != self.broker_id and self.controller.active:
                 self.controller.resign()
-            if self.registered.is_set() and self.broker_id in self.mirror.brokers:
-                self.ready.set()
             await trio.sleep(0)
 
     async def _elect_if_vacant(self) -> None:
@@ -287,10 +281,6 @@ class ClusterNode:
         if value is not None:
             return value.lower() == "true"
         return bool(self.broker.config["unclean.leader.election.enable"])
-
-    @property
-    def image(self) -> MetadataImage:
-        return self.broker.metadata_image
 
     # ---- admin: writes to ZooKeeper, as Kafka's AdminZkClient ------------------------------
 

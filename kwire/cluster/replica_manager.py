@@ -55,7 +55,6 @@ class ReplicaManager:
         # Coordinator hooks: called with (topic, partition index, leader epoch).
         self.on_elected: list[Callable[[str, int, int], None]] = []
         self.on_resigned: list[Callable[[str, int, int], None]] = []
-        self.applied = trio.Event()
         # Set by a controlled shutdown: this broker no longer follows anyone.
         self.stopping = False
 
@@ -103,7 +102,6 @@ class ReplicaManager:
             if names:
                 shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
                 log.info("became %s of %d partition(s): %s", role, len(names), shown)
-        self.applied.set()
 
     def _apply_state(self, partition: Partition, state: ZkPartitionState, replicas: tuple[int, ...]) -> None:
         current = partition.replication

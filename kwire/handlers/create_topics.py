@@ -29,7 +29,7 @@ CLUSTER_METADATA_TOPIC = "__cluster_metadata"
 def check_manual_assignment(
     broker: Broker, broker_ids: Sequence[int], replication_factor: int | None
 ) -> None:
-    """Kafka's validateManualPartitionAssignment, with this broker the only one registered."""
+    """Kafka's validateManualPartitionAssignment against the registered brokers."""
     if not broker_ids:
         raise KafkaError(
             ErrorCode.invalid_replica_assignment,
