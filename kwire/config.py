@@ -252,6 +252,35 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("offsets.commit.timeout.ms", _I(1, INT_MAX), 5000),
         ConfigDef("request.timeout.ms", _I(1, INT_MAX), 30_000),
         ConfigDef("cluster.id", _parse_str, ""),
+        # TLS (kwire.security.tls). Each may also be given per listener, as
+        # listener.name.<listener>.<key> (BrokerConfig.listener_value). Stores are PEM only.
+        ConfigDef("ssl.keystore.type", _parse_str, "JKS"),
+        ConfigDef("ssl.keystore.location", _parse_str, ""),
+        ConfigDef("ssl.keystore.password", _parse_str, ""),
+        ConfigDef("ssl.key.password", _parse_str, ""),
+        ConfigDef("ssl.truststore.type", _parse_str, "JKS"),
+        ConfigDef("ssl.truststore.location", _parse_str, ""),
+        ConfigDef("ssl.truststore.password", _parse_str, ""),
+        ConfigDef("ssl.client.auth", _parse_choice("none", "requested", "required"), "none"),
+        ConfigDef("ssl.enabled.protocols", _parse_str, "TLSv1.2,TLSv1.3"),
+        ConfigDef("ssl.protocol", _parse_str, "TLSv1.3"),
+        ConfigDef("ssl.cipher.suites", _parse_str, ""),
+        ConfigDef("ssl.endpoint.identification.algorithm", _parse_str, "https"),
+        ConfigDef("ssl.principal.mapping.rules", _parse_str, "DEFAULT"),
+        # SASL (kwire.security.sasl): users of PLAIN from the listener's JAAS config,
+        # SCRAM credentials from the entity configs (AlterUserScramCredentials).
+        ConfigDef("sasl.enabled.mechanisms", _parse_str, "GSSAPI"),
+        ConfigDef("sasl.mechanism.inter.broker.protocol", _parse_str, "GSSAPI"),
+        ConfigDef("sasl.server.max.receive.size", _I(1, INT_MAX), 524_288),
+        ConfigDef("connections.max.reauth.ms", _I(0, LONG_MAX), 0),
+        # Authorization (kwire.security.authorizer).
+        ConfigDef("super.users", _parse_str, ""),
+        ConfigDef("allow.everyone.if.no.acl.found", _parse_bool, False),
+        # Client quotas (kwire.quotas): rates are measured over quota.window.num windows.
+        ConfigDef("quota.window.num", _I(1, INT_MAX), 11),
+        ConfigDef("quota.window.size.seconds", _I(1, INT_MAX), 1),
+        ConfigDef("controller.quota.window.num", _I(1, INT_MAX), 11),
+        ConfigDef("controller.quota.window.size.seconds", _I(1, INT_MAX), 1),
     ]
 }
 
@@ -271,19 +300,18 @@ _KNOWN_UNUSED = {
 # unbounded): large request frames being read hold at most this much, together.
 DEFAULT_QUEUED_MAX_REQUEST_BYTES = 100 * 1024 * 1024
 
-# Settings of TLS, SASL and authorization. kwire has none of these yet: serving
-# plaintext to unauthenticated clients while such a setting is given would be a
-# silent downgrade, so start-up refuses them.
-_SECURITY_PREFIXES = ("ssl.", "sasl.", "delegation.token.")
-_SECURITY_KEYS = {"principal.builder.class", "security.providers", "super.users", "allow.everyone.if.no.acl.found"}
+# Per-listener settings: listener.name.<listener>.<key>, e.g.
+# listener.name.sasl_ssl.ssl.keystore.location or
+# listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config.
+_LISTENER_PREFIX = "listener.name."
 
-
-def is_security_setting(key: str) -> bool:
-    if key.startswith("listener.name."):
-        # listener.name.<name>.ssl.keystore.location, listener.name.<name>.plain.sasl.jaas.config ...
-        key = key[len("listener.name.") :].partition(".")[2]
-        return key.startswith(_SECURITY_PREFIXES) or ".sasl." in f".{key}"
-    return key.startswith(_SECURITY_PREFIXES) or key in _SECURITY_KEYS
+# The authorizers kwire stands in for (authorizer.class.name); any other is refused.
+KNOWN_AUTHORIZERS = (
+    "kafka.security.authorizer.AclAuthorizer",
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "kafka.security.auth.SimpleAclAuthorizer",
+)
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,18 +392,29 @@ class BrokerConfig:
 
     def __init__(self, values: Mapping[str, str] | None = None) -> None:
         self._given: dict[str, str] = {}
-        # Security settings given, which validate() refuses.
-        self._security: list[str] = []
+        # listener.name.<listener>.<key> settings: (LISTENER, key) -> text.
+        self._listener_values: dict[tuple[str, str], str] = {}
         self._values: dict[str, Any] = {name: d.default for name, d in BROKER_CONFIGS.items()}
         for key, text in (values or {}).items():
             self.set(key, text)
 
     def set(self, key: str, text: str) -> None:
         definition = BROKER_CONFIGS.get(key)
+        if definition is None and key.startswith(_LISTENER_PREFIX):
+            listener, _, rest = key[len(_LISTENER_PREFIX) :].partition(".")
+            if not listener or not rest:
+                raise ConfigError(f"{key}: expected listener.name.<listener>.<config>")
+            inner = BROKER_CONFIGS.get(rest)
+            if inner is not None:
+                try:
+                    inner.parse(text)
+                except (ValueError, TypeError) as e:
+                    raise ConfigError(f"Invalid value {text!r} for configuration {key}: {e}") from None
+            self._listener_values[(listener.upper(), rest)] = text
+            self._given[key] = text
+            return
         if definition is None:
-            if is_security_setting(key):
-                self._security.append(key)
-            elif key not in _KNOWN_UNUSED:
+            if key not in _KNOWN_UNUSED:
                 log.warning("unknown config %r ignored", key)
             return
         try:
@@ -404,6 +443,44 @@ class BrokerConfig:
 
     def is_given(self, key: str) -> bool:
         return key in self._given
+
+    def listener_value(self, listener: str, key: str) -> Any:
+        """A setting as a listener sees it: listener.name.<listener>.<key> if given,
+        else the broker-wide `key` (Kafka's listener prefix)."""
+        text = self._listener_values.get((listener.upper(), key))
+        if text is None:
+            return self[key]
+        return BROKER_CONFIGS[key].parse(text)
+
+    def listener_text(self, listener: str, key: str) -> str | None:
+        """A per-listener-only setting (a SASL mechanism's JAAS config), or None."""
+        return self._listener_values.get((listener.upper(), key))
+
+    def listener_protocol(self, listener: str) -> str:
+        """The security protocol of a listener (listener.security.protocol.map)."""
+        return self.security_protocol_map[listener.upper()]
+
+    def sasl_mechanisms(self, listener: str) -> list[str]:
+        """The SASL mechanisms a listener enables, upper-cased."""
+        return [m.upper() for m in _parse_list(self.listener_value(listener, "sasl.enabled.mechanisms"))]
+
+    @property
+    def inter_broker_listener(self) -> str:
+        """The listener brokers talk to each other on: inter.broker.listener.name, or
+        the first listener whose protocol is security.inter.broker.protocol."""
+        name = self["inter.broker.listener.name"]
+        if name:
+            return name.upper()
+        protocol = self["security.inter.broker.protocol"]
+        for listener in self.advertised_listeners:
+            if self.security_protocol_map.get(listener.name) == protocol:
+                return listener.name
+        return self.listeners[0].name
+
+    @property
+    def super_users(self) -> frozenset[str]:
+        """super.users: principals separated by semicolons (`User:admin;User:broker`)."""
+        return frozenset(p.strip() for p in self["super.users"].split(";") if p.strip())
 
     # Kafka derives these from several keys; the first one given wins.
     @property
@@ -505,28 +582,76 @@ class BrokerConfig:
         self._validate_security()
 
     def _validate_security(self) -> None:
-        """Every listener must map to a protocol; any protocol but PLAINTEXT, and any
-        TLS, SASL or authorizer setting, is refused: kwire cannot honour them yet."""
+        """Every listener maps to a protocol, and what its protocol needs is given and
+        something kwire can honour: a setting it cannot is refused at start-up, never
+        served unprotected in its place."""
         protocols = self.security_protocol_map
-        refused = list(self._security)
         for key in ("listeners", "advertised.listeners"):
             for listener in self.listeners if key == "listeners" else self.advertised_listeners:
-                protocol = protocols.get(listener.name)
-                if protocol is None:
+                if listener.name not in protocols:
                     raise ConfigError(
                         f"{key}: no security protocol defined for listener {listener.name} "
                         f"in listener.security.protocol.map={self['listener.security.protocol.map']}"
                     )
-                if protocol != "PLAINTEXT" and key == "listeners":
-                    refused.append(f"listeners={listener} (security protocol {protocol})")
-        if self["security.inter.broker.protocol"] != "PLAINTEXT":
-            refused.append(f"security.inter.broker.protocol={self['security.inter.broker.protocol']}")
-        if self["authorizer.class.name"]:
-            refused.append(f"authorizer.class.name={self['authorizer.class.name']}")
-        if refused:
+        for listener in self.listeners:
+            protocol = protocols[listener.name]
+            if protocol in ("SSL", "SASL_SSL"):
+                self._validate_tls(listener.name)
+            if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+                self._validate_sasl(listener.name)
+        if self.is_given("inter.broker.listener.name") and self.is_given("security.inter.broker.protocol"):
+            raise ConfigError("Only one of inter.broker.listener.name and security.inter.broker.protocol should be set.")
+        if self.is_given("inter.broker.listener.name") or self.is_given("security.inter.broker.protocol"):
+            names = {listener.name for listener in self.advertised_listeners}
+            if self.inter_broker_listener not in names:
+                raise ConfigError(
+                    f"inter-broker listener {self.inter_broker_listener} is not among advertised.listeners"
+                )
+        authorizer = self["authorizer.class.name"]
+        if authorizer and authorizer not in KNOWN_AUTHORIZERS:
             raise ConfigError(
-                f"kwire cannot honour {', '.join(refused)}: it serves PLAINTEXT only, with no TLS, "
-                "SASL or authorization yet, and will not serve unprotected in their place"
+                f"authorizer.class.name={authorizer}: kwire's ACL authorizer stands in for "
+                f"{', '.join(KNOWN_AUTHORIZERS)} only"
+            )
+        for principal in self.super_users:
+            if ":" not in principal:
+                raise ConfigError(f"super.users: {principal!r} is not principalType:name")
+
+    def _validate_tls(self, listener: str) -> None:
+        for kind in ("keystore", "truststore"):
+            store_type = str(self.listener_value(listener, f"ssl.{kind}.type")).upper()
+            location = self.listener_value(listener, f"ssl.{kind}.location")
+            if kind == "truststore" and not location:
+                continue  # no client certificates are checked without one
+            if store_type != "PEM":
+                raise ConfigError(
+                    f"listener {listener}: ssl.{kind}.type={store_type} is not supported: kwire "
+                    f"reads PEM files only (ssl.{kind}.type=PEM); JKS and PKCS12 stores may come later"
+                )
+        if not self.listener_value(listener, "ssl.keystore.location"):
+            raise ConfigError(
+                f"listener {listener} ({self.listener_protocol(listener)}) needs ssl.keystore.location: "
+                "a PEM file with the private key and the certificate chain"
+            )
+        if self.listener_value(listener, "ssl.client.auth") != "none" and not self.listener_value(
+            listener, "ssl.truststore.location"
+        ):
+            raise ConfigError(f"listener {listener}: ssl.client.auth needs ssl.truststore.location")
+
+    def _validate_sasl(self, listener: str) -> None:
+        mechanisms = self.sasl_mechanisms(listener)
+        if not mechanisms:
+            raise ConfigError(f"listener {listener}: sasl.enabled.mechanisms is empty")
+        for mechanism in mechanisms:
+            if mechanism not in SASL_MECHANISMS:
+                raise ConfigError(
+                    f"listener {listener}: SASL mechanism {mechanism} is not supported "
+                    f"(kwire has {', '.join(SASL_MECHANISMS)}); set sasl.enabled.mechanisms"
+                )
+        if "PLAIN" in mechanisms and self.listener_text(listener, "plain.sasl.jaas.config") is None:
+            raise ConfigError(
+                f"listener {listener} enables PLAIN but listener.name.{listener.lower()}.plain.sasl.jaas.config "
+                "is not set (org.apache.kafka.common.security.plain.PlainLoginModule required user_<name>=...;)"
             )
 
 

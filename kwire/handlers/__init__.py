@@ -27,6 +27,7 @@ from kwire.protocol.headers import (
     response_header,
 )
 from kwire.protocol.messages import decode_request, encode, is_flexible, response_class
+from kwire.security.principal import ANONYMOUS, KafkaPrincipal
 
 if TYPE_CHECKING:
     from kwire.broker import Broker
@@ -48,6 +49,15 @@ class RequestContext:
     correlation_id: int = -1
     client_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Who sent it (SASL or TLS client certificate; User:ANONYMOUS otherwise), from
+    # which address: what ACLs and quotas are checked against.
+    principal: KafkaPrincipal = ANONYMOUS
+    client_host: str = ""
+    # The connection's session (SASL state, quota muting); None for internal calls.
+    session: Any = None
+    # Set by quota enforcement: the answer's throttle_time_ms, and how long the
+    # connection is muted after the answer is sent (KIP-219).
+    throttle_time_ms: int = 0
 
 
 class PendingAnswer:

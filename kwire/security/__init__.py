@@ -1,0 +1,1 @@
+"""Security: principals, TLS, SASL, ACLs (the transport's and the authorizer's parts)."""
