@@ -28,6 +28,7 @@ from kwire.cluster.metadata_image import (
 )
 from kwire.config import TOPIC_CONFIGS, BrokerConfig, ConfigError, validate_topic_configs
 from kwire.coordinator.producer_state import CompletedTxn, ProducerStateManager
+from kwire.entity_configs import EntityConfigStore, LocalEntityConfigs
 from kwire.errors import KafkaError
 from kwire.log.background import flush_in_thread
 from kwire.log.checkpoint import write_atomically
@@ -364,6 +365,13 @@ class Broker:
         self.cluster: ClusterNode | None = None
         self.has_data_of_cluster = False
         self._clean_start = True
+        # Security and quota state (attach_security): configs of users and client ids
+        # (SCRAM credentials, quotas), ACLs, and what enforces them. In a cluster the
+        # cluster node sets the stores (ZooKeeper's) before any request is served.
+        self.entity_configs: EntityConfigStore = LocalEntityConfigs(self.log_dir)
+        self.acl_store: Any = None
+        self.authorizer: Any = None
+        self.quotas: Any = None
 
     def bound_port(self, listener_name: str) -> int:
         return self.bound_ports.get(listener_name, 0)
