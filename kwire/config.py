@@ -472,6 +472,8 @@ class BrokerConfig:
         if name:
             return name.upper()
         protocol = self["security.inter.broker.protocol"]
+        if self.is_given("security.inter.broker.protocol"):
+            return protocol  # Kafka: the listener named after the protocol
         for listener in self.advertised_listeners:
             if self.security_protocol_map.get(listener.name) == protocol:
                 return listener.name

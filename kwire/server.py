@@ -16,9 +16,10 @@ import ctypes.util
 import errno
 import ipaddress
 import logging
-import os
 import signal
 import socket
+import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -33,6 +34,9 @@ from kwire.protocol.apis import API_TABLE, load_all_handlers, serves_inline
 from kwire.protocol.framing import FrameBuffer, FrameError
 from kwire.protocol.headers import CloseConnection, MalformedRequest
 from kwire.protocol.messages import warm_up
+from kwire.security.principal import ANONYMOUS
+from kwire.security.session import ConnectionSession
+from kwire.transport import PlainTransport, TlsTransport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +47,19 @@ MAX_PIPELINED_REQUESTS = 64
 # What a client hanging up looks like; never worth a traceback.
 NETWORK_ERRORS = (ConnectionError, TimeoutError, trio.BrokenResourceError, trio.ClosedResourceError)
 
+_SIZE = struct.Struct(">i")
+
+# A TLS handshake must finish within this (or connections.max.idle.ms if shorter):
+# a client that stops half-way holds its connection no longer.
+TLS_HANDSHAKE_TIMEOUT = 30.0
+
 # After this many connections closed, give freed heap memory back to the OS:
 # glibc keeps it otherwise, and RSS stays at its peak after a burst of clients.
 TRIM_AFTER_CLOSES = 64
+
+
+def peek_api_key(frame: bytes | bytearray) -> int:
+    return int.from_bytes(frame[:2], "big", signed=True) if len(frame) >= 2 else -1
 
 
 def is_network_error(error: BaseException) -> bool:
@@ -111,11 +125,21 @@ class Connection:
     may wait (fetch, group joins) get a task, and the writer answers in order.
     """
 
-    def __init__(self, server: KafkaServer, stream: trio.SocketStream, listener_name: str, peer: str) -> None:
+    def __init__(
+        self,
+        server: KafkaServer,
+        transport: Transport,
+        listener_name: str,
+        peer: str,
+        session: ConnectionSession,
+    ) -> None:
         self.server = server
-        self.stream = stream
+        self.transport = transport
         self.listener_name = listener_name
         self.peer = peer
+        self.client_host = peer.rpartition(":")[0]
+        # Who the client is and where its SASL exchange stands; quota muting.
+        self.session = session
         # Answers handed to the writer task and not yet written, and whether
         # something is being written now: an inline answer may go straight out
         # only when both are clear, so answers keep request order.
@@ -151,25 +175,39 @@ class Connection:
                 self.pool_held = 0
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
-                await self.stream.aclose()
+                await self.transport.aclose()
 
     async def _read_requests(self, nursery: trio.Nursery, send: trio.MemorySendChannel[_Slot]) -> None:
         """Read frames and serve each; errors end this connection only."""
         pool = self.server.memory_pool
-        frames = FrameBuffer(self.server.broker.config["socket.request.max.bytes"], budgeted=pool is not None)
-        sock = self.stream.socket
+        config = self.server.broker.config
+        max_frame = config["socket.request.max.bytes"]
+        frames = FrameBuffer(max_frame, budgeted=pool is not None)
+        recv_into = self.transport.recv_into
         scope = nursery.cancel_scope
         current_time = trio.current_time
+        session = self.session
+        # SASL listeners check every request against the session's state; until a
+        # client authenticates, its frames are bounded by sasl.server.max.receive.size
+        # (Kafka's guard against unauthenticated clients announcing huge frames).
+        checks_sasl = session.sasl
+        unauthenticated_max = min(max_frame, config["sasl.server.max.receive.size"])
         try:
             async with send:
                 while True:
+                    if session.muted_until:
+                        # A throttled answer went out: the channel stays muted (KIP-219).
+                        await trio.sleep_until(session.muted_until)
+                        session.muted_until = 0.0
+                    if checks_sasl:
+                        frames.max_size = max_frame if session.authenticated else unauthenticated_max
                     if frames.wants:
                         # A large frame needs memory: reading waits until the pool has it.
                         await pool.reserve(self, frames.wants)
                         self.pool_held += frames.wants
                         frames.grow()
                     # Received straight into the frame buffer: no copy per read.
-                    received = await sock.recv_into(frames.writable())
+                    received = await recv_into(frames.writable())
                     if not received:
                         return  # the client closed; answers still owed are sent
                     self.last_active = current_time()
@@ -178,6 +216,12 @@ class Connection:
                     ready: list[bytes] = []
                     while (frame := frames.next_frame()) is not None:
                         slot = _Slot()
+                        if checks_sasl:
+                            if session.raw_tokens:
+                                # Handshake v0: this frame is a SASL token, not a request.
+                                ready.append(self._raw_token(frame))
+                                continue
+                            session.admit(peek_api_key(frame), self.last_active)
                         if not serves_inline(frame):
                             if ready:
                                 await self._send(b"".join(ready))
@@ -211,8 +255,13 @@ class Connection:
                                 await self._send(b"".join(ready))
                                 ready.clear()
                             await self._send(slot.payload)
+                        if session.close_after_answer is not None:
+                            break
                     if ready:
                         await self._send(b"".join(ready))
+                    if session.close_after_answer is not None:
+                        await self._close_after_answers(session.close_after_answer, scope)
+                        return
                     if self.pool_held and not frames.held:
                         pool.release(self)  # the large frame was taken and served
                         self.pool_held = 0
@@ -224,6 +273,9 @@ class Connection:
         except FrameError as e:
             log.warning("closing connection from %s: %s", self.peer, e)
             scope.cancel()
+        except CloseConnection as e:
+            log.info("closing connection from %s: %s", self.peer, e)
+            scope.cancel()
         except NETWORK_ERRORS as e:
             log.debug("connection from %s ended: %r", self.peer, e)
             scope.cancel()
@@ -234,15 +286,44 @@ class Connection:
     async def _serve(
         self, frame: bytearray, slot: _Slot, connection_scope: trio.CancelScope, inline: bool = False
     ) -> None:
-        context = RequestContext(self.server.broker, self.peer, self.listener_name)
+        session = self.session
+        context = RequestContext(
+            self.server.broker,
+            self.peer,
+            self.listener_name,
+            principal=session.principal,
+            client_host=self.client_host,
+            session=session,
+        )
 
         async def answer() -> Any:
             payload = await dispatch(context, frame)
             if isinstance(payload, PendingAnswer) and not inline:
                 payload = await payload.complete()  # a task of its own already
+            if context.throttle_time_ms:
+                # Muted once this answer is out (the reader waits before its next read).
+                until = trio.current_time() + context.throttle_time_ms / 1000
+                session.muted_until = max(session.muted_until, until)
             return payload
 
         await self._fill(slot, answer, connection_scope)
+
+    def _raw_token(self, frame: bytearray) -> bytes:
+        """A SASL token after SaslHandshake v0: the answer is a raw token too. A failure
+        closes the connection (v0 has no error response)."""
+        try:
+            answer = self.session.authenticate(bytes(frame), trio.current_time())
+        except Exception as e:  # the SASL server's errors, and a token out of turn
+            raise CloseConnection(f"SASL authentication failed: {e}") from None
+        return _SIZE.pack(len(answer)) + answer
+
+    async def _close_after_answers(self, reason: str, scope: trio.CancelScope) -> None:
+        """Close once the answers owed (the failed handshake's among them) are written."""
+        log.info("closing connection from %s: %s", self.peer, reason)
+        with trio.move_on_after(1.0):
+            while self.queued or self.writing:
+                await trio.sleep(0.005)
+        scope.cancel()
 
     async def _complete(self, pending: PendingAnswer, slot: _Slot, connection_scope: trio.CancelScope) -> None:
         await self._fill(slot, pending.complete, connection_scope)
@@ -267,21 +348,22 @@ class Connection:
 
     async def _send(self, payload: bytes | list[bytes | FileRegion]) -> None:
         self.writing = True
+        transport = self.transport
         try:
             if isinstance(payload, bytes):
-                await self.stream.send_all(payload)
+                await transport.send_all(payload)
                 return
             pending = b""
             for part in payload:
                 if isinstance(part, FileRegion):
                     if pending:
-                        await self.stream.send_all(pending)
+                        await transport.send_all(pending)
                         pending = b""
-                    await send_file_region(self.stream.socket, part)
+                    await transport.send_region(part)
                 else:
                     pending += part  # header and small parts go out together
             if pending:
-                await self.stream.send_all(pending)
+                await transport.send_all(pending)
         finally:
             self.writing = False
 
@@ -297,24 +379,6 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             log.debug("connection from %s ended while answering: %r", self.peer, e)
             scope.cancel()
-
-
-async def send_file_region(sock: trio.socket.SocketType, region: FileRegion) -> None:
-    """Send a log file region with sendfile(2): the bytes never enter Python."""
-    offset, remaining = region.position, region.size
-    file_fd, sock_fd = region.file.fileno(), sock.fileno()
-    while remaining:
-        try:
-            sent = os.sendfile(sock_fd, file_fd, offset, remaining)
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
-            continue
-        if sent == 0:
-            # The file shrank under us; the promised size can no longer be kept.
-            raise ConnectionError(f"log file region ended {remaining} bytes early")
-        offset += sent
-        remaining -= sent
-    await trio.lowlevel.checkpoint()
 
 
 class KafkaServer:
@@ -337,6 +401,14 @@ class KafkaServer:
         self.closed_since_trim = 0
         # Cancelled when the broker stops: no new connection is taken.
         self.accepting = trio.CancelScope()
+        # Listener name -> its TLS context (SSL and SASL_SSL listeners), built at
+        # start-up so that a bad store fails the start, not the first client.
+        self.tls_contexts: dict[str, ssl.SSLContext] = {}
+        for listener in config.listeners:
+            if config.listener_protocol(listener.name) in ("SSL", "SASL_SSL"):
+                from kwire.security.tls import server_ssl_context
+
+                self.tls_contexts[listener.name] = server_ssl_context(config, listener.name)
 
     async def drain(self, timeout: float) -> None:
         """Stop taking connections and requests, and give the answers owed (acks=all
@@ -437,19 +509,24 @@ class KafkaServer:
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
                 return
-            connection = Connection(self, stream, name, f"{ip}:{port}")
-            self.connections.add(connection)
             self.connections_per_ip[ip] = self.connections_per_ip.get(ip, 0) + 1
+            connection: Connection | None = None
             try:
+                opened = await self._open_transport(name, stream, f"{ip}:{port}")
+                if opened is None:
+                    return
+                connection = Connection(self, opened[0], name, f"{ip}:{port}", opened[1])
+                self.connections.add(connection)
                 await connection.run()
             except Exception as e:
                 # Never let one connection's failure reach the listener's nursery.
                 if is_network_error(e):
-                    log.debug("connection from %s ended: %r", connection.peer, e)
+                    log.debug("connection from %s:%s ended: %r", ip, port, e)
                 else:
-                    log.exception("connection from %s failed", connection.peer)
+                    log.exception("connection from %s:%s failed", ip, port)
             finally:
-                self.connections.discard(connection)
+                if connection is not None:
+                    self.connections.discard(connection)
                 left = self.connections_per_ip[ip] - 1
                 if left:
                     self.connections_per_ip[ip] = left
@@ -458,6 +535,62 @@ class KafkaServer:
                 self.closed_since_trim += 1
 
         return handle
+
+    async def _open_transport(
+        self, listener: str, stream: trio.SocketStream, peer: str
+    ) -> tuple[Transport, ConnectionSession] | None:
+        """The connection's transport (after the TLS handshake on SSL listeners) and its
+        security session; None when the handshake failed (the stream is closed)."""
+        config = self.broker.config
+        protocol = config.listener_protocol(listener)
+        tls = self.tls_contexts.get(listener)
+        transport: Transport
+        principal = ANONYMOUS
+        if tls is None:
+            transport = PlainTransport(stream)
+        else:
+            transport = TlsTransport(stream, tls)
+            timeout = min(TLS_HANDSHAKE_TIMEOUT, self.connections_max_idle or TLS_HANDSHAKE_TIMEOUT)
+            failure: str | None = None
+            with trio.move_on_after(timeout) as handshake:
+                try:
+                    await transport.handshake()
+                except (trio.BrokenResourceError, ssl.SSLError, OSError) as e:
+                    cause = e.__cause__ or e
+                    failure = f"TLS handshake failed: {cause}"
+            if handshake.cancelled_caught:
+                failure = f"TLS handshake not finished after {timeout:.0f} s"
+            if failure is not None:
+                log.info("closing connection from %s on %s: %s", peer, listener, failure)
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await stream.aclose()
+                return None
+            if protocol == "SSL":
+                from kwire.security.tls import principal_from_certificate
+
+                principal = principal_from_certificate(
+                    transport.peer_certificate(), config.listener_value(listener, "ssl.principal.mapping.rules")
+                )
+        session = ConnectionSession(
+            listener=listener,
+            security_protocol=protocol,
+            principal=principal,
+            mechanisms=config.sasl_mechanisms(listener) if protocol.startswith("SASL_") else [],
+            new_sasl_server=self._sasl_servers(listener) if protocol.startswith("SASL_") else None,
+            reauth_ms=config.listener_value(listener, "connections.max.reauth.ms"),
+        )
+        return transport, session
+
+    def _sasl_servers(self, listener: str) -> Callable[[str], Any]:
+        from kwire.security.sasl import new_sasl_server
+        from kwire.security.scram import lookup
+
+        broker = self.broker
+
+        def new(mechanism: str) -> Any:
+            return new_sasl_server(mechanism, broker.config, listener, lookup(broker.entity_configs))
+
+        return new
 
     async def _close_idle_connections(self, idle: float) -> None:
         """connections.max.idle.ms: close connections idle (or stuck in a frame) that long."""
@@ -591,8 +724,13 @@ async def controlled_shutdown(broker: Broker) -> None:
 
 def _warm_up(newest: list[tuple[int, int]]) -> None:
     # Handler modules (and the coordinators some import) first, then kio's modules.
-    load_all_handlers()
-    warm_up(newest)
+    # Only a head start: a failure here is logged, and met again (and answered for
+    # that request alone) when the API is first asked for.
+    try:
+        load_all_handlers()
+        warm_up(newest)
+    except Exception:
+        log.exception("warming up the handlers failed")
 
 
 async def _stop_on_signal(

@@ -301,7 +301,7 @@ def test_rss_comes_back_down_after_2000_connections_close(broker_factory) -> Non
     assert after < idle + 35
 
 
-# ---- finding 6: security settings stop start-up -----------------------------------------
+# ---- finding 6: security settings kwire cannot honour stop start-up -----------------------------------------
 
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:
@@ -313,17 +313,17 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        (["listeners=SASL_SSL://127.0.0.1:0"], "SASL_SSL"),
-        (["listeners=SSL://127.0.0.1:0"], "listeners=SSL://127.0.0.1:0"),
-        (["ssl.keystore.location=/etc/kafka/keystore.jks", "ssl.keystore.password=secret"], "ssl.keystore.location"),
-        (["sasl.enabled.mechanisms=PLAIN"], "sasl.enabled.mechanisms"),
-        (["authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"], "authorizer.class.name"),
-        (["security.inter.broker.protocol=SSL"], "security.inter.broker.protocol"),
-        (["listener.name.plaintext.plain.sasl.jaas.config=x"], "listener.name.plaintext.plain.sasl.jaas.config"),
-        (["listener.name.plaintext.ssl.truststore.location=/x"], "listener.name.plaintext.ssl.truststore.location"),
-        (["super.users=User:admin"], "super.users"),
+        (["listeners=SASL_SSL://127.0.0.1:0", "sasl.enabled.mechanisms=SCRAM-SHA-512"], "ssl.keystore.location"),
+        (["listeners=SSL://127.0.0.1:0", "ssl.keystore.location=/etc/kafka/keystore.jks"], "ssl.keystore.type=JKS"),
+        (["listeners=SSL://127.0.0.1:0", "ssl.keystore.type=PKCS12", "ssl.keystore.location=/x.p12"], "PKCS12"),
+        (["listeners=SASL_PLAINTEXT://127.0.0.1:0"], "GSSAPI"),
+        (["listeners=SASL_PLAINTEXT://127.0.0.1:0", "sasl.enabled.mechanisms=OAUTHBEARER"], "OAUTHBEARER"),
+        (["listeners=SASL_PLAINTEXT://127.0.0.1:0", "sasl.enabled.mechanisms=PLAIN"], "plain.sasl.jaas.config"),
+        (["authorizer.class.name=com.example.MyAuthorizer"], "authorizer.class.name"),
+        (["security.inter.broker.protocol=SSL"], "inter-broker listener SSL"),
+        (["super.users=admin"], "super.users"),
+        (["listeners=SSL://127.0.0.1:0", "ssl.keystore.type=PEM", "ssl.keystore.location=/no/such.pem"], "/no/such.pem"),
         (["listeners=INTERNAL://127.0.0.1:0"], "no security protocol defined for listener INTERNAL"),
-        (["listeners=INTERNAL://127.0.0.1:0", "listener.security.protocol.map=INTERNAL:SASL_PLAINTEXT"], "SASL_PLAINTEXT"),
         (["listener.security.protocol.map=PLAINTEXT:TLS"], "listener.security.protocol.map"),
         (["queued.max.request.bytes=1000"], "queued.max.request.bytes"),
         (["max.connections.per.ip=0"], "max.connections.per.ip.overrides"),
