@@ -39,6 +39,9 @@ from kwire.protocol.records import BatchHeader, set_log_append_time
 if TYPE_CHECKING:
     from kwire.cluster.node import ClusterNode
     from kwire.cluster.replication import Replication
+    from kwire.quotas.manager import ClientQuotaManager
+    from kwire.security.acl import AclStore
+    from kwire.security.authorizer import AclAuthorizer
 
 log = logging.getLogger(__name__)
 
@@ -369,9 +372,9 @@ class Broker:
         # (SCRAM credentials, quotas), ACLs, and what enforces them. In a cluster the
         # cluster node sets the stores (ZooKeeper's) before any request is served.
         self.entity_configs: EntityConfigStore = LocalEntityConfigs(self.log_dir)
-        self.acl_store: Any = None
-        self.authorizer: Any = None
-        self.quotas: Any = None
+        self.acl_store: AclStore | None = None
+        self.authorizer: AclAuthorizer | None = None
+        self.quotas: ClientQuotaManager | None = None
 
     def bound_port(self, listener_name: str) -> int:
         return self.bound_ports.get(listener_name, 0)
@@ -407,6 +410,7 @@ class Broker:
             self.metadata_image = self.metadata_image.with_cluster_id(self.cluster_id)
             clean_marker.unlink(missing_ok=True)
             self._save_metadata()
+            self.attach_security()
             log.info("opened %s after %s; joining the cluster at %s", self.log_dir,
                      "a clean shutdown" if clean else "an unclean shutdown" if meta else "nothing: a new log dir",
                      self.config["zookeeper.connect"])
@@ -426,8 +430,24 @@ class Broker:
         # From here on, a crash is an unclean stop.
         clean_marker.unlink(missing_ok=True)
         self._save_metadata()
+        self.attach_security()
         after = "a clean shutdown" if clean else "an unclean shutdown, logs recovered" if meta else "nothing: a new log dir"
         log.info("opened %d topics in %s after %s", len(self.topics), self.log_dir, after)
+
+    def attach_security(self) -> None:
+        """The ACL store (a file here; in a cluster the cluster node set ZooKeeper's),
+        the authorizer when authorizer.class.name asks for one, and the quota manager."""
+        from kwire.quotas.manager import ClientQuotaManager
+
+        if self.acl_store is None:
+            from kwire.security.acl_store import LocalAclStore
+
+            self.acl_store = LocalAclStore(self.log_dir)
+        if self.config["authorizer.class.name"]:
+            from kwire.security.authorizer import AclAuthorizer
+
+            self.authorizer = AclAuthorizer(self.config, self.acl_store)
+        self.quotas = ClientQuotaManager(self.config, self.entity_configs)
 
     def close(self) -> None:
         for partition in self.all_partitions():

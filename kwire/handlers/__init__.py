@@ -8,11 +8,16 @@ its function with `@api(key)`; the versions it serves are its row of the API tab
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import logging
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 from kwire.log.segment import FileRegion
 from kwire.protocol.apis import API_TABLE, handler
@@ -27,7 +32,10 @@ from kwire.protocol.headers import (
     response_header,
 )
 from kwire.protocol.messages import decode_request, encode, is_flexible, response_class
+from kwire.quotas.manager import QuotaType
 from kwire.security.principal import ANONYMOUS, KafkaPrincipal
+
+REQUEST_QUOTA = QuotaType.REQUEST
 
 if TYPE_CHECKING:
     from kwire.broker import Broker
@@ -36,6 +44,9 @@ log = logging.getLogger(__name__)
 
 PRODUCE_KEY = 0
 API_VERSIONS_KEY = 18
+# APIs no request quota applies to: the SASL exchange, ApiVersions, and the cluster's
+# own requests (Kafka exempts cluster actions).
+QUOTA_EXEMPT = frozenset({7, 17, 18, 27, 36})
 _SIZE = struct.Struct(">i")
 
 
@@ -116,6 +127,11 @@ async def dispatch(context: RequestContext, frame: bytearray) -> Answer | Pendin
     context.api_version = api_version
     context.correlation_id = correlation_id
     context.client_id = header.client_id
+    quotas = context.broker.quotas
+    # request_percentage quotas measure the time handlers run; those of APIs that wait
+    # (long polls, rebalances) would count their waiting, so inline APIs only.
+    timed = quotas is not None and api.inline and api_key not in QUOTA_EXEMPT and quotas.enabled(REQUEST_QUOTA)
+    started = time.perf_counter() if timed else 0.0
     try:
         response = await handle(context, request)
     except CloseConnection:
@@ -123,6 +139,14 @@ async def dispatch(context: RequestContext, frame: bytearray) -> Answer | Pendin
     except Exception as e:
         return _frame(correlation_id, flexible and api_key != API_VERSIONS_KEY,
                       encode(_failed(api_key, api_version, request, e)))
+    if timed:
+        assert quotas is not None
+        throttle = quotas.record_and_throttle(
+            REQUEST_QUOTA, context.principal.name, context.client_id, time.perf_counter() - started, trio.current_time()
+        )
+        context.throttle_time_ms = max(context.throttle_time_ms, throttle)
+    if context.throttle_time_ms and response is not None and not isinstance(response, EncodedBody | PendingAnswer):
+        response = _with_throttle(response, context.throttle_time_ms)
     if isinstance(response, PendingAnswer):
         pending = response
 
@@ -137,6 +161,13 @@ async def dispatch(context: RequestContext, frame: bytearray) -> Answer | Pendin
 
         return PendingAnswer(complete)
     return _answer(response, api_key, api_version, request, correlation_id, flexible)
+
+
+def _with_throttle(response: Any, throttle_ms: int) -> Any:
+    """The answer with throttle_time_ms set (KIP-219: the client backs off that long too)."""
+    if not hasattr(response, "throttle_time"):
+        return response  # a version without the field
+    return dataclasses.replace(response, throttle_time=datetime.timedelta(milliseconds=throttle_ms))
 
 
 def _answer(response: Any, api_key: int, api_version: int, request: Any, correlation_id: int, flexible: bool) -> Answer:
