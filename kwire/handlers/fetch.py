@@ -30,6 +30,8 @@ from kwire.handlers.list_offsets import READ_COMMITTED, check_leader_epoch
 from kwire.log.segment import CorruptRecordError, FileRegion
 from kwire.protocol.apis import api
 from kwire.protocol.fetch_response import FetchedPartition, encode_fetch_response
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize_cluster, authorized_names
 
 TOPIC_IDS_VERSION = 13
 
@@ -225,6 +227,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     max_bytes = request.max_bytes if request.max_bytes > 0 else broker.config["fetch.max.bytes"]
     deadline = trio.current_time() + max(request.max_wait.total_seconds(), 0)
     replica_id = follower_id(request, version)
+    denied: list[PartitionResult] = []
+    if broker.authorizer is not None:
+        fetching, denied = authorize_fetch(ctx, fetching, replica_id)
     if replica_id >= 0:
         if broker.cluster is None:
             # Only brokers of this cluster fetch as replicas.
@@ -233,9 +238,11 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         isolation_level = 0
     while True:
         results, total, partitions = read_partitions(broker, fetching, max_bytes, isolation_level, replica_id)
-        answer = [r for r in results if r.changed()] if incremental else results
         errors = any(r.error is not ErrorCode.none for r in results)
-        if total >= request.min_bytes or errors or trio.current_time() >= deadline:
+        # Refused partitions are answered, but only the others are waited for (none: at once).
+        results += denied
+        answer = [r for r in results if r.changed()] if incremental else results
+        if total >= request.min_bytes or errors or (denied and not fetching) or trio.current_time() >= deadline:
             break
         if incremental and any(r.records for r in answer):
             break
@@ -264,6 +271,39 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         version, 0, ErrorCode.none, session_id, _by_topic(answer, by_id, hints),
         node_endpoints=hints.node_endpoints() if hints is not None else (),
     )
+
+
+def authorize_fetch(
+    ctx: RequestContext, fetching: list[SessionPartition], replica_id: int
+) -> tuple[list[SessionPartition], list[PartitionResult]]:
+    """(the partitions to read, those refused): a follower needs CLUSTER_ACTION on the
+    cluster, a consumer READ on each topic (KafkaApis.handleFetchRequest). A topic id
+    this broker does not know stays UNKNOWN_TOPIC_ID, as its name is unknown."""
+    refused = ErrorCode.topic_authorization_failed
+    if replica_id >= 0:
+        if authorize_cluster(ctx, AclOperation.CLUSTER_ACTION):
+            return fetching, []
+        return [], [PartitionResult(w, refused, []) for w in fetching]
+    names = [_topic_name(ctx.broker, w) for w in fetching]
+    allowed = authorized_names(ctx, AclOperation.READ, ResourceType.TOPIC, names)
+    kept: list[SessionPartition] = []
+    denied: list[PartitionResult] = []
+    for wanted, name in zip(fetching, names, strict=True):
+        if name is None or name in allowed:
+            kept.append(wanted)
+        else:
+            denied.append(PartitionResult(wanted, refused, []))
+    return kept, denied
+
+
+def _topic_name(broker: Broker, wanted: SessionPartition) -> str | None:
+    if wanted.topic_id is None:
+        return wanted.topic
+    topic = broker.topics_by_id.get(wanted.topic_id)
+    if topic is not None:
+        return topic.name
+    found = broker.metadata_image.topic_by_id(wanted.topic_id)
+    return found.name if found is not None else None
 
 
 def follower_id(request: Any, version: int) -> int:

@@ -34,6 +34,8 @@ from kwire.protocol.records import (
     validate_batches,
     validate_produced,
 )
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize, authorized_names
 
 # ProduceRequest v7 is the first a zstd batch may come in (KIP-110).
 ZSTD_MIN_PRODUCE_VERSION = 7
@@ -150,11 +152,13 @@ async def handle(ctx: RequestContext, request: ProduceRequest) -> EncodedBody | 
     valid_acks = request.acks in (0, 1, -1)
     topics = []
     waits: list[ReplicationWait] = []
+    denied: dict[str, ErrorCode] = unauthorized_topics(ctx, request) if ctx.broker.authorizer is not None else {}
     for topic_data in request.topic_data:
+        refused = denied.get(topic_data.name) if valid_acks else ErrorCode.invalid_required_acks
         partitions = [
-            produce_to_partition(ctx, topic_data.name, data.index, data.records, request.acks, waits)
-            if valid_acks
-            else PartitionProduceResult(data.index, ErrorCode.invalid_required_acks, -1)
+            PartitionProduceResult(data.index, refused, -1)
+            if refused is not None
+            else produce_to_partition(ctx, topic_data.name, data.index, data.records, request.acks, waits)
             for data in topic_data.partition_data
         ]
         topics.append((topic_data.name, partitions))
@@ -174,6 +178,35 @@ async def handle(ctx: RequestContext, request: ProduceRequest) -> EncodedBody | 
 
         return PendingAnswer(replicated)
     return encode_produce_response(version, topics, node_endpoints=leader_hints(ctx, topics))
+
+
+def unauthorized_topics(ctx: RequestContext, request: ProduceRequest) -> dict[str, ErrorCode]:
+    """The topics refused, with why (KafkaApis.handleProduceRequest): transactional
+    batches need WRITE on their transactional id, else every partition fails; each
+    topic needs WRITE (an idempotent producer needs nothing more since Kafka 3.0)."""
+    if _has_transactional_records(request) and (
+        request.transactional_id is None
+        or not authorize(ctx, AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id)
+    ):
+        return {t.name: ErrorCode.transactional_id_authorization_failed for t in request.topic_data}
+    allowed = authorized_names(ctx, AclOperation.WRITE, ResourceType.TOPIC, (t.name for t in request.topic_data))
+    return {t.name: ErrorCode.topic_authorization_failed for t in request.topic_data if t.name not in allowed}
+
+
+# A v2 record batch's attributes are the int16 at byte 21; bit 4 marks it transactional.
+_ATTRIBUTES_LOW_BYTE = 22
+_TRANSACTIONAL_BIT = 0x10
+
+
+def _has_transactional_records(request: ProduceRequest) -> bool:
+    """Whether a partition's first batch is transactional (ProduceRequest.hasTransactionalRecords)."""
+    return any(
+        data.records is not None
+        and len(data.records) > _ATTRIBUTES_LOW_BYTE
+        and data.records[_ATTRIBUTES_LOW_BYTE] & _TRANSACTIONAL_BIT
+        for topic in request.topic_data
+        for data in topic.partition_data
+    )
 
 
 def leader_hints(ctx: RequestContext, topics: list[tuple[str, list[PartitionProduceResult]]]) -> list[NodeEndpoint]:
