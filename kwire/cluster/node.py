@@ -35,6 +35,7 @@ from kwire.cluster.zk import (
     ZookeeperError,
 )
 from kwire.cluster.zk_metadata import ZkMirror, ZkMirrorReader
+from kwire.cluster.zk_security import ZkAclStore, ZkEntityConfigs
 from kwire.errors import KafkaError, StartupError
 
 if TYPE_CHECKING:
@@ -57,6 +58,12 @@ class ClusterNode:
         )
         self.mirror = ZkMirror()
         self.reader = ZkMirrorReader(self.session, self.mirror, self._mirror_changed)
+        # The cluster's users, client ids and ACLs: every broker serves the same ones.
+        # Set before any request is served; filled by their first read in run().
+        self.entity_configs = ZkEntityConfigs(self.session)
+        self.acl_store = ZkAclStore(self.session)
+        broker.entity_configs = self.entity_configs
+        broker.acl_store = self.acl_store
         self.controller = Controller(
             self.session, self.mirror, self.broker_id, unclean=self._unclean_election_enabled
         )
@@ -101,6 +108,10 @@ class ClusterNode:
                     )
                 )
                 await nursery.start(self.reader.run)
+                # Their first full read is part of the sync that precedes serving: no
+                # request is authorized, or authenticated, against an empty view.
+                await nursery.start(self.entity_configs.run)
+                await nursery.start(self.acl_store.run)
                 nursery.start_soon(self._apply_changes)
                 await self._register()
                 nursery.start_soon(self._read_events)
@@ -180,7 +191,8 @@ class ClusterNode:
     async def _read_events(self) -> None:
         async for event in self.session.events:
             if isinstance(event, WatchEvent):
-                self.reader.on_watch(event)
+                if not (self.entity_configs.on_watch(event) or self.acl_store.on_watch(event)):
+                    self.reader.on_watch(event)
             elif isinstance(event, SessionEvent):
                 await self._session_state(event.state)
 
@@ -211,7 +223,10 @@ class ClusterNode:
         try:
             if register:
                 await self._register()
-            await self.reader.resync()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.entity_configs.resync)
+                nursery.start_soon(self.acl_store.resync)
+                await self.reader.resync()
             await self._elect_if_vacant()
         except (ZkTimeout, ZookeeperError) as e:
             log.warning("rejoining the cluster failed: %r", e)
