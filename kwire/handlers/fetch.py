@@ -30,6 +30,7 @@ from kwire.handlers.list_offsets import READ_COMMITTED, check_leader_epoch
 from kwire.log.segment import CorruptRecordError, FileRegion
 from kwire.protocol.apis import api
 from kwire.protocol.fetch_response import FetchedPartition, encode_fetch_response
+from kwire.quotas.manager import QuotaType
 from kwire.security.acl import AclOperation, ResourceType
 from kwire.security.authorizer import authorize_cluster, authorized_names
 
@@ -225,6 +226,16 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
 
     isolation_level = getattr(request, "isolation_level", 0)
     max_bytes = request.max_bytes if request.max_bytes > 0 else broker.config["fetch.max.bytes"]
+    quotas = broker.quotas
+    quota_user = ctx.principal.name
+    if quotas is not None and quotas.enabled(QuotaType.FETCH):
+        # A consumer never gets more than its quota admits over the windows (Kafka caps
+        # max_bytes the same way), so one answer cannot throttle it for long.
+        window_bytes = quotas.max_value_in_quota_window(QuotaType.FETCH, quota_user, ctx.client_id)
+        if window_bytes != float("inf"):
+            max_bytes = max(min(max_bytes, int(window_bytes)), 1)
+    else:
+        quotas = None
     deadline = trio.current_time() + max(request.max_wait.total_seconds(), 0)
     replica_id = follower_id(request, version)
     denied: list[PartitionResult] = []
@@ -256,6 +267,22 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             for partition in partitions:
                 partition.waiters.discard(woken)
 
+    if quotas is not None and replica_id < 0:
+        now = trio.current_time()
+        throttle_ms = quotas.record_fetch(quota_user, ctx.client_id, total, now)
+        if throttle_ms > 0:
+            # Over consumer_byte_rate: an empty answer with the throttle time, the bytes
+            # not sent un-recorded, the session's view of the client left as it was
+            # (KafkaApis.handleFetchRequest, FetchContext.getThrottledResponse).
+            quotas.unrecord(QuotaType.FETCH, quota_user, ctx.client_id, total, now)
+            ctx.throttle_time_ms = max(ctx.throttle_time_ms, throttle_ms)
+            if incremental:
+                assert session is not None
+                session.epoch = session.epoch + 1 if session.epoch < 2**31 - 1 else 1
+                return encode_fetch_response(version, throttle_ms, ErrorCode.none, session.session_id, ())
+            if session is not None:
+                cache.remove(session.session_id)  # a full fetch's session begins with its data
+            return encode_fetch_response(version, throttle_ms, ErrorCode.none, INVALID_SESSION_ID, ())
     for result in results:
         w = result.wanted
         w.high_watermark = result.high_watermark
