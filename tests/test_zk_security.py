@@ -558,3 +558,107 @@ async def test_obsolete_notifications_are_purged(connect: str) -> None:
         assert await purge_obsolete_notifications(raw, "/kafka-acl-changes", "acl_changes_", expiration_ms=0) == 1
         assert await raw.children("/config/changes") == []
         assert math.isfinite(a.configs._last_purge)  # the writer looked for some after writing
+
+
+# ---- a cluster: what one broker is told, every broker enforces -------------------------------
+
+
+def test_acls_and_quotas_created_through_one_broker_hold_on_every_broker(kwire_cluster_factory) -> None:  # noqa: ANN001
+    from cluster_harness import wait_until
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from kio.schema.alter_client_quotas.v1 import request as alter_quotas
+    from kio.schema.create_acls.v3 import request as create_acls
+    from kio.schema.describe_acls.v3 import request as describe_acls
+    from kio.schema.describe_client_quotas.v1 import request as describe_quotas
+    from kio.static.primitive import f64, i8
+    from raw_client import RawClient
+
+    cluster = kwire_cluster_factory(3, overrides={
+        "authorizer.class.name": "kafka.security.authorizer.AclAuthorizer",
+        "allow.everyone.if.no.acl.found": "true",
+    })
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    # One partition led by each broker.
+    for future in admin.create_topics([NewTopic("secret", 3, 1)], operation_timeout=30).values():
+        future.result(timeout=30)
+
+    def creation(resource_type: ResourceType, name: str, pattern: PatternType, principal: str,
+                 operation: AclOperation, permission: AclPermissionType) -> create_acls.AclCreation:
+        return create_acls.AclCreation(
+            resource_type=i8(resource_type), resource_name=name, resource_pattern_type=i8(pattern),
+            principal=principal, host="*", operation=i8(operation), permission_type=i8(permission),
+        )
+
+    creations = (
+        creation(TOPIC, "secret", LITERAL, "User:ANONYMOUS", AclOperation.WRITE, DENY),
+        creation(TOPIC, "secret", LITERAL, "User:ANONYMOUS", AclOperation.DESCRIBE, ALLOW),
+        creation(ResourceType.GROUP, "app-", PREFIXED, "User:alice", READ, ALLOW),
+    )
+    with RawClient(cluster.broker(1).port) as client:
+        response = client.send(create_acls.CreateAclsRequest(creations=creations))
+    assert [r.error_code.value for r in response.results] == [0, 0, 0], response
+
+    any_acl = describe_acls.DescribeAclsRequest(
+        resource_type_filter=i8(ResourceType.ANY), resource_name_filter=None, pattern_type_filter=i8(PatternType.ANY),
+        principal_filter=None, host_filter=None, operation=i8(AclOperation.ANY), permission_type=i8(AclPermissionType.ANY),
+    )
+
+    def described(port: int) -> set[tuple[object, ...]]:
+        with RawClient(port) as client:
+            answer = client.send(any_acl)
+        return {(r.resource_name, r.pattern_type, a.principal, a.operation, a.permission_type)
+                for r in answer.resources for a in r.acls}
+
+    expected = {(c.resource_name, c.resource_pattern_type, c.principal, c.operation, c.permission_type) for c in creations}
+    for broker_id in cluster.ids:
+        wait_until(lambda b=broker_id: described(cluster.broker(b).port) == expected, 10, message=f"ACLs on broker {broker_id}")
+
+    # In force on every partition's leader: each broker refuses the write.
+    errors: list[object] = []
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "message.timeout.ms": 20_000, "retries": 0})
+    for partition in range(3):
+        producer.produce("secret", b"x", partition=partition, on_delivery=lambda err, msg: errors.append(err))
+    producer.flush(30)
+    assert len(errors) == 3
+    assert all(e is not None and e.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED for e in errors), errors
+
+    # Quotas set through broker 2 are every broker's.
+    request = alter_quotas.AlterClientQuotasRequest(
+        entries=(
+            alter_quotas.EntryData(
+                entity=(alter_quotas.EntityData(entity_type="user", entity_name="alice"),),
+                ops=(alter_quotas.OpData(key="producer_byte_rate", value=f64(1024.0), remove=False),),
+            ),
+            alter_quotas.EntryData(
+                entity=(alter_quotas.EntityData(entity_type="client-id", entity_name=None),),
+                ops=(alter_quotas.OpData(key="request_percentage", value=f64(50.0), remove=False),),
+            ),
+        ),
+        validate_only=False,
+    )
+    with RawClient(cluster.broker(2).port) as client:
+        answer = client.send(request)
+    assert [e.error_code.value for e in answer.entries] == [0, 0], answer
+    every_quota = describe_quotas.DescribeClientQuotasRequest(
+        components=(describe_quotas.ComponentData(entity_type="user", match_type=i8(2), match=None),), strict=False
+    )
+    default_client = describe_quotas.DescribeClientQuotasRequest(
+        components=(describe_quotas.ComponentData(entity_type="client-id", match_type=i8(1), match=None),), strict=True
+    )
+
+    def quotas(port: int) -> set[tuple[object, ...]]:
+        found = set()
+        with RawClient(port) as client:
+            for query in (every_quota, default_client):
+                for entry in client.send(query).entries:
+                    for value in entry.values:
+                        found.add((tuple((e.entity_type, e.entity_name) for e in entry.entity), value.key, float(value.value)))
+        return found
+
+    want = {
+        ((("user", "alice"),), "producer_byte_rate", 1024.0),
+        ((("client-id", None),), "request_percentage", 50.0),
+    }
+    for broker_id in cluster.ids:
+        wait_until(lambda b=broker_id: quotas(cluster.broker(b).port) == want, 10, message=f"quotas on broker {broker_id}")
