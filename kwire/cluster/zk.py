@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +239,16 @@ class ZkSession:
         transaction.set_data(path, value, version)
         results = await self._await(transaction.commit_async())
         return _transaction_result(results)
+
+    async def multi(self, build: Callable[[Any], None]) -> list[Any]:
+        """One ZooKeeper multi-op, all or none: `build` adds the operations to kazoo's
+        transaction. kazoo's results (created paths, stats); raises the first failed
+        operation's error (BadVersionError, NodeExistsError ...)."""
+        transaction = self._client().transaction()
+        build(transaction)
+        results = await self._await(transaction.commit_async())
+        _transaction_result(results)
+        return results
 
     async def check_and_create(
         self, check_path: str, check_version: int, creates: list[tuple[str, bytes]]

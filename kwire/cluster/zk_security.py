@@ -47,7 +47,6 @@ from kwire.cluster.zk import (
     ZnodeStat,
     ZookeeperError,
 )
-from kwire.cluster.zk import _transaction_result as transaction_result
 from kwire.entity_configs import DEFAULT_ENTITY, entity_path, parse_entity_path
 from kwire.security.acl import (
     AclBinding,
@@ -619,24 +618,20 @@ _CONFLICTS = (BadVersionError, NodeExistsError, NoNodeError, NotEmptyError)
 async def commit(session: ZkSession, ops: Sequence[ZkOp]) -> list[Any]:
     """Run `ops` as one ZooKeeper multi, all or none: kazoo's results (the path of each
     created node, the stat of each set). Raises the first failed operation's error."""
-    if session.client is None:
-        raise ZkTimeout("not connected to ZooKeeper")
-    transaction = session.client.transaction()
-    for op in ops:
-        if op.kind == "create":
-            transaction.create(op.path, op.data)
-        elif op.kind == "create_sequential":
-            transaction.create(op.path, op.data, sequence=True)
-        elif op.kind == "set":
-            transaction.set_data(op.path, op.data, op.version)
-        elif op.kind == "delete":
-            transaction.delete(op.path, op.version)
-        else:
-            raise ValueError(f"unknown ZooKeeper operation {op.kind!r}")
-    # ZkSession has no public multi of any ops yet: its bounded wait is reused.
-    results = await session._await(transaction.commit_async())
-    transaction_result(results)
-    return results
+    def build(transaction: Any) -> None:
+        for op in ops:
+            if op.kind == "create":
+                transaction.create(op.path, op.data)
+            elif op.kind == "create_sequential":
+                transaction.create(op.path, op.data, sequence=True)
+            elif op.kind == "set":
+                transaction.set_data(op.path, op.data, op.version)
+            elif op.kind == "delete":
+                transaction.delete(op.path, op.version)
+            else:
+                raise ValueError(f"unknown ZooKeeper operation {op.kind!r}")
+
+    return await session.multi(build)
 
 
 async def read_state(session: ZkSession, path: str) -> ZnodeState:
