@@ -19,6 +19,19 @@ request of the connection with `BrokerConnectionError` and closes it; the caller
 reconnects. Only a caller's own cancellation (not a timeout) leaves the connection
 open: the answer to its request is read and dropped when it comes.
 
+Security (`ClientSecurity`, kwire.security.client): on SSL and SASL_SSL the connection
+runs through trio.SSLStream, its handshake within the connect timeout, and the reader
+receives decrypted bytes from the stream (plaintext keeps `recv_into` on the socket).
+On SASL_PLAINTEXT and SASL_SSL, `connect` sends ApiVersions, SaslHandshake v1 and
+SaslAuthenticate (the highest version both sides have) until the mechanism completes,
+as Kafka's SaslClientAuthenticator; a refusal is a BrokerConnectionError carrying the
+broker's message. When the broker gives the session a lifetime
+(connections.max.reauth.ms, KIP-368), the connection re-authenticates in place at 85-95 %
+of it, as Kafka's clients do: replica fetchers keep their long polls and fetch
+sessions instead of losing them to a reconnect. Requests go on meanwhile (the broker
+serves a re-authenticating session's requests); a failed re-authentication fails the
+connection.
+
 `BrokerClientPool` keeps one connection per broker id, from a callable resolving a
 broker id to its address (the metadata image), reconnecting with Kafka's
 reconnect.backoff.ms / reconnect.backoff.max.ms (50 ms doubling to 1 s, 20 % jitter).
@@ -28,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -44,6 +58,7 @@ from kwire.protocol.bounds import checker_for
 from kwire.protocol.framing import FrameBuffer, FrameError
 from kwire.protocol.headers import MalformedRequest, skip_tagged_fields
 from kwire.protocol.messages import encode, is_flexible, request_class, response_class
+from kwire.security.client import ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +66,18 @@ T = TypeVar("T")
 
 API_VERSIONS_KEY = 18
 PRODUCE_KEY = 0
+SASL_HANDSHAKE_KEY = 17
+SASL_AUTHENTICATE_KEY = 36
+# SaslHandshake v1: the tokens travel in SaslAuthenticate requests (v0's raw tokens
+# are for brokers older than Kafka 1.0). SaslAuthenticate v1+ gives the session lifetime.
+SASL_HANDSHAKE_VERSION = 1
+SASL_AUTHENTICATE_MAX_VERSION = 2
+# KIP-368: clients re-authenticate at 85 % of the session lifetime plus up to 10 %
+# jitter, so that connections opened together do not re-authenticate together.
+REAUTH_AT = 0.85
+REAUTH_JITTER = 0.10
+# Decrypted bytes asked of the TLS stream at a time (a TLS record holds at most 16 KiB).
+TLS_READ_SIZE = 64 * 1024
 # The ApiVersions version sent first; a broker that does not know it answers in v0
 # with UNSUPPORTED_VERSION and its own range, as Kafka's brokers do.
 API_VERSIONS_VERSION = 3
@@ -146,7 +173,7 @@ class BrokerConnection:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
         address: tuple[str, int],
         *,
         client_id: str,
@@ -157,6 +184,10 @@ class BrokerConnection:
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self._stream = stream
+        # The socket under the stream (TLS or not): closed synchronously by _fail.
+        self._socket = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+        # Decrypted bytes received beyond what the frame buffer could take (TLS only).
+        self._tls_pending = memoryview(b"")
         encoded = client_id.encode()
         self._client_id = _I16.pack(len(encoded)) + encoded
         self._correlation_id = 0
@@ -170,6 +201,13 @@ class BrokerConnection:
         self.closed_at: float | None = None
         # The broker's versions per API key, after negotiate().
         self.api_versions: dict[int, tuple[int, int]] = {}
+        # How the connection is secured; SASL: the re-authentication task's scope
+        # (cancelled on close), the last session lifetime the broker gave (ms, 0: no
+        # expiry) and how many re-authentications succeeded.
+        self.security: ClientSecurity | None = None
+        self._reauth_scope = trio.CancelScope()
+        self.session_lifetime_ms = 0
+        self.reauthentications = 0
 
     # ---- opening and closing -------------------------------------------------------
 
@@ -183,19 +221,36 @@ class BrokerConnection:
         timeout: float,
         nursery: trio.Nursery,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        security: ClientSecurity | None = None,
     ) -> BrokerConnection:
-        """Connect within `timeout`; the reader task runs in `nursery`. `timeout` is also
-        the default bound of each request."""
-        stream: trio.SocketStream | None = None
+        """Connect, complete the TLS handshake and authenticate (as `security` says;
+        None: PLAINTEXT) within `timeout`; the reader task, and the re-authentication
+        task of a session with a lifetime, run in `nursery`. `timeout` is also the
+        default bound of each request. On SASL the broker's versions are negotiated."""
+        deadline = trio.current_time() + timeout
+        socket_stream: trio.SocketStream | None = None
         try:
-            with trio.move_on_after(timeout):
-                stream = await trio.open_tcp_stream(host, port)
+            with trio.move_on_at(deadline):
+                socket_stream = await trio.open_tcp_stream(host, port)
         except OSError as e:
             raise BrokerConnectionError(f"cannot connect to {host}:{port}: {e}") from e
-        if stream is None:
+        if socket_stream is None:
             raise BrokerConnectionError(f"cannot connect to {host}:{port} within {timeout} s")
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = socket_stream
+        if security is not None and security.tls:
+            stream = await _tls_handshake(socket_stream, host, port, security, deadline, timeout)
         conn = cls(stream, (host, port), client_id=client_id, timeout=timeout, max_response_bytes=max_response_bytes)
+        conn.security = security
         nursery.start_soon(conn._read)
+        if security is not None and security.sasl:
+            try:
+                await conn.negotiate(timeout=max(deadline - trio.current_time(), 0.0))
+                lifetime_ms = await conn._authenticate(security, deadline)
+            except BaseException:
+                conn.close()
+                raise
+            if lifetime_ms > 0:
+                nursery.start_soon(conn._reauthenticate, security, lifetime_ms)
         return conn
 
     @classmethod
@@ -208,13 +263,14 @@ class BrokerConnection:
         client_id: str,
         timeout: float,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        security: ClientSecurity | None = None,
     ) -> AsyncIterator[BrokerConnection]:
         """A connection whose reader lives in a nursery of its own, closed on exit."""
         try:
             async with trio.open_nursery() as nursery:
                 conn = await cls.connect(
                     host, port, client_id=client_id, timeout=timeout,
-                    nursery=nursery, max_response_bytes=max_response_bytes,
+                    nursery=nursery, max_response_bytes=max_response_bytes, security=security,
                 )
                 try:
                     yield conn
@@ -263,8 +319,10 @@ class BrokerConnection:
             failure.__cause__ = error
             waiter.deliver(outcome.Error(failure))
         self._reader_scope.cancel()
+        self._reauth_scope.cancel()
         # Synchronous: trio wakes a task blocked on this socket with ClosedResourceError.
-        self._stream.socket.close()
+        # (A TLS stream sends no close_notify then: the connection failed or is done.)
+        self._socket.close()
 
     # ---- requests ------------------------------------------------------------------
 
@@ -367,12 +425,13 @@ class BrokerConnection:
 
     async def _read(self) -> None:
         frames = FrameBuffer(self.max_response_bytes)
-        sock = self._stream.socket
+        # Plaintext: the socket fills the frame buffer directly, as before TLS existed.
+        recv_into = self._tls_recv_into if isinstance(self._stream, trio.SSLStream) else self._socket.recv_into
         error: BrokerConnectionError | None = None
         try:
             with self._reader_scope:
                 while True:
-                    received = await sock.recv_into(frames.writable())
+                    received = await recv_into(frames.writable())
                     if not received:
                         raise BrokerConnectionError(f"connection to {self._peer} closed by the broker")
                     frames.advance(received)
@@ -389,6 +448,19 @@ class BrokerConnection:
             error = BrokerConnectionError(f"reader of the connection to {self._peer} failed: {e!r}")
         finally:
             self._fail(error or BrokerConnectionError(f"connection to {self._peer} closed"))
+
+    async def _tls_recv_into(self, buffer: memoryview) -> int:
+        """recv_into over TLS: decrypted bytes into `buffer`; 0 at the end of the stream."""
+        data = self._tls_pending
+        if not data:
+            received = await self._stream.receive_some(TLS_READ_SIZE)
+            if not received:
+                return 0
+            data = memoryview(received)
+        size = min(len(data), len(buffer))
+        buffer[:size] = data[:size]
+        self._tls_pending = data[size:]
+        return size
 
     def _dispatch(self, frame: bytearray) -> None:
         if len(frame) < 4:
@@ -430,6 +502,78 @@ class BrokerConnection:
         response, _size = read(view, offset)
         return response
 
+    # ---- SASL ----------------------------------------------------------------------
+
+    async def _authenticate(self, security: ClientSecurity, deadline: float) -> int:
+        """SaslHandshake v1, then SaslAuthenticate until the mechanism completes, each
+        request bounded by `deadline`; the session lifetime the broker gives (ms, 0: it
+        never expires). Raises BrokerConnectionError on a refusal, with the broker's
+        message, or when the broker serves no SaslHandshake v1."""
+        from kwire.security.sasl import new_sasl_client
+
+        def remaining() -> float:
+            return max(deadline - trio.current_time(), 0.0)
+
+        mechanism = security.sasl_mechanism
+        try:
+            handshake_version = self.version_for(SASL_HANDSHAKE_KEY, SASL_HANDSHAKE_VERSION, SASL_HANDSHAKE_VERSION)
+            version = self.version_for(SASL_AUTHENTICATE_KEY, SASL_AUTHENTICATE_MAX_VERSION)
+        except UnsupportedVersionError as e:
+            raise BrokerConnectionError(f"SASL with {self._peer} impossible: {e}") from e
+        handshake = request_class(SASL_HANDSHAKE_KEY, handshake_version)(mechanism=mechanism)
+        response = await self.request(SASL_HANDSHAKE_KEY, handshake_version, handshake, timeout=remaining())
+        if response.error_code != ErrorCode.none:
+            raise BrokerConnectionError(
+                f"SASL handshake with {self._peer} failed ({ErrorCode(response.error_code).name.upper()}): mechanism "
+                f"{mechanism} refused, the broker enables {', '.join(response.mechanisms) or 'none'}"
+            )
+        authenticate = request_class(SASL_AUTHENTICATE_KEY, version)
+        try:
+            client = new_sasl_client(mechanism, security.username, security.password)
+            token = client.initial()
+            while True:
+                response = await self.request(
+                    SASL_AUTHENTICATE_KEY, version, authenticate(auth_bytes=token), timeout=remaining()
+                )
+                if response.error_code != ErrorCode.none:
+                    raise BrokerConnectionError(
+                        f"SASL authentication of {security.username} ({mechanism}) to {self._peer} failed "
+                        f"({ErrorCode(response.error_code).name.upper()}): {response.error_message}"
+                    )
+                if client.complete:
+                    break  # PLAIN: the initial response was all
+                # SCRAM: the server's challenge, then its final message (verified here).
+                token = client.evaluate(bytes(response.auth_bytes)) or b""
+                if client.complete and not token:
+                    break
+        except BrokerConnectionError:
+            raise
+        except Exception as e:  # the mechanism refused the server's answer (a bad SCRAM signature ...)
+            raise BrokerConnectionError(
+                f"SASL authentication of {security.username} ({mechanism}) to {self._peer} failed: {e}"
+            ) from e
+        if version >= 1:
+            self.session_lifetime_ms = int(response.session_lifetime.total_seconds() * 1000)
+        return self.session_lifetime_ms
+
+    async def _reauthenticate(self, security: ClientSecurity, lifetime_ms: int) -> None:
+        """KIP-368: authenticate again on this connection before each session ends.
+        Never raises (it runs in its owner's nursery): a failure fails the connection."""
+        with self._reauth_scope:
+            while lifetime_ms > 0:
+                await trio.sleep(lifetime_ms / 1000 * (REAUTH_AT + REAUTH_JITTER * random.random()))
+                try:
+                    lifetime_ms = await self._authenticate(security, trio.current_time() + self.timeout)
+                except (BrokerConnectionError, KafkaError) as e:
+                    self._fail(BrokerConnectionError(f"re-authentication to {self._peer} failed: {e}"))
+                    return
+                except Exception as e:
+                    log.exception("re-authentication to %s failed", self._peer)
+                    self._fail(BrokerConnectionError(f"re-authentication to {self._peer} failed: {e!r}"))
+                    return
+                self.reauthentications += 1
+                log.debug("re-authenticated to %s, session lifetime %d ms", self._peer, lifetime_ms)
+
     # ---- versions ------------------------------------------------------------------
 
     async def negotiate(self, *, timeout: float | None = None) -> dict[int, tuple[int, int]]:
@@ -466,6 +610,29 @@ class BrokerConnection:
         raise UnsupportedVersionError(
             f"{self._peer} serves api key {api_key} at versions {served}, not in [{wanted_min}, {wanted_max}]"
         )
+
+
+async def _tls_handshake(
+    stream: trio.SocketStream, host: str, port: int, security: ClientSecurity, deadline: float, timeout: float
+) -> trio.SSLStream[trio.SocketStream]:
+    """The TLS stream over `stream` once its handshake is done by `deadline`; the
+    server's certificate is checked against the context's trust (and `host`, if
+    check_hostname). On failure the socket is closed and BrokerConnectionError raised."""
+    assert security.ssl_context is not None
+    tls = trio.SSLStream(stream, security.ssl_context, server_hostname=host)
+    try:
+        with trio.move_on_at(deadline):
+            await tls.do_handshake()
+            return tls
+    except (trio.BrokenResourceError, ssl.SSLError, OSError) as e:
+        stream.socket.close()
+        cause = e.__cause__ or e  # trio wraps the ssl error in BrokenResourceError
+        raise BrokerConnectionError(f"TLS handshake with {host}:{port} failed: {cause}") from e
+    except BaseException:
+        stream.socket.close()
+        raise
+    stream.socket.close()
+    raise BrokerConnectionError(f"TLS handshake with {host}:{port} not finished within {timeout} s")
 
 
 # ---- the pool ----------------------------------------------------------------------
@@ -514,8 +681,11 @@ class BrokerClientPool:
         reconnect_backoff_ms: int = RECONNECT_BACKOFF_MS,
         reconnect_backoff_max_ms: int = RECONNECT_BACKOFF_MAX_MS,
         negotiate: bool = True,
+        security: ClientSecurity | None = None,
     ) -> None:
         self.resolve = resolve
+        # How every connection is secured (kwire.security.client.inter_broker_security).
+        self.security = security
         self.client_id = client_id
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
@@ -617,9 +787,9 @@ class BrokerClientPool:
         try:
             conn = await BrokerConnection.connect(
                 host, port, client_id=self.client_id, timeout=max(deadline - trio.current_time(), 0.0),
-                nursery=self._nursery, max_response_bytes=self.max_response_bytes,
+                nursery=self._nursery, max_response_bytes=self.max_response_bytes, security=self.security,
             )
-            if self.negotiate:
+            if self.negotiate and not conn.api_versions:  # SASL negotiated while connecting
                 try:
                     await conn.negotiate(timeout=max(deadline - trio.current_time(), 0.0))
                 except BaseException:
