@@ -301,12 +301,16 @@ def _der_hex(tag: int, value: str) -> str:
 
 
 def _escape(value: str) -> str:
-    out = "".join("\\" + c if c in _ESCAPED else c for c in value)
-    if out.startswith(" "):
-        out = "\\" + out
-    if out.endswith(" ") and not out.endswith("\\ "):
-        out = out[:-1] + "\\ "
-    return out
+    """Java's AVA.toRFC2253String: special characters anywhere, and every leading and
+    trailing space, get a backslash; NUL is \\00."""
+    chars = ["\\00" if c == "\0" else ("\\" + c if c in _ESCAPED else c) for c in value]
+    lead = 0
+    while lead < len(chars) and chars[lead] in (" ", "\r"):
+        lead += 1
+    trail = len(chars) - 1
+    while trail >= lead and chars[trail] in (" ", "\r"):
+        trail -= 1
+    return "".join("\\" + c if i < lead or i > trail else c for i, c in enumerate(chars))
 
 
 def _ava(name: str, value: str) -> str:
@@ -388,7 +392,8 @@ def parse_principal_mapping_rules(rules: str) -> tuple[MappingRule, ...]:
             parsed.append(MappingRule())
         elif m.group(3) is not None:
             try:
-                pattern = re.compile(m.group(3))
+                # Java's named groups (?<name>...) are Python's (?P<name>...).
+                pattern = re.compile(re.sub(r"\(\?<([A-Za-z])", r"(?P<\1", m.group(3)))
             except re.error as e:
                 raise ValueError(f"Invalid rule: {m.group(1)} ({e})") from None
             parsed.append(MappingRule(pattern, m.group(4), m.group(5)))
