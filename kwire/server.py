@@ -399,8 +399,10 @@ class KafkaServer:
         idle_ms = config["connections.max.idle.ms"]
         self.connections_max_idle = idle_ms / 1000 if idle_ms >= 0 else None
         self.closed_since_trim = 0
-        # Cancelled when the broker stops: no new connection is taken.
-        self.accepting = trio.CancelScope()
+        # One per listening socket, cancelled when the broker stops: no new connection
+        # is taken (a cancel scope is entered once, hence one each).
+        self.accepting: list[trio.CancelScope] = []
+        self.draining = False
         # Listener name -> its TLS context (SSL and SASL_SSL listeners), built at
         # start-up so that a bad store fails the start, not the first client.
         self.tls_contexts: dict[str, ssl.SSLContext] = {}
@@ -413,7 +415,9 @@ class KafkaServer:
     async def drain(self, timeout: float) -> None:
         """Stop taking connections and requests, and give the answers owed (acks=all
         waits, long polls) up to `timeout` to be written before the broker stops."""
-        self.accepting.cancel()
+        self.draining = True
+        for scope in self.accepting:
+            scope.cancel()
         for connection in list(self.connections):
             connection.reading.cancel()
         with trio.move_on_after(timeout):
@@ -455,7 +459,11 @@ class KafkaServer:
         """Kafka's acceptor: with max.connections open it stops accepting, so new
         connections wait in the kernel's backlog until one closes (per-IP limits, in
         `handle`, close a new connection at once instead, as Kafka does)."""
-        with self.accepting:
+        scope = trio.CancelScope()
+        self.accepting.append(scope)
+        if self.draining:
+            scope.cancel()
+        with scope:
             await self._accept_forever(listener, handler, nursery)
 
     async def _accept_forever(
