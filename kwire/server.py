@@ -574,11 +574,18 @@ class KafkaServer:
                     await stream.aclose()
                 return None
             if protocol == "SSL":
-                from kwire.security.tls import principal_from_certificate
+                from kwire.security.tls import NoMatchingRule, principal_from_certificate
 
-                principal = principal_from_certificate(
-                    transport.peer_certificate(), config.listener_value(listener, "ssl.principal.mapping.rules")
-                )
+                try:
+                    principal = principal_from_certificate(
+                        transport.peer_certificate(), config.listener_value(listener, "ssl.principal.mapping.rules")
+                    )
+                except NoMatchingRule as e:
+                    # Kafka fails the connection's authentication: no principal, no service.
+                    log.info("closing connection from %s on %s: %s", peer, listener, e)
+                    with trio.CancelScope(shield=True), trio.move_on_after(1):
+                        await transport.aclose()
+                    return None
         session = ConnectionSession(
             listener=listener,
             security_protocol=protocol,

@@ -37,6 +37,7 @@ from kwire.cluster.zk import (
 from kwire.cluster.zk_metadata import ZkMirror, ZkMirrorReader
 from kwire.cluster.zk_security import ZkAclStore, ZkEntityConfigs
 from kwire.errors import KafkaError, StartupError
+from kwire.security.client import inter_broker_security
 
 if TYPE_CHECKING:
     from kwire.broker import Broker
@@ -70,8 +71,12 @@ class ClusterNode:
         # Two sets of connections, as Kafka keeps its replica fetchers' apart: a
         # request that waits on replication (WriteTxnMarkers) must never sit in front
         # of the fetches that would let it complete, answers being in request order.
-        self.pool = BrokerClientPool(self._resolve, client_id=f"broker-{self.broker_id}")
-        self.fetch_pool = BrokerClientPool(self._resolve, client_id=f"broker-{self.broker_id}-fetcher")
+        # On the inter-broker listener, with its TLS and SASL (as the broker's own user).
+        security = inter_broker_security(broker.config)
+        self.pool = BrokerClientPool(self._resolve, client_id=f"broker-{self.broker_id}", security=security)
+        self.fetch_pool = BrokerClientPool(
+            self._resolve, client_id=f"broker-{self.broker_id}-fetcher", security=security
+        )
         self.replicas = ReplicaManager(broker, self.session, self.mirror, self.fetch_pool)
         self._apply_pending = trio.Event()
         self._session_lost = False
@@ -280,15 +285,8 @@ class ClusterNode:
         registration = self.mirror.brokers.get(broker_id)
         if registration is None:
             return None
-        endpoint = registration.endpoint(self.inter_broker_listener())
+        endpoint = registration.endpoint(self.broker.config.inter_broker_listener)
         return endpoint.host or "127.0.0.1", endpoint.port
-
-    def inter_broker_listener(self) -> str:
-        name = self.broker.config["inter.broker.listener.name"]
-        if name:
-            return name
-        listeners = self.broker.config.advertised_listeners
-        return listeners[0].name if listeners else "PLAINTEXT"
 
     def _unclean_election_enabled(self, topic: str) -> bool:
         configs = self.mirror.topic_configs.get(topic, {})

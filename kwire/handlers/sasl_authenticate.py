@@ -41,7 +41,8 @@ async def sasl_authenticate(context: RequestContext, request: Any) -> Any:
     except SaslAuthenticationError as e:
         return failed(ErrorCode.sasl_authentication_failed, str(e))
     except SaslProtocolError as e:
-        return failed(ErrorCode.sasl_authentication_failed, f"Authentication failed: {e}")
+        # A malformed token gets Kafka's generic message, not the parse error.
+        return failed(ErrorCode.sasl_authentication_failed, e.kafka_message)
     return make(
         response,
         error_code=ErrorCode.none,
