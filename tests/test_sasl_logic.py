@@ -342,3 +342,42 @@ def test_iteration_limits() -> None:
     for bad, message in ((4095, "Too few iterations"), (16385, "Too many iterations")):
         with pytest.raises(UnacceptableCredential, match=message):
             check_iterations(bad)
+
+
+def _client_final(mechanism: str, password: str, client_first_bare: str, server_first: str, nonce: str) -> bytes:
+    """A SCRAM client-final message with the given nonce, computed as RFC 5802 says."""
+    import base64
+    import hashlib
+    import hmac
+
+    digest = "sha256" if mechanism.endswith("256") else "sha512"
+    fields = dict(item.split("=", 1) for item in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac(digest, password.encode(), base64.b64decode(fields["s"]), int(fields["i"]))
+    client_key = hmac.new(salted, b"Client Key", digest).digest()
+    stored_key = hashlib.new(digest, client_key).digest()
+    without_proof = f"c=biws,r={nonce}"
+    auth_message = f"{client_first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.new(stored_key, auth_message, digest).digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+
+@pytest.mark.parametrize("mechanism", SCRAM)
+def test_scram_server_accepts_librdkafkas_doubled_nonce_as_kafka_3_9_does(mechanism: str) -> None:
+    """librdkafka before 2.6.1 sends client nonce + server nonce in its final message
+    (the server nonce already starts with the client's); Kafka 3.9 checks endsWith."""
+    client_nonce = "fyko+d2lbbFgONRv9qkxdawL"
+    client_first_bare = f"n=alice,r={client_nonce}"
+    s = server(mechanism)
+    server_first = s.evaluate(f"n,,{client_first_bare}".encode()).decode()
+    nonce = server_first.split(",")[0][2:]
+    assert nonce.startswith(client_nonce)
+    doubled = _client_final(mechanism, "alice-pw", client_first_bare, server_first, client_nonce + nonce)
+    assert s.evaluate(doubled).startswith(b"v=")
+    assert s.principal == KafkaPrincipal("User", "alice")
+    # Any other nonce is still refused (the replay CVE-2024-56128 is about).
+    s = server(mechanism)
+    server_first = s.evaluate(f"n,,{client_first_bare}".encode()).decode()
+    forged = _client_final(mechanism, "alice-pw", client_first_bare, server_first, client_nonce + "x" * 32)
+    with pytest.raises(SaslAuthenticationError):
+        s.evaluate(forged)

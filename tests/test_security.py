@@ -340,3 +340,27 @@ def test_tls_context_is_checked_at_start_up(tmp_path, certs) -> None:
     assert result.returncode == 2, result
     assert "ssl.keystore.location" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_kcat_scram_over_sasl_ssl(secure, tmp_path) -> None:
+    """Debian's kcat (librdkafka 2.0.2) sends its SCRAM client nonce twice in the final
+    message (fixed in librdkafka 2.6.1); Kafka 3.9 accepts it, and so does kwire."""
+    import shutil
+    import subprocess
+
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    if kcat is None:
+        pytest.skip("kcat is not installed (scripts/test-all installs it)")
+    broker, listeners = secure()
+    scram_user(broker.bootstrap, "kcatuser", "kcat-secret", ScramMechanism.SCRAM_SHA_512)
+    conf = listeners.confluent("SASL_SSL", "SCRAM-SHA-512", "kcatuser", "kcat-secret")
+    args = [kcat, *[a for k, v in conf.items() for a in ("-X", f"{k}={v}") if k != "bootstrap.servers"],
+            "-b", conf["bootstrap.servers"]]
+    subprocess.run([*args, "-t", "kcat-topic", "-P", "-K:"], input=b"k1:v1\nk2:v2\n", check=True, timeout=TIMEOUT)
+    out = subprocess.run([*args, "-t", "kcat-topic", "-C", "-o", "beginning", "-e", "-q", "-f", "%k=%s\n"],
+                         capture_output=True, check=True, timeout=TIMEOUT)
+    assert sorted(out.stdout.decode().split()) == ["k1=v1", "k2=v2"]
+    broker.expect_log("closing connection from")
+    wrong = subprocess.run([*args, "-X", "sasl.password=wrong", "-L", "-m", "5"], capture_output=True, timeout=TIMEOUT)
+    assert wrong.returncode != 0
+    assert b"invalid credentials with SASL mechanism SCRAM-SHA-512" in wrong.stderr

@@ -357,7 +357,10 @@ class ScramServer:
             proof = base64.b64decode(m.group("proof"), validate=True)
         except binascii.Error:
             raise SaslProtocolError("Invalid SCRAM client final message: bad base64", self.mechanism) from None
-        if channel != self._gs2_header or m.group("nonce") != self._nonce:
+        # Kafka 3.9's check (ScramSaslServer, CVE-2024-56128): the nonce must end with
+        # the server's. Not equality: librdkafka before 2.6.1 (Debian's kcat) sends the
+        # client nonce twice, and Kafka 3.x brokers accept it.
+        if channel != self._gs2_header or not m.group("nonce").endswith(self._nonce):
             raise self._fail()
         without_proof = text[: text.rindex(",p=")]
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
