@@ -21,7 +21,7 @@ from confluent_kafka.admin import (
     ScramMechanism,
     UserScramCredentialUpsertion,
 )
-from security_harness import Certificates, SecureListeners
+from security_harness import PLAIN_USERS, Certificates, SecureListeners
 
 TIMEOUT = 30
 
@@ -364,3 +364,29 @@ def test_kcat_scram_over_sasl_ssl(secure, tmp_path) -> None:
     wrong = subprocess.run([*args, "-X", "sasl.password=wrong", "-L", "-m", "5"], capture_output=True, timeout=TIMEOUT)
     assert wrong.returncode != 0
     assert b"invalid credentials with SASL mechanism SCRAM-SHA-512" in wrong.stderr
+
+
+def test_sasl_handshake_v0_raw_tokens(secure) -> None:
+    """SaslHandshake v0: the SASL tokens follow as raw size-prefixed frames, no Kafka
+    header (clients before KIP-152); then requests are served as usual."""
+    broker, listeners = secure()
+    with socket.create_connection(("127.0.0.1", listeners.ports["SASL_PLAINTEXT"]), timeout=TIMEOUT) as s:
+        body = struct.pack(">hhih", 17, 0, 1, 4) + b"test" + struct.pack(">h", 5) + b"PLAIN"
+        s.sendall(struct.pack(">i", len(body)) + body)
+        answer = _recv(s, struct.unpack(">i", _recv(s, 4))[0])
+        assert answer[4:6] == b"\x00\x00"  # correlation id, then error code 0
+        token = b"\0alice\0" + PLAIN_USERS["alice"].encode()
+        s.sendall(struct.pack(">i", len(token)) + token)
+        assert struct.unpack(">i", _recv(s, 4))[0] == 0  # PLAIN's empty final token
+        metadata = struct.pack(">hhih", 3, 1, 2, 4) + b"test" + struct.pack(">i", -1)
+        s.sendall(struct.pack(">i", len(metadata)) + metadata)
+        answer = _recv(s, struct.unpack(">i", _recv(s, 4))[0])
+        assert struct.unpack(">i", answer[:4])[0] == 2
+    broker.expect_log("SASL authentication failed")
+    with socket.create_connection(("127.0.0.1", listeners.ports["SASL_PLAINTEXT"]), timeout=TIMEOUT) as s:
+        body = struct.pack(">hhih", 17, 0, 1, 4) + b"test" + struct.pack(">h", 5) + b"PLAIN"
+        s.sendall(struct.pack(">i", len(body)) + body)
+        _recv(s, struct.unpack(">i", _recv(s, 4))[0])
+        token = b"\0alice\0wrong"
+        s.sendall(struct.pack(">i", len(token)) + token)
+        assert s.recv(16) == b""  # v0 has no error answer: the connection closes
