@@ -16,6 +16,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize, authorized_names
 
 
 def fenced_for(error: ErrorCode, version: int, first_version: int) -> ErrorCode:
@@ -30,7 +32,16 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(24, ctx.api_version)
     partitions = [(t.name, int(p)) for t in request.v3_and_below_topics for p in t.partitions]
     coordinator = transaction_coordinator(ctx.broker)
-    if coordinator is None:
+    writable = authorized_names(ctx, AclOperation.WRITE, ResourceType.TOPIC, (t for t, _ in partitions))
+    if not authorize(ctx, AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.v3_and_below_transactional_id):
+        results = {tp: ErrorCode.transactional_id_authorization_failed for tp in partitions}
+    elif any(t not in writable for t, _ in partitions):
+        # Nothing is added when a topic may not be written (the others: not attempted).
+        results = {
+            (t, i): ErrorCode.operation_not_attempted if t in writable else ErrorCode.topic_authorization_failed
+            for t, i in partitions
+        }
+    elif coordinator is None:
         results = {tp: ErrorCode.coordinator_not_available for tp in partitions}
     else:
         results = await coordinator.add_partitions(

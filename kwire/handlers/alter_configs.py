@@ -19,9 +19,10 @@ from kwire.broker import Broker, KafkaError, topic_name_error
 from kwire.config import ConfigError, validate_topic_configs
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
-from kwire.handlers.describe_configs import BROKER, TOPIC
+from kwire.handlers.describe_configs import BROKER, TOPIC, config_resource_refused
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation
 
 
 def check_resources(resources: Iterable[Any]) -> dict[int, KafkaError]:
@@ -120,6 +121,11 @@ async def alter_resources(
         try:
             if i in errors:
                 raise errors[i]
+            refused = config_resource_refused(
+                ctx, AclOperation.ALTER_CONFIGS, resource.resource_type, resource.resource_name
+            )
+            if refused is not None:
+                raise refused
             pending = alter(ctx.broker, resource, request.validate_only)
             if pending is not None:
                 await pending

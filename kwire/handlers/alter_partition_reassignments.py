@@ -20,6 +20,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation
+from kwire.security.authorizer import authorize_cluster
 
 Target = tuple[int, ...] | None
 Result = tuple[ErrorCode, str | None]
@@ -105,6 +107,23 @@ async def reassign(broker: Broker, targets: dict[tuple[str, int], Target]) -> di
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(45, ctx.api_version)
     cluster = ctx.broker.cluster
+    if not authorize_cluster(ctx, AclOperation.ALTER):
+        refused = ErrorCode.cluster_authorization_failed
+        by_topic_refused: dict[str, list[Any]] = {}
+        for topic, index in requested_targets(request.topics):
+            by_topic_refused.setdefault(topic, []).append(
+                make(module.ReassignablePartitionResponse, partition_index=index, error_code=refused, error_message=None)
+            )
+        return make(
+            module.AlterPartitionReassignmentsResponse,
+            throttle_time=NO_THROTTLE,
+            error_code=refused,
+            error_message=_DEFAULT_MESSAGES.get(refused, "Cluster authorization failed."),
+            responses=tuple(
+                make(module.ReassignableTopicResponse, name=topic, partitions=tuple(partitions))
+                for topic, partitions in by_topic_refused.items()
+            ),
+        )
     if cluster is not None and not cluster.controller.active:
         # Kafka: the whole request fails, so the client finds the controller and retries.
         return make(

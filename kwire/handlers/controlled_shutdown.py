@@ -30,6 +30,8 @@ from kwire.protocol.controlled_shutdown import (
     read_controlled_shutdown_request,
 )
 from kwire.protocol.fetch_response import EncodedBody
+from kwire.security.acl import AclOperation
+from kwire.security.authorizer import authorize_cluster
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ def _answer(version: int, error_code: ErrorCode, remaining: Sequence[tuple[str, 
 async def handle(ctx: RequestContext, request: ControlledShutdownRequest) -> EncodedBody:
     version = ctx.api_version
     node = ctx.broker.cluster
+    if not authorize_cluster(ctx, AclOperation.CLUSTER_ACTION):
+        return _answer(version, ErrorCode.cluster_authorization_failed)
     if node is None or not node.controller.active:
         return _answer(version, ErrorCode.not_controller)
     try:

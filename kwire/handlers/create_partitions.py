@@ -17,6 +17,8 @@ from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.handlers.create_topics import check_manual_assignment
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorized_names
 
 
 async def create_partitions(broker: Broker, wanted: Any, validate_only: bool, timeout_s: float) -> None:
@@ -76,6 +78,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             for name in counts
         )
         return make(module.CreatePartitionsResponse, throttle_time=NO_THROTTLE, results=refused)
+    alterable = authorized_names(ctx, AclOperation.ALTER, ResourceType.TOPIC, counts)
     for wanted in request.topics:
         if wanted.name in answered:
             continue
@@ -83,6 +86,8 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         error, message = ErrorCode.none, None
         if counts[wanted.name] > 1:
             error, message = ErrorCode.invalid_request, "Duplicate topic name."
+        elif wanted.name not in alterable:
+            error = ErrorCode.topic_authorization_failed
         else:
             try:
                 await create_partitions(ctx.broker, wanted, request.validate_only, request.timeout.total_seconds())

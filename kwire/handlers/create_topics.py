@@ -21,6 +21,8 @@ from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.handlers.describe_configs import topic_config_entries
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize_cluster, authorized_names
 
 # A topic Kafka keeps for itself; CreateTopics may not make it.
 CLUSTER_METADATA_TOPIC = "__cluster_metadata"
@@ -118,7 +120,9 @@ def _counts(broker: Broker, topic: Any) -> tuple[int, int]:
     return num_partitions, replication_factor
 
 
-async def _create(ctx: RequestContext, module: Any, topic: Any, validate_only: bool, timeout_ms: int) -> Any:
+async def _create(
+    ctx: RequestContext, module: Any, topic: Any, validate_only: bool, timeout_ms: int, describe_configs: bool = True
+) -> Any:
     broker = ctx.broker
     _check_name(broker, topic.name)
     configs = {config.name: config.value for config in topic.configs}
@@ -151,8 +155,20 @@ async def _create(ctx: RequestContext, module: Any, topic: Any, validate_only: b
         created = broker.create_topic(
             topic.name, num_partitions, replication_factor, configs, validate_only=validate_only
         )
-    # v5+ answers with the topic's configs.
+    # v5+ answers with the topic's configs, to whom may describe them.
     configs_class = getattr(module, "CreatableTopicConfigs", None)
+    if not describe_configs:
+        return make(
+            module.CreatableTopicResult,
+            name=topic.name,
+            topic_id=created.topic_id if created is not None else None,
+            error_code=ErrorCode.none,
+            error_message=None,
+            topic_config_error_code=ErrorCode.topic_authorization_failed,
+            num_partitions=-1,
+            replication_factor=-1,
+            configs=(),
+        )
     config_entries = tuple(
         make(
             configs_class,
@@ -208,6 +224,11 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     except KafkaError as e:
         topics = tuple(_error(module, name, e.error_code, e.message) for name in counts)
         return make(module.CreateTopicsResponse, throttle_time=NO_THROTTLE, topics=topics)
+    # CREATE on the cluster, else on each topic; DESCRIBE_CONFIGS to see their configs.
+    creatable = (
+        None if authorize_cluster(ctx, AclOperation.CREATE) else authorized_names(ctx, AclOperation.CREATE, ResourceType.TOPIC, counts)
+    )
+    describable = authorized_names(ctx, AclOperation.DESCRIBE_CONFIGS, ResourceType.TOPIC, counts)
     for topic in request.topics:
         if topic.name in answered:
             continue
@@ -217,9 +238,13 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 _error(module, topic.name, ErrorCode.invalid_request, "Duplicate topic name.")
             )
             continue
+        if creatable is not None and topic.name not in creatable:
+            results.append(_error(module, topic.name, ErrorCode.topic_authorization_failed, "Authorization failed."))
+            continue
         try:
             results.append(await _create(ctx, module, topic, request.validate_only, request.timeout.total_seconds() * 1000
-                                         if hasattr(request.timeout, "total_seconds") else request.timeout))
+                                         if hasattr(request.timeout, "total_seconds") else request.timeout,
+                                         topic.name in describable))
         except KafkaError as e:
             results.append(_error(module, topic.name, e.error_code, e.message))
     return make(module.CreateTopicsResponse, throttle_time=NO_THROTTLE, topics=tuple(results))

@@ -12,6 +12,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorized_names
 
 
 @api(42)
@@ -19,10 +21,13 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(42, ctx.api_version)
     coordinator = group_coordinator(ctx.broker)
     names = list(dict.fromkeys(request.groups_names))
+    deletable = authorized_names(ctx, AclOperation.DELETE, ResourceType.GROUP, names)
+    results = {name: ErrorCode.group_authorization_failed for name in names if name not in deletable}
+    names_to_delete = [name for name in names if name in deletable]
     if coordinator is None:
-        results = {name: ErrorCode.coordinator_not_available for name in names}
-    else:
-        results = coordinator.delete_groups(names)
+        results.update({name: ErrorCode.coordinator_not_available for name in names_to_delete})
+    elif names_to_delete:
+        results.update(coordinator.delete_groups(names_to_delete))
     return make(
         module.DeleteGroupsResponse,
         throttle_time=NO_THROTTLE,

@@ -17,6 +17,8 @@ from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.log.log import OffsetOutOfRangeError
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorized_names
 
 HIGH_WATERMARK = -1
 
@@ -48,12 +50,14 @@ def delete_records(
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(21, ctx.api_version)
     topics = []
+    deletable = authorized_names(ctx, AclOperation.DELETE, ResourceType.TOPIC, (t.name for t in request.topics))
     for topic in request.topics:
         partitions = []
         for wanted in topic.partitions:
-            error, low_watermark = delete_records(
-                ctx.broker, topic.name, wanted.partition_index, wanted.offset
-            )
+            if topic.name not in deletable:
+                error, low_watermark = ErrorCode.topic_authorization_failed, -1
+            else:
+                error, low_watermark = delete_records(ctx.broker, topic.name, wanted.partition_index, wanted.offset)
             partitions.append(
                 make(
                     module.DeleteRecordsPartitionResult,

@@ -18,6 +18,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize
 
 # Kafka's default messages of these errors (ApiError without a message of its own).
 UNKNOWN_TOPIC_MESSAGE = "This server does not host this topic-partition."
@@ -94,6 +96,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 what = "name" if name is not None else "id"
                 answer(name, topic_id, ErrorCode.invalid_request, f"Duplicate topic {what}.")
             continue
+        if name is not None and not authorize(ctx, AclOperation.DELETE, ResourceType.TOPIC, name):
+            answer(name, None, ErrorCode.topic_authorization_failed)
+            continue
         # The cluster's topics, not only those with a replica here.
         image = broker.metadata_image
         topic = image.topic(name) if name is not None else image.topic_by_id(topic_id)  # type: ignore[arg-type]
@@ -103,6 +108,14 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             else:
                 answer(None, topic_id, ErrorCode.unknown_topic_id, UNKNOWN_TOPIC_ID_MESSAGE)
             continue
+        if name is None:
+            # By id: without DESCRIBE the name stays unsaid (the id is not secret).
+            if not authorize(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, topic.name):
+                answer(None, topic_id, ErrorCode.topic_authorization_failed)
+                continue
+            if not authorize(ctx, AclOperation.DELETE, ResourceType.TOPIC, topic.name):
+                answer(topic.name, topic_id, ErrorCode.topic_authorization_failed)
+                continue
         found.append(topic)
     # Every topic is looked up before any is deleted: one named both by name and
     # by id is deleted once, and both get the answer.

@@ -14,9 +14,9 @@ from kio.schema.errors import ErrorCode
 from kwire.cluster.metadata_image import MetadataImage
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
-from kwire.handlers.metadata import AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.authorizer import AUTHORIZED_OPERATIONS_OMITTED, cluster_authorized_operations
 
 # EndpointType ids.
 BROKER_ENDPOINT = 1
@@ -80,7 +80,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         cluster_id=image.cluster_id,
         controller_id=image.controller_id,
         brokers=_brokers(image, ctx.listener_name, module),
-        cluster_authorized_operations=CLUSTER_OPERATIONS
+        cluster_authorized_operations=cluster_authorized_operations(ctx)
         if request.include_cluster_authorized_operations
         else AUTHORIZED_OPERATIONS_OMITTED,
     )

@@ -21,6 +21,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize, authorize_cluster
 
 # ConfigResource.Type ids.
 TOPIC = 2
@@ -239,6 +241,16 @@ def describe_resource(broker: Broker, resource_type: int, name: str) -> list[Con
     )
 
 
+def config_resource_refused(ctx: RequestContext, operation: AclOperation, resource_type: int, name: str) -> KafkaError | None:
+    """Why a config resource may not be described or altered: `operation` (DESCRIBE_CONFIGS,
+    ALTER_CONFIGS) on the topic, or for a broker (or its loggers) on the cluster."""
+    if resource_type == TOPIC and not authorize(ctx, operation, ResourceType.TOPIC, name):
+        return KafkaError(ErrorCode.topic_authorization_failed, "Topic authorization failed.")
+    if resource_type in (BROKER, BROKER_LOGGER) and not authorize_cluster(ctx, operation):
+        return KafkaError(ErrorCode.cluster_authorization_failed, "Cluster authorization failed.")
+    return None
+
+
 @api(32)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(32, ctx.api_version)
@@ -248,6 +260,11 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     for resource in request.resources:
         error, message = ErrorCode.none, None
         try:
+            refused = config_resource_refused(
+                ctx, AclOperation.DESCRIBE_CONFIGS, resource.resource_type, resource.resource_name
+            )
+            if refused is not None:
+                raise refused
             entries = describe_resource(ctx.broker, resource.resource_type, resource.resource_name)
         except KafkaError as e:
             entries, error, message = [], e.error_code, e.message

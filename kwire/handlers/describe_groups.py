@@ -16,10 +16,12 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
-
-AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
-# With no authorizer: READ, DELETE, DESCRIBE (AclOperation codes 3, 6, 8).
-GROUP_OPERATIONS = sum(1 << op for op in (3, 6, 8))
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import (
+    AUTHORIZED_OPERATIONS_OMITTED,
+    authorize,
+    authorized_operations,
+)
 
 
 def _members(module: Any, group: Group) -> tuple[Any, ...]:
@@ -50,15 +52,18 @@ def _members(module: Any, group: Group) -> tuple[Any, ...]:
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(15, ctx.api_version)
     coordinator = group_coordinator(ctx.broker)
-    operations = (
-        GROUP_OPERATIONS if getattr(request, "include_authorized_operations", False) else AUTHORIZED_OPERATIONS_OMITTED
-    )
+    include_operations = getattr(request, "include_authorized_operations", False)
     described = []
     for group_id in request.groups:
-        if coordinator is None:
+        operations = AUTHORIZED_OPERATIONS_OMITTED
+        if not authorize(ctx, AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+            error, group = ErrorCode.group_authorization_failed, None
+        elif coordinator is None:
             error, group = ErrorCode.coordinator_not_available, None
         else:
             error, group = coordinator.describe_group(group_id)
+            if include_operations:
+                operations = authorized_operations(ctx, ResourceType.GROUP, group_id)
         if group is None:
             state = "Dead" if error is ErrorCode.none else ""
             entry = dict(group_state=state, protocol_type="", protocol_data="", members=())

@@ -23,6 +23,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation
+from kwire.security.authorizer import authorize_cluster
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,13 @@ def describe_log_dir(module: Any, log_dir: Path, partitions: Iterable[Partition]
 @api(35)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(35, ctx.api_version)
+    if not authorize_cluster(ctx, AclOperation.DESCRIBE):
+        return make(
+            module.DescribeLogDirsResponse,
+            throttle_time=NO_THROTTLE,
+            error_code=ErrorCode.cluster_authorization_failed,
+            results=(),
+        )
     wanted = wanted_partitions(request.topics)
     broker = ctx.broker
     partitions = [

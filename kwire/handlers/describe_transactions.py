@@ -15,6 +15,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
@@ -25,7 +27,9 @@ async def describe(ctx: RequestContext, request: Any) -> Any:
     coordinator = transaction_coordinator(ctx.broker)
     states = []
     for transactional_id in request.transactional_ids:
-        if coordinator is None:
+        if not authorize(ctx, AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+            error, meta = ErrorCode.transactional_id_authorization_failed, None
+        elif coordinator is None:
             error, meta = ErrorCode.coordinator_not_available, None
         else:
             error, meta = coordinator.describe(transactional_id)
@@ -73,6 +77,8 @@ async def list_transactions(ctx: RequestContext, request: Any) -> Any:
         if (not request.state_filters or m.state in wanted_states)
         and (not producer_ids or m.producer_id in producer_ids)
         and (duration < 0 or (m.state is TxnState.ONGOING and now - m.start_ms >= duration))
+        # Only the transactional ids one may describe.
+        and authorize(ctx, AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, m.transactional_id)
     ]
     return make(
         module.ListTransactionsResponse,

@@ -24,6 +24,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation
+from kwire.security.authorizer import authorize_cluster
 
 PREFERRED = 0
 UNCLEAN = 1
@@ -157,7 +159,12 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(43, ctx.api_version)
     partitions = requested_partitions(ctx.broker, request.topic_partitions)
     election_type = getattr(request, "election_type", PREFERRED)  # v0 elects preferred leaders
-    error, results = await elect(ctx, election_type, partitions, request.timeout.total_seconds())
+    if not authorize_cluster(ctx, AclOperation.ALTER):
+        refused = ErrorCode.cluster_authorization_failed
+        named = partitions if request.topic_partitions is not None else []
+        error, results = refused, {key: (refused, None) for key in named}
+    else:
+        error, results = await elect(ctx, election_type, partitions, request.timeout.total_seconds())
     by_topic: dict[str, list[Any]] = {}
     for (topic, index), (partition_error, message) in results.items():
         if request.topic_partitions is None and partition_error is ErrorCode.election_not_needed:

@@ -13,13 +13,17 @@ from kwire.handlers.add_partitions_to_txn import fenced_for
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize
 
 
 @api(26)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(26, ctx.api_version)
     coordinator = transaction_coordinator(ctx.broker)
-    if coordinator is None:
+    if not authorize(ctx, AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id):
+        error = ErrorCode.transactional_id_authorization_failed
+    elif coordinator is None:
         error = ErrorCode.coordinator_not_available
     else:
         error = await coordinator.end_txn(request.transactional_id, request.producer_id, request.producer_epoch, bool(request.committed))

@@ -20,6 +20,8 @@ from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.handlers.metadata import this_broker
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize
 
 KEY_TYPE_GROUP = 0
 KEY_TYPE_TRANSACTION = 1
@@ -83,6 +85,17 @@ def find(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str |
     return ErrorCode.invalid_request, f"Unknown key type {key_type}"
 
 
+def unauthorized(ctx: RequestContext, key: str, key_type: int) -> ErrorCode | None:
+    """DESCRIBE on the group or transactional id is needed to find its coordinator."""
+    if key_type == KEY_TYPE_GROUP and not authorize(ctx, AclOperation.DESCRIBE, ResourceType.GROUP, key):
+        return ErrorCode.group_authorization_failed
+    if key_type == KEY_TYPE_TRANSACTION and not authorize(
+        ctx, AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, key
+    ):
+        return ErrorCode.transactional_id_authorization_failed
+    return None
+
+
 @api(10)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(10, ctx.api_version)
@@ -91,7 +104,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     if ctx.api_version >= 4:
         coordinators = []
         for key in request.coordinator_keys:
-            if ctx.broker.cluster is not None:
+            refused = unauthorized(ctx, key, key_type)
+            if refused is not None:
+                error, message = refused, None
+            elif ctx.broker.cluster is not None:
                 error, message, (node_id, host, port) = find_in_cluster(ctx, key, key_type)
             else:
                 error, message = find(ctx, key, key_type)
@@ -108,7 +124,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 )
             )
         return make(module.FindCoordinatorResponse, throttle_time=NO_THROTTLE, coordinators=tuple(coordinators))
-    if ctx.broker.cluster is not None:
+    refused = unauthorized(ctx, request.key, key_type)
+    if refused is not None:
+        error, message = refused, None
+    elif ctx.broker.cluster is not None:
         error, message, (node_id, host, port) = find_in_cluster(ctx, request.key, key_type)
     else:
         error, message = find(ctx, request.key, key_type)

@@ -13,13 +13,17 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize
 
 
 @api(12)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(12, ctx.api_version)
     coordinator = group_coordinator(ctx.broker)
-    if coordinator is None:
+    if not authorize(ctx, AclOperation.READ, ResourceType.GROUP, request.group_id):
+        error = ErrorCode.group_authorization_failed
+    elif coordinator is None:
         error = ErrorCode.coordinator_not_available
     else:
         error = coordinator.heartbeat(

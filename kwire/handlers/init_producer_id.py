@@ -14,12 +14,32 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize, authorize_by_resource_type, authorize_cluster
+
+
+def unauthorized(ctx: RequestContext, transactional_id: str | None) -> ErrorCode | None:
+    """WRITE on the transactional id; without one, IDEMPOTENT_WRITE on the cluster or
+    WRITE on some topic (Kafka 3's rule, KIP-679)."""
+    if transactional_id is not None:
+        if not authorize(ctx, AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+            return ErrorCode.transactional_id_authorization_failed
+    elif not authorize_cluster(ctx, AclOperation.IDEMPOTENT_WRITE) and not authorize_by_resource_type(
+        ctx, AclOperation.WRITE, ResourceType.TOPIC
+    ):
+        return ErrorCode.cluster_authorization_failed
+    return None
 
 
 @api(22)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(22, ctx.api_version)
     coordinator = ctx.broker.services.get("transactions")
+    refused = unauthorized(ctx, request.transactional_id)
+    if refused is not None:
+        return make(
+            module.InitProducerIdResponse, throttle_time=NO_THROTTLE, error_code=refused, producer_id=-1, producer_epoch=-1
+        )
     if request.transactional_id is not None:
         if coordinator is None:
             return make(

@@ -17,6 +17,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize
 
 
 @api(11)
@@ -27,9 +29,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     # v0 has no rebalance timeout: the session timeout stands in for it.
     rebalance = getattr(request, "rebalance_timeout", None)
     rebalance_timeout_ms = session_timeout_ms if rebalance is None else millis(rebalance)
-    if coordinator is None:
+    if coordinator is None or not authorize(ctx, AclOperation.READ, ResourceType.GROUP, request.group_id):
         error, member_id, generation, ptype, pname, leader, skip, members = (
-            ErrorCode.coordinator_not_available, request.member_id, -1, None, None, "", False, []
+            ErrorCode.coordinator_not_available if coordinator is None else ErrorCode.group_authorization_failed,
+            request.member_id, -1, None, None, "", False, [],
         )
     else:
         result = await coordinator.join_group(

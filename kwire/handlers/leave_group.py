@@ -12,6 +12,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize
 
 
 @api(13)
@@ -22,7 +24,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     else:
         leaving = [(request.member_id, None)]
     coordinator = group_coordinator(ctx.broker)
-    if coordinator is None:
+    if not authorize(ctx, AclOperation.READ, ResourceType.GROUP, request.group_id):
+        error, member_errors = ErrorCode.group_authorization_failed, []
+    elif coordinator is None:
         error, member_errors = ErrorCode.coordinator_not_available, []
     else:
         error, member_errors = coordinator.leave_group(request.group_id, leaving)

@@ -12,6 +12,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize, authorize_cluster
 
 
 @api(16)
@@ -24,6 +26,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         error, listed = coordinator.list_groups(
             getattr(request, "states_filter", ()) or (), getattr(request, "types_filter", ()) or ()
         )
+    if not authorize_cluster(ctx, AclOperation.DESCRIBE):
+        # Without DESCRIBE on the cluster, only the groups one may describe.
+        listed = [g for g in listed if authorize(ctx, AclOperation.DESCRIBE, ResourceType.GROUP, g.group_id)]
     groups = tuple(
         make(
             module.ListedGroup,

@@ -16,6 +16,8 @@ from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.handlers.leadership import absent_partition_error
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorized_names
 
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
@@ -55,12 +57,16 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(2, ctx.api_version)
     isolation_level = getattr(request, "isolation_level", 0)
     topics = []
+    described = authorized_names(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, (t.name for t in request.topics))
     for topic in request.topics:
         partitions = []
         for wanted in topic.partitions:
-            partition = ctx.broker.partition(topic.name, wanted.partition_index)
+            authorized = topic.name in described
+            partition = ctx.broker.partition(topic.name, wanted.partition_index) if authorized else None
             timestamp, offset, error = -1, -1, ErrorCode.none
-            if partition is None:
+            if not authorized:
+                error = ErrorCode.topic_authorization_failed
+            elif partition is None:
                 error = absent_partition_error(ctx.broker, topic.name, wanted.partition_index)
             else:
                 error = check_leader_epoch(partition, getattr(wanted, "current_leader_epoch", -1))

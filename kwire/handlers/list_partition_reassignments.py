@@ -19,6 +19,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation
+from kwire.security.authorizer import authorize_cluster
 
 NOT_CONTROLLER_MESSAGE = "This is not the correct controller for this cluster."
 
@@ -50,6 +52,14 @@ def wanted_partitions(topics: Iterable[Any] | None) -> set[tuple[str, int]] | No
 async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(46, ctx.api_version)
     cluster = ctx.broker.cluster
+    if not authorize_cluster(ctx, AclOperation.DESCRIBE):
+        return make(
+            module.ListPartitionReassignmentsResponse,
+            throttle_time=NO_THROTTLE,
+            error_code=ErrorCode.cluster_authorization_failed,
+            error_message="Cluster authorization failed.",
+            topics=(),
+        )
     if cluster is not None and not cluster.controller.active:
         return make(
             module.ListPartitionReassignmentsResponse,

@@ -18,14 +18,14 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
-
-# Kafka's "not requested" value for authorized operations.
-AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
-# With no authorizer every operation is allowed: READ, WRITE, CREATE, DELETE,
-# ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (AclOperation codes 3-8, 10, 11).
-TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
-# CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE
-CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import (
+    AUTHORIZED_OPERATIONS_OMITTED,
+    authorize,
+    authorize_cluster,
+    authorized_operations,
+    cluster_authorized_operations,
+)
 
 
 def broker_entries(image: MetadataImage, listener_name: str, broker_class: Any) -> tuple[Any, ...]:
@@ -46,7 +46,7 @@ def this_broker(ctx: RequestContext) -> BrokerRegistration:
     return registration
 
 
-def topic_entry(module: Any, topic: TopicImage, include_operations: bool) -> Any:
+def topic_entry(module: Any, topic: TopicImage, operations: int = AUTHORIZED_OPERATIONS_OMITTED) -> Any:
     partitions = tuple(
         make(
             module.MetadataResponsePartition,
@@ -67,7 +67,7 @@ def topic_entry(module: Any, topic: TopicImage, include_operations: bool) -> Any
         topic_id=topic.topic_id,
         is_internal=topic.is_internal,
         partitions=partitions,
-        topic_authorized_operations=TOPIC_OPERATIONS if include_operations else AUTHORIZED_OPERATIONS_OMITTED,
+        topic_authorized_operations=operations,
     )
 
 
@@ -83,6 +83,16 @@ def error_entry(module: Any, name: str | None, topic_id: Any, error: ErrorCode) 
     )
 
 
+def may_create(ctx: RequestContext, name: str) -> bool:
+    """Whether an unknown topic may be auto-created by this request's principal: CREATE
+    on the cluster or on the topic (only asked when auto-creation is enabled)."""
+    if ctx.broker.authorizer is None or not ctx.broker.config["auto.create.topics.enable"]:
+        return True
+    return authorize_cluster(ctx, AclOperation.CREATE) or authorize(
+        ctx, AclOperation.CREATE, ResourceType.TOPIC, name
+    )
+
+
 @api(3)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
@@ -94,9 +104,19 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     entries = []
     # One image for the whole answer; replaced only when a topic is auto-created here.
     image = broker.metadata_image
+
+    def entry(topic: TopicImage) -> Any:
+        if not include_operations:
+            return topic_entry(module, topic)
+        return topic_entry(module, topic, authorized_operations(ctx, ResourceType.TOPIC, topic.name))
+
     if all_topics:
-        for topic in image.topics.by_name.values():
-            entries.append(topic_entry(module, topic, include_operations))
+        listed = image.topics.by_name.values()
+        if broker.authorizer is not None:
+            # Topics one may not describe are left out.
+            listed = [t for t in listed if authorize(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, t.name)]
+        for topic in listed:
+            entries.append(entry(topic))
     else:
         if ctx.api_version < 12 and any(t.name is None or getattr(t, "topic_id", None) is not None for t in request.topics):
             # As Kafka: v10-11 carry topic ids but may not use them, and a null
@@ -113,8 +133,18 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 if topic is None:
                     entries.append(error_entry(module, None, topic_id, ErrorCode.unknown_topic_id))
                     continue
+                if not authorize(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, topic.name):
+                    # A topic id is not secret, its name is.
+                    entries.append(error_entry(module, None, topic_id, ErrorCode.topic_authorization_failed))
+                    continue
             else:
+                if not authorize(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, name):
+                    entries.append(error_entry(module, name, None, ErrorCode.topic_authorization_failed))
+                    continue
                 topic = image.topic(name)
+                if topic is None and allow_auto_create and not may_create(ctx, name):
+                    entries.append(error_entry(module, name, None, ErrorCode.topic_authorization_failed))
+                    continue
                 if topic is None and broker.cluster is not None:
                     error = broker.cluster.auto_create_topic(name) if allow_auto_create else ErrorCode.unknown_topic_or_partition
                     entries.append(error_entry(module, name, None, error))
@@ -132,7 +162,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                     image = broker.metadata_image
                     topic = image.topic(name)
                     assert topic is not None
-            entries.append(topic_entry(module, topic, include_operations))
+            entries.append(entry(topic))
     return make(
         module.MetadataResponse,
         throttle_time=NO_THROTTLE,
@@ -140,7 +170,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         cluster_id=image.cluster_id,
         controller_id=image.controller_id,
         topics=tuple(entries),
-        cluster_authorized_operations=CLUSTER_OPERATIONS
+        cluster_authorized_operations=cluster_authorized_operations(ctx)
         if getattr(request, "include_cluster_authorized_operations", False)
         else AUTHORIZED_OPERATIONS_OMITTED,
     )

@@ -17,6 +17,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize, authorized_names
 
 
 @api(8)
@@ -26,16 +28,23 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     coordinator = group_coordinator(broker)
     results: dict[tuple[str, int], ErrorCode] = {}
     wanted: dict[tuple[str, int], tuple[int, int, str | None]] = {}
+    # READ on the group, then on each topic (KafkaApis.handleOffsetCommitRequest).
+    group_authorized = authorize(ctx, AclOperation.READ, ResourceType.GROUP, request.group_id)
+    readable = authorized_names(ctx, AclOperation.READ, ResourceType.TOPIC, (t.name for t in request.topics))
     for topic in request.topics:
         for p in topic.partitions:
             key = (topic.name, p.partition_index)
-            if broker.partition(topic.name, p.partition_index) is None:
+            if not group_authorized:
+                results[key] = ErrorCode.group_authorization_failed
+            elif topic.name not in readable:
+                results[key] = ErrorCode.topic_authorization_failed
+            elif broker.partition(topic.name, p.partition_index) is None:
                 results[key] = ErrorCode.unknown_topic_or_partition
             else:
                 wanted[key] = (p.committed_offset, getattr(p, "committed_leader_epoch", -1), p.committed_metadata)
     if coordinator is None:
         results.update({key: ErrorCode.coordinator_not_available for key in wanted})
-    else:
+    elif group_authorized:
         retention = getattr(request, "retention_time", None)
         results.update(
             await coordinator.commit_offsets(

@@ -15,6 +15,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize, authorized_names
 
 
 @api(47)
@@ -22,12 +24,19 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(47, ctx.api_version)
     broker = ctx.broker
     coordinator = group_coordinator(broker)
+    if not authorize(ctx, AclOperation.DELETE, ResourceType.GROUP, request.group_id):
+        return make(
+            module.OffsetDeleteResponse, error_code=ErrorCode.group_authorization_failed, throttle_time=NO_THROTTLE, topics=()
+        )
+    readable = authorized_names(ctx, AclOperation.READ, ResourceType.TOPIC, (t.name for t in request.topics))
     results: dict[tuple[str, int], ErrorCode] = {}
     wanted = []
     for topic in request.topics:
         for p in topic.partitions:
             key = (topic.name, p.partition_index)
-            if broker.partition(topic.name, p.partition_index) is None:
+            if topic.name not in readable:
+                results[key] = ErrorCode.topic_authorization_failed
+            elif broker.partition(topic.name, p.partition_index) is None:
                 results[key] = ErrorCode.unknown_topic_or_partition
             else:
                 wanted.append(key)

@@ -18,6 +18,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize, authorized_names
 
 INVALID_OFFSET = -1
 NO_METADATA = ""
@@ -31,14 +33,23 @@ def fetch(
     UNSTABLE_OFFSET_COMMIT (the client retries)."""
     wanted = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
     coordinator = group_coordinator(ctx.broker)
-    if coordinator is None:
+    if not authorize(ctx, AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+        error, found = ErrorCode.group_authorization_failed, {}
+    elif coordinator is None:
         error, found = ErrorCode.coordinator_not_available, {}
     else:
         error, found = coordinator.fetch_offsets(group_id, wanted, require_stable)
     unstable = coordinator.pending_offset_partitions(group_id) if require_stable and coordinator is not None else set()
     by_topic: dict[str, list[tuple[int, OffsetAndMetadata | None, ErrorCode]]] = {}
-    for (topic, index), committed in (found.items() if wanted is None else ((tp, found.get(tp)) for tp in wanted)):
-        if (topic, index) in unstable:
+    entries = list(found.items() if wanted is None else ((tp, found.get(tp)) for tp in wanted))
+    # DESCRIBE on each topic: all of the group's offsets leave the others out, named
+    # partitions answer TOPIC_AUTHORIZATION_FAILED (KafkaApis.handleOffsetFetchRequest).
+    described = authorized_names(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, (t for (t, _), _ in entries))
+    for (topic, index), committed in entries:
+        if topic not in described:
+            if wanted is not None:
+                by_topic.setdefault(topic, []).append((index, None, ErrorCode.topic_authorization_failed))
+        elif (topic, index) in unstable:
             by_topic.setdefault(topic, []).append((index, None, ErrorCode.unstable_offset_commit))
         else:
             by_topic.setdefault(topic, []).append((index, committed, ErrorCode.none))

@@ -18,6 +18,8 @@ from kwire.handlers.leadership import absent_partition_error
 from kwire.handlers.list_offsets import check_leader_epoch
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize_cluster, authorized_names
 
 # Kafka's OffsetsForLeaderEpochRequest.CONSUMER_REPLICA_ID / DEBUGGING_REPLICA_ID.
 CONSUMER_REPLICA_ID = -1
@@ -30,12 +32,21 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     replica_id = getattr(request, "replica_id", CONSUMER_REPLICA_ID)
     topics = []
+    # Followers need CLUSTER_ACTION; consumers (KIP-320) may ask with DESCRIBE on the topic.
+    described = (
+        None
+        if authorize_cluster(ctx, AclOperation.CLUSTER_ACTION)
+        else authorized_names(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, (t.topic for t in request.topics))
+    )
     for topic in request.topics:
         partitions = []
         for wanted in topic.partitions:
             epoch, end_offset = -1, -1
-            partition = broker.partition(topic.topic, wanted.partition)
-            if partition is None:
+            authorized = described is None or topic.topic in described
+            partition = broker.partition(topic.topic, wanted.partition) if authorized else None
+            if not authorized:
+                error = ErrorCode.topic_authorization_failed
+            elif partition is None:
                 error = absent_partition_error(broker, topic.topic, wanted.partition)
             else:
                 error = check_leader_epoch(partition, wanted.current_leader_epoch)

@@ -17,6 +17,8 @@ from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize
 
 
 @api(14)
@@ -25,7 +27,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     coordinator = group_coordinator(ctx.broker)
     protocol_type = getattr(request, "protocol_type", None)
     protocol_name = getattr(request, "protocol_name", None)
-    if coordinator is None:
+    if not authorize(ctx, AclOperation.READ, ResourceType.GROUP, request.group_id):
+        result = SyncResult(ErrorCode.group_authorization_failed)
+    elif coordinator is None:
         result = SyncResult(ErrorCode.coordinator_not_available)
     elif ctx.api_version >= 5 and (protocol_type is None or protocol_name is None):
         result = SyncResult(ErrorCode.inconsistent_group_protocol)

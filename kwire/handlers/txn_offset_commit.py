@@ -18,6 +18,8 @@ from kwire.handlers.add_partitions_to_txn import fenced_for
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation, ResourceType
+from kwire.security.authorizer import authorize, authorized_names
 
 
 @api(28)
@@ -30,7 +32,21 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     }
     groups = group_coordinator(ctx.broker)
     transactions = transaction_coordinator(ctx.broker)
-    if groups is None or transactions is None:
+    # Per partition: refused topics; the others get the commit's error.
+    requested = list(offsets)
+    readable = authorized_names(ctx, AclOperation.READ, ResourceType.TOPIC, (t.name for t in request.topics))
+    errors = {key: ErrorCode.topic_authorization_failed for key in requested if key[0] not in readable}
+    for key in errors:
+        del offsets[key]
+    if not authorize(ctx, AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id):
+        error = ErrorCode.transactional_id_authorization_failed
+        errors.clear()
+    elif not authorize(ctx, AclOperation.READ, ResourceType.GROUP, request.group_id):
+        error = ErrorCode.group_authorization_failed
+        errors.clear()
+    elif not offsets:
+        error = ErrorCode.none
+    elif groups is None or transactions is None:
         error = ErrorCode.coordinator_not_available
     else:
         error = groups.check(request.group_id)
@@ -50,8 +66,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             )
     error = fenced_for(error, ctx.api_version, 3)
     topics: dict[str, list[Any]] = {}
-    for name, index in offsets:
-        topics.setdefault(name, []).append(make(module.TxnOffsetCommitResponsePartition, partition_index=index, error_code=error))
+    for name, index in requested:
+        topics.setdefault(name, []).append(
+            make(module.TxnOffsetCommitResponsePartition, partition_index=index, error_code=errors.get((name, index), error))
+        )
     return make(
         module.TxnOffsetCommitResponse,
         throttle_time=NO_THROTTLE,

@@ -23,6 +23,8 @@ from kwire.errors import KafkaError
 from kwire.handlers import RequestContext
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
+from kwire.security.acl import AclOperation
+from kwire.security.authorizer import authorize_cluster
 
 if TYPE_CHECKING:
     from kwire.broker import Broker
@@ -105,17 +107,22 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     module = response_module(27, ctx.api_version)
     timeout_ms = setting(ctx.broker.config, "request.timeout.ms", REQUEST_TIMEOUT_MS)
     markers = []
+    # Only brokers (transaction coordinators) write markers.
+    authorized = authorize_cluster(ctx, AclOperation.CLUSTER_ACTION)
     for marker in request.markers:
         partitions = [(t.name, int(i)) for t in marker.topics for i in t.partition_indexes]
-        results = await write_markers(
-            ctx.broker,
-            marker.producer_id,
-            marker.producer_epoch,
-            bool(marker.transaction_result),
-            marker.coordinator_epoch,
-            partitions,
-            timeout_ms,
-        )
+        if not authorized:
+            results = {tp: ErrorCode.cluster_authorization_failed for tp in partitions}
+        else:
+            results = await write_markers(
+                ctx.broker,
+                marker.producer_id,
+                marker.producer_epoch,
+                bool(marker.transaction_result),
+                marker.coordinator_epoch,
+                partitions,
+                timeout_ms,
+            )
         by_topic: dict[str, list[Any]] = {}
         for (name, index), error in results.items():
             by_topic.setdefault(name, []).append(

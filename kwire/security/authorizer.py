@@ -298,6 +298,14 @@ def filter_authorized(
     return authorized, unauthorized
 
 
+def cluster_authorized_operations(context: Any) -> int:
+    """The cluster's authorized operations, as Metadata and DescribeCluster answer them:
+    none (0) without DESCRIBE on the cluster."""
+    if not authorize_cluster(context, AclOperation.DESCRIBE):
+        return 0
+    return authorized_operations(context, ResourceType.CLUSTER, CLUSTER_NAME)
+
+
 def authorized_operations(context: Any, resource_type: ResourceType, name: str) -> int:
     """The bit field of the operations allowed on the resource (with no authorizer:
     every operation its type supports, as Kafka answers)."""
