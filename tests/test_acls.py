@@ -29,6 +29,7 @@ from confluent_kafka.admin import (
 )
 from kio.schema.errors import ErrorCode
 from raw_client import RawClient
+from security_harness import PLAIN_USERS, plain_jaas
 
 from compat.clients import install_java, java_classpath
 from kwire.protocol.messages import make, request_class, request_module
@@ -53,8 +54,8 @@ def end_setup(broker: Any) -> None:
     broker.restart()
 
 
-def admin(broker: Any) -> AdminClient:
-    return AdminClient({"bootstrap.servers": broker.bootstrap})
+def admin(broker: Any, config: dict[str, Any] | None = None) -> AdminClient:
+    return AdminClient({"bootstrap.servers": broker.bootstrap, **(config or {})})
 
 
 def binding(
@@ -65,14 +66,14 @@ def binding(
     return AclBinding(resource_type, name, pattern, principal, host, operation, permission)
 
 
-def create_acls(broker: Any, bindings: list[AclBinding]) -> None:
-    client = admin(broker)  # alive until the answers are in
+def create_acls(broker: Any, bindings: list[AclBinding], config: dict[str, Any] | None = None) -> None:
+    client = admin(broker, config)  # alive until the answers are in
     for future in client.create_acls(bindings, request_timeout=TIMEOUT).values():
         future.result()
 
 
-def create_topics(broker: Any, names: list[str]) -> None:
-    client = admin(broker)
+def create_topics(broker: Any, names: list[str], config: dict[str, Any] | None = None) -> None:
+    client = admin(broker, config)
     for future in client.create_topics([NewTopic(n, 1, 1) for n in names], operation_timeout=TIMEOUT).values():
         future.result()
 
@@ -103,11 +104,13 @@ def produce(broker: Any, topic: str, count: int = 3, config: dict[str, Any] | No
     return errors
 
 
-def consume(broker: Any, topic: str, group: str, count: int) -> tuple[list[bytes], Any]:
+def consume(
+    broker: Any, topic: str, group: str, count: int, config: dict[str, Any] | None = None
+) -> tuple[list[bytes], Any]:
     """(values read, the first error) of a group consumer reading `topic` from the start."""
     consumer = Consumer({
         "bootstrap.servers": broker.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
+        "enable.auto.commit": False, **(config or {}),
     })
     consumer.subscribe([topic])
     values: list[bytes] = []
@@ -490,3 +493,64 @@ def test_java_client_matrix(matrix_broker, tmp_path: Path) -> None:
     assert lines["consume-orders-strangers"] == "GroupAuthorizationException"
     assert lines["consume-secret-readers"] == "TopicAuthorizationException"
 
+
+
+# SASL PLAIN users: admin (super user), alice (granted), bob (nothing).
+
+
+@pytest.fixture
+def sasl_broker(broker_factory, tmp_path: Path) -> tuple[Any, Any]:
+    """(broker, settings of a user): PLAINTEXT (ANONYMOUS) and SASL_PLAINTEXT with PLAIN."""
+    from conftest import free_port
+
+    broker = acl_broker(broker_factory, setup=False, **{"super.users": "User:admin"})
+    broker.stop()
+    sasl_port = free_port()
+    broker.overrides.update({
+        "listeners": f"PLAINTEXT://127.0.0.1:{broker.port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": plain_jaas(PLAIN_USERS),
+    })
+    broker.start()
+
+    def user(name: str) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": f"127.0.0.1:{sasl_port}", "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "PLAIN", "sasl.username": name, "sasl.password": PLAIN_USERS[name],
+        }
+
+    return broker, user
+
+
+def test_sasl_users(sasl_broker) -> None:
+    broker, user = sasl_broker
+    admin_conf = user("admin")
+    create_topics(broker, ["shared"], admin_conf)
+    alice = "User:alice"
+    create_acls(broker, [
+        binding(ResourceType.TOPIC, "shared", AclOperation.WRITE, principal=alice),
+        binding(ResourceType.TOPIC, "shared", AclOperation.READ, principal=alice),
+        binding(ResourceType.GROUP, "team", AclOperation.READ, principal=alice),
+    ], admin_conf)
+    assert produce(broker, "shared", config=user("alice")) == [None] * 3
+    errors = produce(broker, "shared", count=1, config=user("bob"))
+    assert errors[0] is not None and errors[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # ANONYMOUS (PLAINTEXT) has no ACL either.
+    errors = produce(broker, "shared", count=1)
+    assert errors[0] is not None and errors[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert consume(broker, "shared", "team", 3, user("alice")) == ([b"m0", b"m1", b"m2"], None)
+    assert consume(broker, "shared", "team", 3, user("bob"))[1] == KafkaError.GROUP_AUTHORIZATION_FAILED
+    # Only the super user may see the ACLs.
+    assert raw_describe_acls(broker.port).error_code == ErrorCode.cluster_authorization_failed
+    client = admin(broker, admin_conf)
+    assert len(client.describe_acls(ALL_ACLS, request_timeout=TIMEOUT).result()) == 3
+    # A deny from alice's host wins over her allow, at once (the index follows the store).
+    create_acls(broker, [binding(ResourceType.TOPIC, "shared", AclOperation.READ, AclPermissionType.DENY,
+                                 principal=alice, host="127.0.0.1")], admin_conf)
+    assert produce(broker, "shared", count=1, config=user("alice")) == [None]  # WRITE stays
+    assert consume(broker, "shared", "team", 1, user("alice"))[1] == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # And it all holds after a restart.
+    broker.restart()
+    assert len(admin(broker, admin_conf).describe_acls(ALL_ACLS, request_timeout=TIMEOUT).result()) == 4
+    errors = produce(broker, "shared", count=1, config=user("bob"))
+    assert errors[0] is not None and errors[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
