@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from compat.security import SaslSsl, SecurityError
+
 ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_OVERRIDES = [
@@ -43,18 +45,27 @@ class KwireBroker:
     """`python -m kwire serve` on a free loopback port with a temporary log.dirs."""
 
     def __init__(self, log_path: Path, overrides: list[str] | None = None,
-                 start_timeout: float = 30.0):
+                 start_timeout: float = 30.0, sasl_ssl: SaslSsl | None = None):
         self.log_path = log_path
         self.overrides = DEFAULT_OVERRIDES + list(overrides or [])
         self.start_timeout = start_timeout
+        # With sasl_ssl: a SASL_SSL listener besides PLAINTEXT, and its SCRAM user made
+        # after every start (a fresh log.dirs holds no credentials).
+        self.sasl_ssl = sasl_ssl
         self.proc: subprocess.Popen | None = None
         self.dir: str | None = None
         self.port = 0
+        self.sasl_ssl_port = 0
         self.starts = 0
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_bootstrap(self) -> str:
+        """What the drivers are given: the SASL_SSL listener in a security run."""
+        return f"127.0.0.1:{self.sasl_ssl_port}" if self.sasl_ssl else self.bootstrap
 
     def start(self) -> None:
         # The free port is only free when asked: another process may take it before the
@@ -78,10 +89,18 @@ class KwireBroker:
     def _start_once(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="kwire-compat-")
         self.port = free_port()
+        listeners = f"PLAINTEXT://127.0.0.1:{self.port}"
+        overrides = list(self.overrides)
+        if self.sasl_ssl:
+            self.sasl_ssl_port = free_port()
+            while self.sasl_ssl_port == self.port:
+                self.sasl_ssl_port = free_port()
+            listeners += f",SASL_SSL://127.0.0.1:{self.sasl_ssl_port}"
+            overrides = self.sasl_ssl.broker_overrides() + overrides
         cmd = [sys.executable, "-m", "kwire", "serve",
-               "--override", f"listeners=PLAINTEXT://127.0.0.1:{self.port}",
+               "--override", f"listeners={listeners}",
                "--override", f"log.dirs={self.dir}"]
-        for o in self.overrides:
+        for o in overrides:
             cmd += ["--override", o]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
@@ -110,7 +129,15 @@ class KwireBroker:
             if self.proc.poll() is not None:
                 raise BrokerError(f"kwire exited with {self.proc.returncode} at start "
                                   f"(see {self.log_path})")
-            if ready.is_set() and port_open("127.0.0.1", self.port):
+            if ready.is_set() and port_open("127.0.0.1", self.port) and \
+                    (not self.sasl_ssl or port_open("127.0.0.1", self.sasl_ssl_port)):
+                if self.sasl_ssl:
+                    try:
+                        self.sasl_ssl.create_user(self.bootstrap)
+                    except SecurityError as e:
+                        self.stop()
+                        raise BrokerError(f"SCRAM user not created: {e} (see {self.log_path})") \
+                            from None
                 return
             time.sleep(0.05)
         self.stop()

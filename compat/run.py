@@ -4,12 +4,13 @@
     python -m compat --clients java,kcat --scenarios transactions
     python -m compat --bootstrap 127.0.0.1:9092 --output /tmp/r.md   # an already running broker
     python -m compat --cluster 3          # a 3-broker cluster per client; RESULTS-cluster.md
+    python -m compat --security           # every client over SASL_SSL + SCRAM-SHA-512; RESULTS-security.md
 
 Exits 1 when a cell fails (a check, a timeout, a client that could not be installed,
 an n.a. that scenarios.NOT_APPLICABLE does not list), when a broker (with --cluster: any
 broker, or ZooKeeper) died or did not stop cleanly on SIGTERM, or (--check) when the cell
-statuses differ from the committed RESULTS.md (RESULTS-cluster.md); 0 when all is as it
-should be.
+statuses differ from the committed RESULTS.md (RESULTS-cluster.md, RESULTS-security.md);
+0 when all is as it should be.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from compat import scenarios as S  # noqa: E402
 from compat.broker import BrokerError, ExternalBroker, KwireBroker  # noqa: E402
 from compat.clients import BY_ID, CLIENTS, ROOT, WORK, Client, log  # noqa: E402
 from compat.cluster import KwireCluster, ZooKeeper, cluster_overrides  # noqa: E402
+from compat.security import MECHANISM, SaslSsl  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,10 +63,10 @@ class Cell:
 
 
 def run_scenario(client: Client, scenario: str, bootstrap: str, prefix: str,
-                 timeout: float, logdir: Path) -> Cell:
+                 timeout: float, logdir: Path, extra_env: dict[str, str] | None = None) -> Cell:
     cmd = client.command(scenario, bootstrap, prefix)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               PYTHONUNBUFFERED="1", **client.env)
+               PYTHONUNBUFFERED="1", **client.env, **(extra_env or {}))
     logdir.mkdir(parents=True, exist_ok=True)
     errpath = logdir / f"{scenario}.log"
     t0 = time.monotonic()
@@ -149,7 +151,7 @@ def run_client(client: Client, args, runid: str) -> dict:
         broker = KwireCluster(args.zookeeper, args.cluster, logdir,
                               f"/compat/{runid}-{client.id}", args.override)
     else:
-        broker = KwireBroker(logdir / "broker.log", args.override)
+        broker = KwireBroker(logdir / "broker.log", args.override, sasl_ssl=args.sasl_ssl)
     prefix = f"c{runid}-{client.id}"
     log(f"{client.id} {out['version']}: running {len(args.scenarios)} scenarios")
     budget_end = min(t0 + args.client_timeout, args.deadline_at)
@@ -204,7 +206,12 @@ def run_client(client: Client, args, runid: str) -> dict:
                     cell = Cell("fail", f"broker did not start: {err}")
                     break
             limit = min(args.scenario_timeout, max(5.0, budget_end - time.monotonic()))
-            cell = run_scenario(client, s, broker.bootstrap, prefix, limit, logdir)
+            if args.sasl_ssl is not None:
+                # The SASL_SSL listener, and the security settings in the environment.
+                cell = run_scenario(client, s, broker.client_bootstrap, prefix, limit, logdir,
+                                    args.sasl_ssl.driver_env())
+            else:
+                cell = run_scenario(client, s, broker.bootstrap, prefix, limit, logdir)
             if broker.stopped_from_outside():
                 # Not kwire's doing (another process sent SIGTERM/SIGINT): run the scenario
                 # again on a fresh broker rather than record a failure. A crash (any other
@@ -225,7 +232,7 @@ def run_client(client: Client, args, runid: str) -> dict:
             out["broker_problems"].append(f"{broker.death()} during {s}")
             started = False  # recorded here: not again as a death after this scenario
             break
-        if cell.status == "na" and (client.id, s) not in S.NOT_APPLICABLE:
+        if cell.status == "na" and (client.id, s) not in S.not_applicable(args.security):
             # n.a. means the client lacks the API; anywhere else it would hide a failure.
             cell = Cell("fail", f"n.a. where the client has the API: {cell.detail}", cell.seconds)
         out["cells"][s] = cell
@@ -269,13 +276,23 @@ def write_results(path: Path, results: list[dict], scenarios: list[str], args, s
                   "`zookeeper.connect`, temporary log.dirs, every client given all brokers "
                   "as bootstrap), overrides " + overrides + ", "
                   + ", ".join(f"`{o}`" for o in cluster_overrides(args.cluster)))
+    elif args.security:
+        target = ("a fresh kwire broker per client (`python -m kwire serve`, temporary "
+                  "log.dirs) with a PLAINTEXT and a SASL_SSL listener (a test CA's "
+                  "certificate, `ssl.keystore.type=PEM`, "
+                  f"`sasl.enabled.mechanisms={MECHANISM}`), overrides " + overrides
+                  + f"; a {MECHANISM} user created over PLAINTEXT with "
+                  "AlterUserScramCredentials after each start, every client connected to "
+                  f"the SASL_SSL listener only, as that user over TLS trusting the test CA")
     else:
         target = ("a fresh kwire broker per client (`python -m kwire serve`, temporary "
                   "log.dirs), overrides " + overrides)
+    title = " (cluster)" if args.cluster else f" (SASL_SSL, {MECHANISM})" if args.security else ""
+    flags = f" --cluster {args.cluster}" if args.cluster else " --security" if args.security else ""
     lines = [
-        f"# kwire client compatibility matrix{' (cluster)' if args.cluster else ''}",
+        f"# kwire client compatibility matrix{title}",
         "",
-        f"Generated by `python -m compat{f' --cluster {args.cluster}' if args.cluster else ''}` on {started} against {target}, kwire commit `{commit}`, "
+        f"Generated by `python -m compat{flags}` on {started} against {target}, kwire commit `{commit}`, "
         f"in {wall:.0f}s. What each row checks: [README.md](README.md#scenarios).",
         "",
         head,
@@ -382,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="run against a fresh N-broker kwire cluster per client (a real "
                          "ZooKeeper for the run; replication factor min(3,N)); the table is "
                          "compat/RESULTS-cluster.md")
+    ap.add_argument("--security", action="store_true",
+                    help="every client over a SASL_SSL listener (a test CA, SCRAM-SHA-512, a "
+                         "user created by the harness); the table is compat/RESULTS-security.md")
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                     help="extra kwire broker config (repeatable)")
     ap.add_argument("--jobs", type=int, default=2, help="clients run in parallel (2)")
@@ -413,8 +433,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cluster < 0 or (args.cluster and args.bootstrap):
         ap.error("--cluster takes a number of brokers (1 or more) and no --bootstrap")
-    # The cluster run keeps its table, logs and results apart from the single broker's.
-    tag = "-cluster" if args.cluster else ""
+    if args.security and (args.cluster or args.bootstrap):
+        ap.error("--security starts its own single brokers: no --cluster, no --bootstrap")
+    # The cluster and security runs keep their tables, logs and results apart.
+    tag = "-cluster" if args.cluster else "-security" if args.security else ""
     args.logs = WORK / f"logs{tag}"
     if args.output is None:
         full = len(clients) == len(CLIENTS) and args.scenarios == S.SCENARIO_IDS
@@ -454,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         for c in clients:
             c.install = (lambda r: (lambda: r))(pre[c.id])
     runid = secrets.token_hex(3)
+    # The test CA and the broker's key for this run; removed at the end.
+    args.sasl_ssl = SaslSsl(WORK / f"security-{runid}") if args.security else None
     zk_problem = ""
     args.zookeeper = None
     if args.cluster:
@@ -471,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
             results = list(ex.map(lambda c: run_client(c, args, runid), clients))
     finally:
+        if args.sasl_ssl is not None:
+            args.sasl_ssl.remove()
         if args.zookeeper is not None:
             if not zk_problem and not args.zookeeper.alive():
                 zk_problem = f"ZooKeeper died during the run (exit {args.zookeeper.exit_status()})"

@@ -72,6 +72,16 @@ NOT_APPLICABLE: frozenset[tuple[str, str]] = frozenset({
     ("kcat", "groups"),
     ("confluent-js", "describe_configs"),
 })
+# Cells that may say n.a. only in the SASL_SSL run (`--security`): the client cannot
+# speak SASL_SSL with SCRAM-SHA-512 at all. Every client of the matrix can, so none.
+NOT_APPLICABLE_SECURITY: frozenset[tuple[str, str]] = frozenset()
+
+
+def not_applicable(security: bool = False) -> frozenset[tuple[str, str]]:
+    """The cells that may say n.a. in a run (with `--security` or without)."""
+    return NOT_APPLICABLE | NOT_APPLICABLE_SECURITY if security else NOT_APPLICABLE
+
+
 BY_ID = {s.id: s for s in SCENARIOS}
 
 # Data conventions shared by every driver.

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
 from compat import scenarios as S
 from compat.drivers import common as C
@@ -18,6 +19,14 @@ from compat.drivers.common import check
 C.LogDiag.install("aiokafka", debug=("aiokafka.conn",))
 
 COMMON = {"request_timeout_ms": 10000}
+SECURITY = C.security()
+if SECURITY is not None:
+    # aiokafka takes TLS as an ssl.SSLContext; its helper builds one trusting the CA.
+    COMMON.update(security_protocol=SECURITY["protocol"],
+                  ssl_context=create_ssl_context(cafile=SECURITY["ca"]),
+                  sasl_mechanism=SECURITY["mechanism"],
+                  sasl_plain_username=SECURITY["username"],
+                  sasl_plain_password=SECURITY["password"])
 
 
 def sync(fn):

@@ -22,6 +22,20 @@ import traceback
 from compat import scenarios as S
 
 
+def security() -> dict[str, str] | None:
+    """The security settings the harness passes in the environment (`--security`, see
+    compat/security.py): protocol, ca (a PEM file), mechanism, username, password; None
+    for a PLAINTEXT run."""
+    protocol = os.environ.get("KWIRE_COMPAT_SECURITY_PROTOCOL")
+    if not protocol:
+        return None
+    return {"protocol": protocol,
+            "ca": os.environ["KWIRE_COMPAT_SSL_CA_LOCATION"],
+            "mechanism": os.environ["KWIRE_COMPAT_SASL_MECHANISM"],
+            "username": os.environ["KWIRE_COMPAT_SASL_USERNAME"],
+            "password": os.environ["KWIRE_COMPAT_SASL_PASSWORD"]}
+
+
 class Fail(Exception):
     """A check did not hold."""
 

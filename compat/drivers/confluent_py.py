@@ -46,10 +46,19 @@ _logger.propagate = False
 _logger.setLevel(logging.DEBUG)
 
 
+SECURITY = C.security()
+# librdkafka's names for the SASL_SSL run's settings (none in a PLAINTEXT run).
+SECURE = {} if SECURITY is None else {
+    "security.protocol": SECURITY["protocol"], "ssl.ca.location": SECURITY["ca"],
+    "sasl.mechanism": SECURITY["mechanism"], "sasl.username": SECURITY["username"],
+    "sasl.password": SECURITY["password"]}
+
+
 def base(ctx, **extra):
     conf = {"bootstrap.servers": ctx.bootstrap, "socket.timeout.ms": 10000,
             "broker.address.family": "v4", "debug": "fetch,eos",
-            "logger": _logger, "error_cb": lambda err: C.note_client_error(str(err))}
+            "logger": _logger, "error_cb": lambda err: C.note_client_error(str(err)),
+            **SECURE}
     conf.update(extra)
     return conf
 

@@ -18,6 +18,12 @@ C.LogDiag.install("kafka", debug=("kafka.protocol.parser", "kafka.producer.trans
                   ignore=("disabling auto-commit",))
 
 COMMON = {"request_timeout_ms": 10000}
+SECURITY = C.security()
+if SECURITY is not None:
+    COMMON.update(security_protocol=SECURITY["protocol"], ssl_cafile=SECURITY["ca"],
+                  sasl_mechanism=SECURITY["mechanism"],
+                  sasl_plain_username=SECURITY["username"],
+                  sasl_plain_password=SECURITY["password"])
 
 
 def admin(ctx):

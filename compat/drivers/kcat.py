@@ -17,9 +17,20 @@ from compat import scenarios as S
 from compat.drivers import common as C
 from compat.drivers.common import check
 
+SECURITY = C.security()
+# The SASL_SSL run's settings as librdkafka properties on every kcat command line.
+SECURE: list[str] = [] if SECURITY is None else [
+    arg for k, v in (("security.protocol", SECURITY["protocol"]),
+                     ("ssl.ca.location", SECURITY["ca"]),
+                     ("sasl.mechanism", SECURITY["mechanism"]),
+                     ("sasl.username", SECURITY["username"]),
+                     ("sasl.password", SECURITY["password"]))
+    for arg in ("-X", f"{k}={v}")]
+
 
 def kcat(ctx, args, stdin: str | None = None, timeout: float = 15.0, ok_rc=(0,)):
-    cmd = ["kcat", "-b", ctx.bootstrap, "-m", "10", "-X", "broker.address.family=v4"] + args
+    cmd = ["kcat", "-b", ctx.bootstrap, "-m", "10", "-X", "broker.address.family=v4",
+           *SECURE] + args
     try:
         p = subprocess.run(cmd, input=(stdin or "").encode(), capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
@@ -139,7 +150,7 @@ class Member:
     """A `kcat -G` process in the background; parses records and its rebalance lines."""
 
     def __init__(self, ctx, group, topic):
-        cmd = ["kcat", "-b", ctx.bootstrap, "-X", "broker.address.family=v4", "-G", group,
+        cmd = ["kcat", "-b", ctx.bootstrap, "-X", "broker.address.family=v4", *SECURE, "-G", group,
                "-X", "auto.offset.reset=earliest", "-J", "-u", topic]
         self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   stdin=subprocess.DEVNULL)
@@ -269,7 +280,7 @@ def s_transactions(ctx):
     # transactional.id then makes the coordinator abort it (InitProducerId fences the
     # old epoch), which is the abort this row checks.
     ctx.step("transaction x (left open by an interrupted kcat)")
-    cmd = ["kcat", "-b", ctx.bootstrap, "-m", "10", "-X", "broker.address.family=v4", "-P",
+    cmd = ["kcat", "-b", ctx.bootstrap, "-m", "10", "-X", "broker.address.family=v4", *SECURE, "-P",
            "-t", ctx.topic, *txn]
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)

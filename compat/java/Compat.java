@@ -131,7 +131,26 @@ public class Compat {
         p.put("request.timeout.ms", "10000");
         p.put("default.api.timeout.ms", "15000");
         p.put("client.dns.lookup", "use_all_dns_ips");
+        addSecurity(p);
         return p;
+    }
+
+    // The SASL_SSL run (python -m compat --security) passes its settings in the environment:
+    // TLS trusting the test CA's PEM file, SCRAM with the harness's user.
+    static void addSecurity(Properties p) {
+        String protocol = System.getenv("KWIRE_COMPAT_SECURITY_PROTOCOL");
+        if (protocol == null || protocol.isEmpty()) return;
+        p.put("security.protocol", protocol);
+        p.put("ssl.truststore.type", "PEM");
+        p.put("ssl.truststore.location", System.getenv("KWIRE_COMPAT_SSL_CA_LOCATION"));
+        p.put("sasl.mechanism", System.getenv("KWIRE_COMPAT_SASL_MECHANISM"));
+        p.put("sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required"
+                + " username=\"" + jaasQuote(System.getenv("KWIRE_COMPAT_SASL_USERNAME")) + "\""
+                + " password=\"" + jaasQuote(System.getenv("KWIRE_COMPAT_SASL_PASSWORD")) + "\";");
+    }
+
+    static String jaasQuote(String s) {
+        return s.replace("\\", "\\\\").replace("\"", "\\\"");
     }
 
     static Admin admin() {

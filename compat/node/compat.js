@@ -14,6 +14,15 @@ const PARTITIONS = 3, N_KEYED = 30, KEYS = 5, N_SPREAD = 30, N_COMMIT = 20, COMM
   N_COMPRESSED = 20, N_OFFSETS = 10, N_IDEMPOTENT = 50, TXN_BATCH = 5;
 const RETENTION_MS = '123456789';
 
+// The SASL_SSL run (python -m compat --security) passes its settings in the environment.
+const security = process.env.KWIRE_COMPAT_SECURITY_PROTOCOL ? {
+  protocol: process.env.KWIRE_COMPAT_SECURITY_PROTOCOL,
+  ca: process.env.KWIRE_COMPAT_SSL_CA_LOCATION,
+  sasl: { mechanism: process.env.KWIRE_COMPAT_SASL_MECHANISM.toLowerCase(),
+    username: process.env.KWIRE_COMPAT_SASL_USERNAME,
+    password: process.env.KWIRE_COMPAT_SASL_PASSWORD },
+} : null;
+
 const topic = `${prefix}-${scenario}`;
 const group = `${topic}-g`;
 const name = (suffix) => `${prefix}-${scenario}-${suffix}`;
@@ -141,6 +150,8 @@ function kafkajsClient() {
     connectionTimeout: 5000,
     requestTimeout: 10000,
     retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 2000 },
+    // TLS trusting only the test CA; SASL as kafkajs spells the mechanism (scram-sha-512).
+    ...(security ? { ssl: { ca: [require('fs').readFileSync(security.ca)] }, sasl: security.sasl } : {}),
     logLevel: K.logLevel.WARN,
     logCreator: () => ({ level, log }) => {
       const { message, error } = log;
@@ -234,7 +245,10 @@ function confluentClient() {
   };
   const base = { brokers: bootstrap.split(','), connectionTimeout: 5000, requestTimeout: 10000, logger,
     logLevel: KafkaJS.logLevel.DEBUG };
-  const kafka = new KafkaJS.Kafka({ kafkaJS: base, 'broker.address.family': 'v4' });
+  // Its KafkaJS block takes only `ssl: true`; the CA goes in librdkafka's own property.
+  if (security) Object.assign(base, { ssl: true, sasl: security.sasl });
+  const kafka = new KafkaJS.Kafka({ kafkaJS: base, 'broker.address.family': 'v4',
+    ...(security ? { 'ssl.ca.location': security.ca } : {}) });
   return {
     hasDescribeConfigs: false,
     async admin() {
