@@ -284,6 +284,8 @@ MATRIX_ACLS = [
     binding(ResourceType.TOPIC, "pay-secret", AclOperation.READ, AclPermissionType.DENY),
     # audit: read only.
     binding(ResourceType.TOPIC, "audit", AclOperation.READ),
+    # One transactional id.
+    binding(ResourceType.TRANSACTIONAL_ID, "tx-ok", AclOperation.WRITE),
 ]
 
 
@@ -319,6 +321,21 @@ def test_produce_and_consume_matrix(matrix_broker) -> None:
     assert error == KafkaError.TOPIC_AUTHORIZATION_FAILED
     values, error = consume(broker, "hidden", "readers", 3)
     assert error == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_transactions_need_write_on_the_transactional_id(matrix_broker) -> None:
+    broker = matrix_broker
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "tx-ok"})
+    producer.init_transactions(TIMEOUT)
+    producer.begin_transaction()
+    producer.produce("orders", b"in-txn")
+    producer.commit_transaction(TIMEOUT)
+    values, error = consume(broker, "orders", "readers", 1, {"isolation.level": "read_committed"})
+    assert (values, error) == ([b"in-txn"], None)
+    refused = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "tx-other"})
+    with pytest.raises(KafkaException) as e:
+        refused.init_transactions(TIMEOUT)
+    assert kafka_error(e.value) == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 
 
 def test_admin_matrix(matrix_broker) -> None:
