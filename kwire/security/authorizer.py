@@ -19,8 +19,8 @@ The module functions are what handlers call: with no authorizer configured
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from kwire.security.acl import (
     CLUSTER_NAME,
@@ -264,9 +264,6 @@ def authorize_by_resource_type(context: Any, operation: AclOperation, resource_t
     return authorizer.authorize_by_resource_type(context.principal, context.client_host, operation, resource_type)
 
 
-T = TypeVar("T")
-
-
 def authorized_names(
     context: Any, operation: AclOperation, resource_type: ResourceType, names: Iterable[str | None]
 ) -> set[str | None]:
@@ -281,21 +278,6 @@ def authorized_names(
         for n in unique
         if authorizer.authorize(context.principal, context.client_host, operation, resource_type, n)
     }
-
-
-def filter_authorized(
-    context: Any, operation: AclOperation, resource_type: ResourceType, items: Iterable[T], name: Callable[[T], str]
-) -> tuple[list[T], list[T]]:
-    """Split items into (authorized, unauthorized) by the resource name of each."""
-    items = list(items)
-    if context.broker.authorizer is None:
-        return items, []
-    allowed = authorized_names(context, operation, resource_type, (name(i) for i in items))
-    authorized: list[T] = []
-    unauthorized: list[T] = []
-    for item in items:
-        (authorized if name(item) in allowed else unauthorized).append(item)
-    return authorized, unauthorized
 
 
 def cluster_authorized_operations(context: Any) -> int:
