@@ -258,13 +258,19 @@ CLUSTER_BEGIN = "<!-- cluster: written by python -m bench.cluster -->"
 CLUSTER_END = "<!-- /cluster -->"
 
 
+# `python -m bench.tls` writes its section between these, kept the same way.
+TLS_BEGIN = "<!-- tls: written by python -m bench.tls -->"
+TLS_END = "<!-- /tls -->"
+
+
 def keep_cluster_section(path, text: str) -> str:
-    """`text` with the cluster section of the file at `path` (if any) appended."""
+    """`text` with the cluster and TLS sections of the file at `path` (if any) appended."""
     try:
         old = path.read_text()
     except OSError:
         return text
-    if CLUSTER_BEGIN not in old or CLUSTER_END not in old:
-        return text
-    section = CLUSTER_BEGIN + old.split(CLUSTER_BEGIN, 1)[1].split(CLUSTER_END, 1)[0] + CLUSTER_END
-    return text.rstrip("\n") + "\n\n" + section + "\n"
+    for begin, end in ((CLUSTER_BEGIN, CLUSTER_END), (TLS_BEGIN, TLS_END)):
+        if begin in old and end in old:
+            section = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+    return text

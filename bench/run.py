@@ -167,7 +167,8 @@ class Runner:
             b.cleanup()
 
     def worker(self, b: BrokerProcess, phase: str, args: dict, timeout: float) -> dict:
-        args = {**args, "bootstrap": b.bootstrap, "broker_pid": b.pid, "timeout": timeout}
+        # A phase may name another of the broker's listeners (bench/tls.py: SASL_SSL).
+        args = {"bootstrap": b.bootstrap, **args, "broker_pid": b.pid, "timeout": timeout}
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         log_pos = b.log_size()

@@ -36,6 +36,15 @@ class PhaseError(Exception):
     pass
 
 
+# Settings every client of the phase gets besides its own (`client_config` in the phase's
+# arguments): the SASL_SSL phases' security.protocol, CA, mechanism and user.
+CLIENT_CONFIG: dict = {}
+
+
+def client_conf(conf: dict) -> dict:
+    return {**conf, **CLIENT_CONFIG}
+
+
 def _errors_sink(bucket: list):
     def cb(err):
         if len(bucket) < 20:
@@ -45,7 +54,7 @@ def _errors_sink(bucket: list):
 
 def create_topics(bootstrap: str, topics: list[tuple[str, int]], timeout: float) -> dict:
     """CreateTopics via AdminClient. Returns {'created': n, 'errors': [...]}."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_conf({"bootstrap.servers": bootstrap}))
     futs = admin.create_topics([NewTopic(t, num_partitions=p, replication_factor=1) for t, p in topics],
                                request_timeout=timeout, operation_timeout=timeout)
     created, errors = 0, []
@@ -87,7 +96,7 @@ def wait_partitions(client, topic: str, want: int, timeout: float) -> int:
 
 def topic_size(bootstrap: str, topic: str, partitions: int) -> int:
     """Messages in the topic: the sum of high - low watermarks over its partitions."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-size-{time.time_ns()}"})
+    c = Consumer(client_conf({"bootstrap.servers": bootstrap, "group.id": f"bench-size-{time.time_ns()}"}))
     try:
         total = 0
         for part in range(partitions):
@@ -118,7 +127,7 @@ def phase_produce(a: dict) -> dict:
             if len(errors) < 5:
                 errors.append(str(err))
 
-    p = Producer({
+    p = Producer(client_conf({
         "bootstrap.servers": bs,
         "acks": a["acks"],
         "linger.ms": a.get("linger_ms", 5),
@@ -128,7 +137,7 @@ def phase_produce(a: dict) -> dict:
         "delivery.report.only.error": True,
         "on_delivery": on_delivery,
         "error_cb": _errors_sink(errors),
-    })
+    }))
     if cr["errors"]:
         # Auto-create: a first message makes the broker create the topic.
         p.produce(topic, b"x" * size)
@@ -206,8 +215,8 @@ def diagnose_fetch(bootstrap: str, topic: str, seconds: float = 3.0) -> str:
     logger.propagate = False
     logger.addHandler(H())
     logger.setLevel(logging.DEBUG)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-diag-{time.time_ns()}",
-                  "debug": "fetch,protocol", "logger": logger, "enable.auto.commit": False})
+    c = Consumer(client_conf({"bootstrap.servers": bootstrap, "group.id": f"bench-diag-{time.time_ns()}",
+                  "debug": "fetch,protocol", "logger": logger, "enable.auto.commit": False}))
     try:
         md = c.list_topics(topic, timeout=5)
         parts = sorted(md.topics[topic].partitions) if topic in md.topics else [0]
@@ -241,7 +250,7 @@ def phase_consume(a: dict) -> dict:
         "session.timeout.ms": a["session_timeout_ms"],
         "error_cb": _errors_sink(errors),
     }
-    c = Consumer(conf)
+    c = Consumer(client_conf(conf))
     try:
         if mode == "assign":
             md = c.list_topics(topic, timeout=10)
@@ -330,14 +339,14 @@ _HDR = struct.Struct("<qqb")
 
 def _latency_consumer(a: dict, ready, results) -> None:
     try:
-        c = Consumer({
+        c = Consumer(client_conf({
             "bootstrap.servers": a["bootstrap"],
             "group.id": a["group"],
             "enable.partition.eof": False,
             "enable.auto.commit": False,
             "fetch.queue.backoff.ms": 10,
             # fetch.wait.max.ms stays at its default (500): an append must wake the fetch.
-        })
+        }))
         c.assign([TopicPartition(a["topic"], 0, OFFSET_BEGINNING)])
         lat_ns = []
         cpu_at_first = None
@@ -389,12 +398,12 @@ def phase_latency(a: dict) -> dict:
     proc = ctx.Process(target=_latency_consumer, args=(a, ready, results), daemon=True)
     proc.start()
     errors: list[str] = []
-    p = Producer({
+    p = Producer(client_conf({
         "bootstrap.servers": bs,
         "linger.ms": 0,
         "acks": "all",
         "error_cb": _errors_sink(errors),
-    })
+    }))
     pad = b"p" * (size - _HDR.size)
     produce, poll, now_ns = p.produce, p.poll, time.monotonic_ns
     try:
@@ -513,6 +522,7 @@ PHASES = {"produce": phase_produce, "consume": phase_consume, "latency": phase_l
 
 def main() -> None:
     phase, args = sys.argv[1], json.loads(sys.argv[2])
+    CLIENT_CONFIG.update(args.get("client_config") or {})
     try:
         res = PHASES[phase](args)
         res["ok"] = True

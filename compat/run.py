@@ -144,6 +144,8 @@ def run_client(client: Client, args, runid: str) -> dict:
             out["cells"][s] = Cell("fail", f"client not installed: {reason}")
         return out
     logdir = args.logs / client.id
+    # Set by main() with --security; callers that build their own args may leave it out.
+    sasl_ssl: SaslSsl | None = getattr(args, "sasl_ssl", None)
     broker: ExternalBroker | KwireBroker | KwireCluster
     if args.bootstrap:
         broker = ExternalBroker(args.bootstrap)
@@ -151,7 +153,7 @@ def run_client(client: Client, args, runid: str) -> dict:
         broker = KwireCluster(args.zookeeper, args.cluster, logdir,
                               f"/compat/{runid}-{client.id}", args.override)
     else:
-        broker = KwireBroker(logdir / "broker.log", args.override, sasl_ssl=args.sasl_ssl)
+        broker = KwireBroker(logdir / "broker.log", args.override, sasl_ssl=sasl_ssl)
     prefix = f"c{runid}-{client.id}"
     log(f"{client.id} {out['version']}: running {len(args.scenarios)} scenarios")
     budget_end = min(t0 + args.client_timeout, args.deadline_at)
@@ -206,10 +208,10 @@ def run_client(client: Client, args, runid: str) -> dict:
                     cell = Cell("fail", f"broker did not start: {err}")
                     break
             limit = min(args.scenario_timeout, max(5.0, budget_end - time.monotonic()))
-            if args.sasl_ssl is not None:
+            if sasl_ssl is not None:
                 # The SASL_SSL listener, and the security settings in the environment.
                 cell = run_scenario(client, s, broker.client_bootstrap, prefix, limit, logdir,
-                                    args.sasl_ssl.driver_env())
+                                    sasl_ssl.driver_env())
             else:
                 cell = run_scenario(client, s, broker.bootstrap, prefix, limit, logdir)
             if broker.stopped_from_outside():
@@ -232,7 +234,7 @@ def run_client(client: Client, args, runid: str) -> dict:
             out["broker_problems"].append(f"{broker.death()} during {s}")
             started = False  # recorded here: not again as a death after this scenario
             break
-        if cell.status == "na" and (client.id, s) not in S.not_applicable(args.security):
+        if cell.status == "na" and (client.id, s) not in S.not_applicable(sasl_ssl is not None):
             # n.a. means the client lacks the API; anywhere else it would hide a failure.
             cell = Cell("fail", f"n.a. where the client has the API: {cell.detail}", cell.seconds)
         out["cells"][s] = cell
@@ -276,7 +278,7 @@ def write_results(path: Path, results: list[dict], scenarios: list[str], args, s
                   "`zookeeper.connect`, temporary log.dirs, every client given all brokers "
                   "as bootstrap), overrides " + overrides + ", "
                   + ", ".join(f"`{o}`" for o in cluster_overrides(args.cluster)))
-    elif args.security:
+    elif getattr(args, "security", False):
         target = ("a fresh kwire broker per client (`python -m kwire serve`, temporary "
                   "log.dirs) with a PLAINTEXT and a SASL_SSL listener (a test CA's "
                   "certificate, `ssl.keystore.type=PEM`, "
@@ -287,8 +289,9 @@ def write_results(path: Path, results: list[dict], scenarios: list[str], args, s
     else:
         target = ("a fresh kwire broker per client (`python -m kwire serve`, temporary "
                   "log.dirs), overrides " + overrides)
-    title = " (cluster)" if args.cluster else f" (SASL_SSL, {MECHANISM})" if args.security else ""
-    flags = f" --cluster {args.cluster}" if args.cluster else " --security" if args.security else ""
+    security = getattr(args, "security", False)
+    title = " (cluster)" if args.cluster else f" (SASL_SSL, {MECHANISM})" if security else ""
+    flags = f" --cluster {args.cluster}" if args.cluster else " --security" if security else ""
     lines = [
         f"# kwire client compatibility matrix{title}",
         "",
