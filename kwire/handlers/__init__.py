@@ -127,7 +127,8 @@ async def dispatch(context: RequestContext, frame: bytearray) -> Answer | Pendin
     context.api_version = api_version
     context.correlation_id = correlation_id
     context.client_id = header.client_id
-    quotas = context.broker.quotas
+    broker = context.broker
+    quotas = broker.quotas if broker is not None else None  # None: tests of dispatch alone
     # request_percentage quotas measure the time handlers run; those of APIs that wait
     # (long polls, rebalances) would count their waiting, so inline APIs only.
     timed = quotas is not None and api.inline and api_key not in QUOTA_EXEMPT and quotas.enabled(REQUEST_QUOTA)

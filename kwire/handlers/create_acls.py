@@ -15,7 +15,6 @@ from kio.schema.errors import ErrorCode
 
 from kwire.handlers import RequestContext
 from kwire.handlers.describe_acls import CLUSTER_AUTHORIZATION_FAILED, throttle, wire_enum
-from kwire.protocol.acls_v0 import CREATE_ACLS_KEY, acls_request_reader
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 from kwire.security.acl import (
@@ -76,10 +75,12 @@ def creation_binding(creation: Any) -> AclBinding | str:
     )
 
 
-@api(CREATE_ACLS_KEY, decode=acls_request_reader(CREATE_ACLS_KEY))
+CREATE_ACLS_KEY = 30
+
+
+@api(CREATE_ACLS_KEY)
 async def handle(ctx: RequestContext, request: Any) -> Any:
-    # v0's response is v1's (only the request lacks the pattern type); kio has no v0.
-    module = response_module(CREATE_ACLS_KEY, max(ctx.api_version, 1))
+    module = response_module(CREATE_ACLS_KEY, ctx.api_version)
 
     def result(error: ErrorCode, message: str | None = None) -> Any:
         return make(module.AclCreationResult, error_code=error, error_message=message)

@@ -19,9 +19,7 @@ from kwire.handlers.describe_acls import (
     sorted_bindings,
     throttle,
 )
-from kwire.protocol.acls_v0 import DELETE_ACLS_KEY, acls_request_reader, encode_delete_acls_v0
 from kwire.protocol.apis import api
-from kwire.protocol.fetch_response import EncodedBody
 from kwire.protocol.messages import make, response_module
 from kwire.security.acl import AclBinding, AclOperation
 from kwire.security.authorizer import authorize_cluster
@@ -29,10 +27,13 @@ from kwire.security.authorizer import authorize_cluster
 NO_AUTHORIZER = "No Authorizer is configured."
 
 
-@api(DELETE_ACLS_KEY, decode=acls_request_reader(DELETE_ACLS_KEY))
+DELETE_ACLS_KEY = 31
+
+
+@api(DELETE_ACLS_KEY)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     version = ctx.api_version
-    module = response_module(DELETE_ACLS_KEY, max(version, 1))  # kio has no v0
+    module = response_module(DELETE_ACLS_KEY, version)
 
     def filter_result(error: ErrorCode, message: str | None = None, matched: tuple[AclBinding, ...] | list[AclBinding] = ()) -> Any:
         return make(
@@ -57,11 +58,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         )
 
     def answer(results: list[Any]) -> Any:
-        response = make(module.DeleteAclsResponse, throttle_time=throttle(ctx), filter_results=tuple(results))
-        if version == 0:
-            body = encode_delete_acls_v0(response)
-            return EncodedBody([body], len(body))
-        return response
+        return make(module.DeleteAclsResponse, throttle_time=throttle(ctx), filter_results=tuple(results))
 
     if not authorize_cluster(ctx, AclOperation.ALTER):
         return answer([filter_result(ErrorCode.cluster_authorization_failed, CLUSTER_AUTHORIZATION_FAILED)] * len(request.filters))

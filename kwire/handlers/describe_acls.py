@@ -14,9 +14,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from kwire.handlers import RequestContext
-from kwire.protocol.acls_v0 import DESCRIBE_ACLS_KEY, acls_request_reader, encode_describe_acls_v0
 from kwire.protocol.apis import api
-from kwire.protocol.fetch_response import EncodedBody
 from kwire.protocol.messages import make, response_module
 from kwire.security.acl import (
     WILDCARD,
@@ -94,23 +92,22 @@ def sorted_bindings(bindings: list[AclBinding]) -> list[AclBinding]:
     )
 
 
-@api(DESCRIBE_ACLS_KEY, decode=acls_request_reader(DESCRIBE_ACLS_KEY))
+DESCRIBE_ACLS_KEY = 29
+
+
+@api(DESCRIBE_ACLS_KEY)
 async def handle(ctx: RequestContext, request: Any) -> Any:
     version = ctx.api_version
-    module = response_module(DESCRIBE_ACLS_KEY, max(version, 1))  # kio has no v0
+    module = response_module(DESCRIBE_ACLS_KEY, version)
 
     def answer(error: ErrorCode, message: str | None, resources: tuple[Any, ...] = ()) -> Any:
-        response = make(
+        return make(
             module.DescribeAclsResponse,
             throttle_time=throttle(ctx),
             error_code=error,
             error_message=message,
             resources=resources,
         )
-        if version == 0:
-            body = encode_describe_acls_v0(response)
-            return EncodedBody([body], len(body))
-        return response
 
     if not authorize_cluster(ctx, AclOperation.DESCRIBE):
         return answer(ErrorCode.cluster_authorization_failed, CLUSTER_AUTHORIZATION_FAILED)
