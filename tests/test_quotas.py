@@ -8,18 +8,20 @@ AlterClientQuotas as any admin tool would.
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from kio.schema.alter_client_quotas.v1.request import (
     AlterClientQuotasRequest,
     EntityData,
     EntryData,
     OpData,
 )
-from kio.static.primitive import f64
+from kio.static.primitive import f64, i32Timedelta
 from raw_client import RawClient
 
 TIMEOUT = 60
@@ -145,3 +147,35 @@ def test_default_quota_applies_to_every_client(broker_factory, entity) -> None:
     meter.run(18)
     rate = meter.rate_between(began + 12, began + 18)
     assert rate < 1.5 * QUOTA, rate
+
+
+def test_controller_mutation_quota(broker_factory) -> None:
+    """controller_mutation_rate (KIP-599): partitions created per second. A burst of
+    quota.window.num windows is admitted; then CreateTopics v6+ is refused
+    THROTTLING_QUOTA_EXCEEDED with the time to wait, and older versions are throttled."""
+    from kio.schema.create_topics.v5 import request as v5
+    from kio.schema.create_topics.v7 import request as v7
+    from kio.static.primitive import i16, i32
+
+    broker = broker_factory({})
+    set_quota(broker.port, "client-id", "test", "controller_mutation_rate", 2.0)  # RawClient's id
+
+    def create(module, name: str, partitions: int):
+        topic = module.CreatableTopic(name=name, num_partitions=i32(partitions), replication_factor=i16(1),
+                                      assignments=(), configs=())
+        with RawClient(broker.port) as client:
+            response = client.send(module.CreateTopicsRequest(topics=(topic,), timeout=i32Timedelta.parse(datetime.timedelta(seconds=30)),
+                                                              validate_only=False))
+        (result,) = response.topics
+        return result.error_code.value, response.throttle_time.total_seconds() * 1000
+
+    # Burst: 11 windows x 2 partitions/s = 22 partitions.
+    assert create(v7, "m1", 20) == (0, 0)
+    error, throttle = create(v7, "m2", 20)  # admitted into debt: 18 partitions owed
+    assert error == 0 and 8500 <= throttle <= 9000, throttle
+    error, throttle = create(v7, "m3", 1)
+    assert error == 89 and 8000 <= throttle <= 9000, (error, throttle)  # THROTTLING_QUOTA_EXCEEDED
+    error, throttle = create(v5, "m4", 4)  # an old version: created, only throttled
+    assert error == 0 and throttle > 9000, throttle
+    names = set(AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics)
+    assert {"m1", "m2", "m4"} <= names and "m3" not in names

@@ -14,6 +14,7 @@ from kio.schema.errors import ErrorCode
 from kwire.broker import Broker, KafkaError, check_partitions_per_request
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.handlers.controller_mutations import THROTTLING_QUOTA_EXCEEDED_MESSAGE, mutation_refused
 from kwire.handlers.create_topics import check_manual_assignment
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
@@ -88,6 +89,8 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             error, message = ErrorCode.invalid_request, "Duplicate topic name."
         elif wanted.name not in alterable:
             error = ErrorCode.topic_authorization_failed
+        elif not request.validate_only and mutation_refused(ctx, _new_partitions(ctx.broker, wanted)):
+            error, message = ErrorCode.throttling_quota_exceeded, THROTTLING_QUOTA_EXCEEDED_MESSAGE
         else:
             try:
                 await create_partitions(ctx.broker, wanted, request.validate_only, request.timeout.total_seconds())

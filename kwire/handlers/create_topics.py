@@ -18,6 +18,7 @@ from kwire.broker import Broker, KafkaError, check_partitions_per_request, check
 from kwire.config import ConfigError, validate_topic_configs
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.handlers.controller_mutations import THROTTLING_QUOTA_EXCEEDED_MESSAGE, mutation_refused
 from kwire.handlers.describe_configs import topic_config_entries
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
@@ -240,6 +241,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             continue
         if creatable is not None and topic.name not in creatable:
             results.append(_error(module, topic.name, ErrorCode.topic_authorization_failed, "Authorization failed."))
+            continue
+        if not request.validate_only and mutation_refused(ctx, _requested_partitions(ctx.broker, topic)):
+            results.append(_error(module, topic.name, ErrorCode.throttling_quota_exceeded, THROTTLING_QUOTA_EXCEEDED_MESSAGE))
             continue
         try:
             results.append(await _create(ctx, module, topic, request.validate_only, request.timeout.total_seconds() * 1000

@@ -16,6 +16,7 @@ from kwire.broker import KafkaError
 from kwire.cluster.metadata_image import TopicImage
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
+from kwire.handlers.controller_mutations import THROTTLING_QUOTA_EXCEEDED_MESSAGE, mutation_refused
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 from kwire.security.acl import AclOperation, ResourceType
@@ -121,6 +122,8 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     # by id is deleted once, and both get the answer.
     outcome: dict[str, tuple[ErrorCode, str | None]] = {}
     for topic in found:
+        if topic.name not in outcome and mutation_refused(ctx, len(topic.partitions)):
+            outcome[topic.name] = (ErrorCode.throttling_quota_exceeded, THROTTLING_QUOTA_EXCEEDED_MESSAGE)
         if topic.name not in outcome:
             try:
                 if broker.cluster is not None:

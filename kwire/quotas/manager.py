@@ -369,3 +369,4 @@ class ClientQuotaManager:
         for quota_type in types.keys() - self._types.keys():
             log.info("%s quotas enabled", quota_type.value)
         self._types = types
+
