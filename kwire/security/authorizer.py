@@ -108,10 +108,18 @@ class AclAuthorizer:
         # resource type -> all its bindings (authorize_by_resource_type scans them).
         self._by_type: dict[ResourceType, list[AclBinding]] = {}
         self.reindex()
-        store.subscribe(self.reindex)
+        # A change marks the index stale; the next check rebuilds it once. A cluster's
+        # first read of /kafka-acl calls back per znode: rebuilding at each would be
+        # quadratic in the number of resources with ACLs.
+        self._stale = False
+        store.subscribe(self._changed)
+
+    def _changed(self) -> None:
+        self._stale = True
 
     def reindex(self) -> None:
-        """Rebuild the index from the store (its change callback)."""
+        """Rebuild the index from the store."""
+        self._stale = False
         literal: dict[tuple[ResourceType, str], list[AclBinding]] = {}
         prefixed: dict[ResourceType, dict[str, list[AclBinding]]] = {}
         by_type: dict[ResourceType, list[AclBinding]] = {}
@@ -129,6 +137,8 @@ class AclAuthorizer:
 
     def matching_acls(self, resource_type: ResourceType, name: str) -> list[AclBinding]:
         """The bindings that apply to one resource: literal, `*`, and prefixes of its name."""
+        if self._stale:
+            self.reindex()
         found: list[AclBinding] = []
         literal = self._literal.get((resource_type, name))
         if literal:
@@ -185,6 +195,8 @@ class AclAuthorizer:
         deny_prefixes: set[str] = set()
         allow_literals: set[str] = set()
         allow_prefixes: set[str] = set()
+        if self._stale:
+            self.reindex()
         for acl in self._by_type.get(resource_type, ()):
             if (
                 acl.principal not in (principal_text, WILDCARD_PRINCIPAL)
