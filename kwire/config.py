@@ -620,21 +620,20 @@ class BrokerConfig:
                 raise ConfigError(f"super.users: {principal!r} is not principalType:name")
 
     def _validate_tls(self, listener: str) -> None:
+        if not self.listener_value(listener, "ssl.keystore.location"):
+            raise ConfigError(
+                f"listener {listener} ({self.listener_protocol(listener)}) needs ssl.keystore.location: "
+                "a PEM file with the private key and the certificate chain (and ssl.keystore.type=PEM)"
+            )
         for kind in ("keystore", "truststore"):
             store_type = str(self.listener_value(listener, f"ssl.{kind}.type")).upper()
-            location = self.listener_value(listener, f"ssl.{kind}.location")
-            if kind == "truststore" and not location:
+            if kind == "truststore" and not self.listener_value(listener, "ssl.truststore.location"):
                 continue  # no client certificates are checked without one
             if store_type != "PEM":
                 raise ConfigError(
                     f"listener {listener}: ssl.{kind}.type={store_type} is not supported: kwire "
                     f"reads PEM files only (ssl.{kind}.type=PEM); JKS and PKCS12 stores may come later"
                 )
-        if not self.listener_value(listener, "ssl.keystore.location"):
-            raise ConfigError(
-                f"listener {listener} ({self.listener_protocol(listener)}) needs ssl.keystore.location: "
-                "a PEM file with the private key and the certificate chain"
-            )
         if self.listener_value(listener, "ssl.client.auth") != "none" and not self.listener_value(
             listener, "ssl.truststore.location"
         ):

@@ -21,6 +21,7 @@ from confluent_kafka.admin import (
     ScramMechanism,
     UserScramCredentialUpsertion,
 )
+from conftest import _recv_exactly
 from security_harness import PLAIN_USERS, Certificates, SecureListeners
 
 TIMEOUT = 30
@@ -277,8 +278,8 @@ def test_expired_session_without_reauthentication_is_closed(secure) -> None:
         def exchange(api_key: int, version: int, payload: bytes) -> bytes:
             body = struct.pack(">hhih", api_key, version, 1, 4) + b"test" + payload
             s.sendall(struct.pack(">i", len(body)) + body)
-            size = struct.unpack(">i", _recv(s, 4))[0]
-            return _recv(s, size)
+            size = struct.unpack(">i", _recv_exactly(s, 4))[0]
+            return _recv_exactly(s, size)
 
         answer = exchange(17, 1, struct.pack(">h", 5) + b"PLAIN")
         assert answer[4:6] == b"\x00\x00"  # correlation id, then error code 0
@@ -292,16 +293,6 @@ def test_expired_session_without_reauthentication_is_closed(secure) -> None:
         body = struct.pack(">hhih", 3, 1, 3, 4) + b"test" + metadata
         s.sendall(struct.pack(">i", len(body)) + body)
         assert s.recv(1024) == b""
-
-
-def _recv(s: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
 
 
 def test_many_tls_clients_at_once(secure) -> None:
@@ -373,20 +364,20 @@ def test_sasl_handshake_v0_raw_tokens(secure) -> None:
     with socket.create_connection(("127.0.0.1", listeners.ports["SASL_PLAINTEXT"]), timeout=TIMEOUT) as s:
         body = struct.pack(">hhih", 17, 0, 1, 4) + b"test" + struct.pack(">h", 5) + b"PLAIN"
         s.sendall(struct.pack(">i", len(body)) + body)
-        answer = _recv(s, struct.unpack(">i", _recv(s, 4))[0])
+        answer = _recv_exactly(s, struct.unpack(">i", _recv_exactly(s, 4))[0])
         assert answer[4:6] == b"\x00\x00"  # correlation id, then error code 0
         token = b"\0alice\0" + PLAIN_USERS["alice"].encode()
         s.sendall(struct.pack(">i", len(token)) + token)
-        assert struct.unpack(">i", _recv(s, 4))[0] == 0  # PLAIN's empty final token
+        assert struct.unpack(">i", _recv_exactly(s, 4))[0] == 0  # PLAIN's empty final token
         metadata = struct.pack(">hhih", 3, 1, 2, 4) + b"test" + struct.pack(">i", -1)
         s.sendall(struct.pack(">i", len(metadata)) + metadata)
-        answer = _recv(s, struct.unpack(">i", _recv(s, 4))[0])
+        answer = _recv_exactly(s, struct.unpack(">i", _recv_exactly(s, 4))[0])
         assert struct.unpack(">i", answer[:4])[0] == 2
     broker.expect_log("SASL authentication failed")
     with socket.create_connection(("127.0.0.1", listeners.ports["SASL_PLAINTEXT"]), timeout=TIMEOUT) as s:
         body = struct.pack(">hhih", 17, 0, 1, 4) + b"test" + struct.pack(">h", 5) + b"PLAIN"
         s.sendall(struct.pack(">i", len(body)) + body)
-        _recv(s, struct.unpack(">i", _recv(s, 4))[0])
+        _recv_exactly(s, struct.unpack(">i", _recv_exactly(s, 4))[0])
         token = b"\0alice\0wrong"
         s.sendall(struct.pack(">i", len(token)) + token)
         assert s.recv(16) == b""  # v0 has no error answer: the connection closes
