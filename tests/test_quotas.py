@@ -78,7 +78,7 @@ class ProduceMeter:
 
 
 def test_producer_quota_holds_while_an_unthrottled_producer_runs_at_full_speed(broker_factory) -> None:
-    broker = broker_factory({"num.partitions": "1"}).start()
+    broker = broker_factory({"num.partitions": "1"})
     set_quota(broker.port, "client-id", "slow", "producer_byte_rate", QUOTA)
     slow = ProduceMeter(broker.bootstrap, "slow", "quota-slow")
     fast = ProduceMeter(broker.bootstrap, "fast", "quota-fast")
@@ -98,7 +98,7 @@ def test_producer_quota_holds_while_an_unthrottled_producer_runs_at_full_speed(b
 
 
 def test_consumer_quota_holds(broker_factory) -> None:
-    broker = broker_factory({"num.partitions": "1"}).start()
+    broker = broker_factory({"num.partitions": "1"})
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
     for _ in range(12_000):  # 12 MB: more than 32 s of the quota
         producer.produce("quota-read", VALUE)
@@ -140,7 +140,7 @@ def test_consumer_quota_holds(broker_factory) -> None:
 @pytest.mark.parametrize("entity", [("user", None), ("client-id", None)])
 def test_default_quota_applies_to_every_client(broker_factory, entity) -> None:
     """A default entity (name null) throttles a client with no quota of its own."""
-    broker = broker_factory({"num.partitions": "1"}).start()
+    broker = broker_factory({"num.partitions": "1"})
     set_quota(broker.port, entity[0], entity[1], "producer_byte_rate", QUOTA)
     meter = ProduceMeter(broker.bootstrap, "anyone", "quota-default")
     began = time.monotonic()

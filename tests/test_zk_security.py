@@ -581,7 +581,7 @@ def test_acls_and_quotas_created_through_one_broker_hold_on_every_broker(kwire_c
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     # One partition led by each broker.
     for future in admin.create_topics([NewTopic("secret", 3, 1)], operation_timeout=30).values():
-        future.result(timeout=30)
+        future.result(timeout=60)  # beyond the broker's own operation timeout
 
     def creation(resource_type: ResourceType, name: str, pattern: PatternType, principal: str,
                  operation: AclOperation, permission: AclPermissionType) -> create_acls.AclCreation:
