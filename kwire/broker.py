@@ -338,6 +338,10 @@ class Topic:
             file_delete_delay_ms=self.config("file.delete.delay.ms"),
             message_timestamp_type=self.config("message.timestamp.type"),
             cleanup_policy=self.config("cleanup.policy"),
+            delete_retention_ms=self.config("delete.retention.ms"),
+            min_cleanable_dirty_ratio=self.config("min.cleanable.dirty.ratio"),
+            min_compaction_lag_ms=self.config("min.compaction.lag.ms"),
+            max_compaction_lag_ms=self.config("max.compaction.lag.ms"),
         )
 
 

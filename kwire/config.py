@@ -203,6 +203,12 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("log.cleaner.min.cleanable.ratio", float, 0.5),
         ConfigDef("log.cleaner.min.compaction.lag.ms", _I(0, LONG_MAX), 0),
         ConfigDef("log.cleaner.max.compaction.lag.ms", _I(1, LONG_MAX), LONG_MAX),
+        # The log cleaner (kwire.log.cleaner_manager), with Kafka's defaults.
+        ConfigDef("log.cleaner.enable", _parse_bool, True),
+        ConfigDef("log.cleaner.threads", _I(0, INT_MAX), 1),
+        ConfigDef("log.cleaner.backoff.ms", _I(0, LONG_MAX), 15_000),
+        ConfigDef("log.cleaner.dedupe.buffer.size", _I(0, LONG_MAX), 134_217_728),
+        ConfigDef("log.cleaner.io.buffer.load.factor", float, 0.9),
         ConfigDef("log.message.timestamp.before.max.ms", _I(0, LONG_MAX), LONG_MAX),
         ConfigDef("log.message.timestamp.after.max.ms", _I(0, LONG_MAX), LONG_MAX),
         # Deprecated in Kafka 3.6 (KIP-937) but still read: before/after fall back to it.

@@ -197,6 +197,12 @@ class ProducerStateManager:
         self.producers = producers
         return True
 
+    def last_data_offsets(self) -> dict[int, int]:
+        """Producer id -> last offset of its last data batch, for the producers with
+        batches here: the log cleaner keeps those batches (if only as empty batches),
+        so that the producer state rebuilt from the log still knows their sequence."""
+        return {pid: entry.batches[-1].last_offset for pid, entry in self.producers.items() if entry.batches}
+
     def truncate(self) -> None:
         """Forget everything; used when the log is truncated and replayed."""
         self.producers.clear()

@@ -166,6 +166,11 @@ class LogConfig:
     file_delete_delay_ms: int = 60_000  # file.delete.delay.ms
     message_timestamp_type: str = "CreateTime"  # message.timestamp.type (the handler stamps)
     cleanup_policy: str = "delete"  # cleanup.policy
+    # Compaction (kwire.log.cleaner): Kafka's topic configs and defaults.
+    delete_retention_ms: int = 86_400_000  # delete.retention.ms
+    min_cleanable_dirty_ratio: float = 0.5  # min.cleanable.dirty.ratio
+    min_compaction_lag_ms: int = 0  # min.compaction.lag.ms
+    max_compaction_lag_ms: int = _LONG_MAX  # max.compaction.lag.ms
 
     _NAMES = {
         "segment.bytes": "segment_bytes",
@@ -179,6 +184,10 @@ class LogConfig:
         "file.delete.delay.ms": "file_delete_delay_ms",
         "message.timestamp.type": "message_timestamp_type",
         "cleanup.policy": "cleanup_policy",
+        "delete.retention.ms": "delete_retention_ms",
+        "min.cleanable.dirty.ratio": "min_cleanable_dirty_ratio",
+        "min.compaction.lag.ms": "min_compaction_lag_ms",
+        "max.compaction.lag.ms": "max_compaction_lag_ms",
     }
 
     @classmethod
@@ -189,7 +198,9 @@ class LogConfig:
             value = configs.get(name)
             if value is None:
                 continue
-            if isinstance(getattr(config, attr), int):
+            if isinstance(getattr(config, attr), float):
+                value = float(value)  # type: ignore[arg-type]
+            elif isinstance(getattr(config, attr), int):
                 value = int(value)  # type: ignore[call-overload]
             elif isinstance(value, list | tuple):
                 value = ",".join(str(v) for v in value)
@@ -199,6 +210,10 @@ class LogConfig:
     @property
     def deletes(self) -> bool:
         return "delete" in str(self.cleanup_policy)
+
+    @property
+    def compacts(self) -> bool:
+        return "compact" in str(self.cleanup_policy)
 
 
 @dataclass(slots=True)
