@@ -308,11 +308,19 @@ class TransactionCoordinator:
 
     def ensure_topic(self) -> None:
         if self.writer.partition_count(TRANSACTION_STATE_TOPIC) is None:
+            # transaction.state.log.segment.bytes (Kafka's default 100 MiB), from the
+            # broker config the group coordinator holds.
+            segment_bytes = setting(self.groups.broker_config, "transaction.state.log.segment.bytes", 100 << 20)
             self.writer.create_internal_topic(
                 TRANSACTION_STATE_TOPIC,
                 self.num_partitions,
                 self.replication_factor,
-                {"cleanup.policy": "compact", "segment.bytes": str(100 * 1024 * 1024), "compression.type": "uncompressed"},
+                {
+                    # Compacted as Kafka's: only each transactional id's last state stays.
+                    "cleanup.policy": "compact",
+                    "segment.bytes": str(max(int(segment_bytes), 14)),
+                    "compression.type": "uncompressed",
+                },
             )
             log.info("created %s with %d partitions", TRANSACTION_STATE_TOPIC, self.num_partitions)
 
