@@ -456,9 +456,14 @@ class LogCleaner:
         while True:
             # Taken before looking: a wake() while looking is not lost.
             wakeup = self._wakeup
-            if await self.clean_one(worker):
-                await trio.lowlevel.checkpoint()
-                continue
+            try:
+                if await self.clean_one(worker):
+                    await trio.lowlevel.checkpoint()
+                    continue
+            except Exception:
+                # Choosing failed (clean_one handles a log's own failures): the cleaner
+                # stays up and looks again after its backoff.
+                logger.exception("the log cleaner's %s failed to choose a log", worker.name)
             with trio.move_on_after(self.backoff_ms / 1000):
                 await wakeup.wait()
 
