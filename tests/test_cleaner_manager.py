@@ -6,10 +6,18 @@ timestamps) and a fake `now` in. The checkpoint file is read and written on tmp_
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from conftest import BrokerProcess
 
 from kwire.broker import Broker
 from kwire.clock import now_ms
@@ -25,7 +33,7 @@ from kwire.log.cleaner_manager import (
     write_checkpoint,
 )
 from kwire.log.log import LogConfig
-from kwire.protocol.records import build_batch, validate_batches
+from kwire.protocol.records import build_batch, iter_records, validate_batches
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
@@ -321,3 +329,256 @@ def test_the_cleaner_is_off_when_disabled(tmp_path: Path) -> None:
         config(**{"log.cleaner.threads": "3", "log.cleaner.backoff.ms": "250"}), tmp_path, list
     )
     assert cleaner is not None and (cleaner.threads, cleaner.backoff_ms) == (3, 250)
+
+
+# ---- the service cleaning, on a real in-process broker ----------------------------------
+
+
+def _produce_values(broker: Broker, topic: str, count: int, *, keys: int, size: int = 200) -> dict[bytes, bytes]:
+    """One record a batch, key i % keys; the latest value of each key."""
+    partition = broker.partition(topic, 0)
+    assert partition is not None
+    latest: dict[bytes, bytes] = {}
+    for i in range(count):
+        key, value = f"k{i % keys}".encode(), f"{i:08d}".encode() + b"v" * size
+        buf = bytearray(build_batch([(key, value)], base_offset=0))
+        partition.append(buf, validate_batches(buf), now_ms())
+        latest[key] = value
+    return latest
+
+
+def _records_on_disk(directory: Path) -> list[tuple[int, bytes | None, bytes | None]]:
+    """(offset, key, value) of every record in the segment files, in offset order."""
+    out = []
+    for path in sorted(directory.glob("*.log")):
+        data = path.read_bytes()
+        position = 0
+        while position + 12 <= len(data):
+            length = int.from_bytes(data[position + 8 : position + 12], "big")
+            for record in iter_records(data[position : position + 12 + length]):
+                out.append((record.offset, record.key, record.value))
+            position += 12 + length
+    return out
+
+
+async def test_clean_now_compacts_and_checkpoints(tmp_path: Path) -> None:
+    broker = _open_broker(tmp_path)
+    try:
+        broker.create_topic("table", 1, configs={"cleanup.policy": "compact", "segment.bytes": "2048"})
+        latest = _produce_values(broker, "table", 200, keys=7)
+        log = broker.partition("table", 0).log
+        log.flush()
+        before = log.size_bytes
+        cleaner = LogCleaner(tmp_path, broker.all_partitions)
+        passes = await cleaner.clean_now(timeout_s=30)
+        assert passes >= 1 and cleaner.totals.passes == passes
+        totals = cleaner.totals
+        assert totals.records_read > totals.records_kept > 0
+        assert totals.bytes_read > totals.bytes_written > 0
+        last = cleaner.last_pass[("table", 0)]
+        assert last.installed and last.end_offset == log.segments[-1].base_offset
+        assert read_checkpoint(tmp_path / CHECKPOINT_FILE) == {("table", 0): last.end_offset}
+        assert log.size_bytes < before / 3
+        records = _records_on_disk(log.directory)
+        offsets = [offset for offset, _, _ in records]
+        assert offsets == sorted(set(offsets)) and offsets[-1] == 199
+        # Below the active segment, one record per key; the latest values win.
+        cleaned_keys = [key for offset, key, _ in records if offset < last.end_offset]
+        assert len(cleaned_keys) == len(set(cleaned_keys)) <= 7
+        assert {key: value for _, key, value in records} == latest
+        # Nothing dirty is left: another "compact now" has nothing to do.
+        assert await cleaner.clean_now(timeout_s=30) == 0
+    finally:
+        broker.close()
+
+
+async def test_a_log_that_fails_is_skipped_until_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = _open_broker(tmp_path)
+    try:
+        for topic in ("good", "bad"):
+            broker.create_topic(topic, 1, configs={"cleanup.policy": "compact", "segment.bytes": "2048"})
+            _produce_values(broker, topic, 60, keys=3)
+            broker.partition(topic, 0).log.flush()
+        # A record of a closed segment damaged on disk: its batch fails the CRC check.
+        first = broker.partition("bad", 0).log.segments[0]
+        path = broker.partition("bad", 0).log.directory / f"{first.base_offset:020d}.log"
+        data = bytearray(path.read_bytes())
+        data[100] ^= 0xFF
+        path.write_bytes(bytes(data))
+        cleaner = LogCleaner(tmp_path, broker.all_partitions)
+        with caplog.at_level("INFO", logger="kwire.log.cleaner_manager"):
+            await cleaner.clean_now(timeout_s=30)
+        assert cleaner.uncleanable == {("bad", 0)}
+        assert cleaner.totals.failures == 1
+        assert cleaner.last_pass[("good", 0)].installed and ("bad", 0) not in cleaner.last_pass
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "bad-0" in errors[0].getMessage()
+        assert read_checkpoint(tmp_path / CHECKPOINT_FILE).keys() == {("good", 0)}
+        # Not tried again by this cleaner; the damaged segment is left as it was.
+        _produce_values(broker, "bad", 30, keys=3)
+        assert await cleaner.clean_now(timeout_s=30) == 0
+        assert cleaner.totals.failures == 1
+        assert path.read_bytes() == bytes(data)
+    finally:
+        broker.close()
+
+
+async def test_shutdown_stops_a_pass_in_flight(tmp_path: Path) -> None:
+    broker = _open_broker(tmp_path)
+    try:
+        broker.create_topic("big", 1, configs={"cleanup.policy": "compact", "segment.bytes": str(1 << 20)})
+        partition = broker.partition("big", 0)
+        # 24 MB in batches of 100 records.
+        for i in range(2400):
+            records = [(f"k{(i * 100 + j) % 5000}".encode(), b"x" * 100) for j in range(100)]
+            buf = bytearray(build_batch(records, base_offset=0))
+            partition.append(buf, validate_batches(buf), now_ms())
+        log = partition.log
+        log.flush()
+        segments_before = [(s.base_offset, s.size) for s in log.segments]
+        cleaner = LogCleaner(tmp_path, broker.all_partitions, backoff_ms=60_000)
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(cleaner.run)
+                while not cleaner.in_progress:
+                    await trio.sleep(0.001)
+                started = time.monotonic()
+                nursery.cancel_scope.cancel()
+        stopped_in = time.monotonic() - started
+        assert cleaner.totals.passes == 0 and not cleaner.in_progress
+        assert [(s.base_offset, s.size) for s in log.segments] == segments_before
+        leftovers = [p.name for p in log.directory.iterdir() if p.suffix in (".cleaned", ".swap")]
+        assert leftovers == []
+        # What was left undone is done by the next cleaner; the whole pass took far
+        # longer than the stop did (the pass was aborted, not waited for).
+        after = LogCleaner(tmp_path, broker.all_partitions)
+        assert await after.clean_now(timeout_s=120) == 1
+        assert stopped_in < after.totals.seconds / 2, (stopped_in, after.totals.seconds)
+    finally:
+        broker.close()
+
+
+# ---- end to end: a real broker process compacts ------------------------------------------
+
+
+def _log_bytes(directory: Path) -> int:
+    """Bytes of the live segments (`.deleted` ones wait for file.delete.delay.ms)."""
+    return sum(p.stat().st_size for p in directory.glob("*.log"))
+
+
+def _wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.1)
+
+
+def _read_all(bootstrap: str, topic: str) -> list[tuple[int, bytes, bytes | None]]:
+    """(offset, key, value) of every record from offset 0 to the high watermark."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        out: list[tuple[int, bytes, bytes | None]] = []
+        deadline = time.monotonic() + 30
+        while (not out or out[-1][0] < high - 1) and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            assert message.error() is None, message.error()
+            out.append((message.offset(), message.key(), message.value()))
+        assert out and out[-1][0] == high - 1, f"read up to {out[-1][0] if out else None}, high watermark {high}"
+        return out
+    finally:
+        consumer.close()
+
+
+def _cleaned_lines(broker: BrokerProcess, name: str) -> int:
+    return len(re.findall(rf"cleaned {re.escape(name)}: offsets", broker.log_path.read_text(errors="replace")))
+
+
+def test_a_running_broker_compacts_and_resumes_from_its_checkpoint(broker_factory: Any) -> None:
+    broker = broker_factory({"log.cleaner.backoff.ms": "100"})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    configs = {"cleanup.policy": "compact", "segment.bytes": "16384", "min.cleanable.dirty.ratio": "0.01"}
+    admin.create_topics([NewTopic("changelog", 1, 1, config=configs)], operation_timeout=10)["changelog"].result(10)
+    # Small batches: a segment rolls only between batches.
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "batch.size": 4096})
+    latest: dict[bytes, bytes] = {}
+    for i in range(10_000):
+        key, value = f"key-{i % 50}".encode(), f"value-{i:06d}-".encode() + b"x" * 100
+        producer.produce("changelog", key=key, value=value)
+        latest[key] = value
+        if i % 1000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    directory = broker.data_dir / "changelog-0"
+    written = 10_000 * 120
+    # Only the live segments: 50 keys after cleaning, plus the active segment.
+    _wait_until(lambda: _log_bytes(directory) < written // 10, 30, "the log shrank to a tenth")
+    records = _read_all(broker.bootstrap, "changelog")
+    offsets = [r[0] for r in records]
+    assert offsets == sorted(set(offsets))
+    assert len(records) < 2_000
+    seen: dict[bytes, bytes] = {}
+    for _, key, value in records:
+        seen[key] = value
+    assert seen == latest
+    checkpoint = read_checkpoint(broker.data_dir / CHECKPOINT_FILE)
+    assert checkpoint.get(("changelog", 0), 0) > 9_000
+
+    # Restarted, the cleaner starts from its checkpoint: nothing is dirty, nothing cleaned.
+    passes = _cleaned_lines(broker, "changelog-0")
+    assert passes >= 1
+    broker.restart()
+    time.sleep(1.5)  # 15 backoffs
+    assert _cleaned_lines(broker, "changelog-0") == passes
+    assert _read_all(broker.bootstrap, "changelog") == records
+    # New updates: the next pass begins at the checkpoint, not at the log start.
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    for i in range(3_000):
+        key, value = f"key-{i % 50}".encode(), f"again-{i:06d}-".encode() + b"y" * 100
+        producer.produce("changelog", key=key, value=value)
+        latest[key] = value
+        if i % 1000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    _wait_until(lambda: _cleaned_lines(broker, "changelog-0") > passes, 30, "a pass after the restart")
+    first_after = re.findall(r"cleaned changelog-0: offsets (\d+) to", broker.log_path.read_text(errors="replace"))
+    assert int(first_after[passes]) == checkpoint[("changelog", 0)]
+    seen = {key: value for _, key, value in _read_all(broker.bootstrap, "changelog")}
+    assert seen == latest
+
+
+def test_consumer_offsets_stay_bounded_under_many_commits(broker_factory: Any) -> None:
+    broker = broker_factory({
+        "log.cleaner.backoff.ms": "100",
+        "offsets.topic.num.partitions": "1",
+        "offsets.topic.segment.bytes": "65536",
+    })
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("events", 1, 1)], operation_timeout=10)["events"].result(10)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "committer", "enable.auto.commit": False})
+    directory = broker.data_dir / "__consumer_offsets-0"
+    largest = 0
+    commits = 20_000
+    try:
+        for i in range(1, commits + 1):
+            consumer.commit(offsets=[TopicPartition("events", 0, i)], asynchronous=False)
+            if i % 500 == 0:
+                largest = max(largest, _log_bytes(directory))
+    finally:
+        consumer.close()
+    # Uncleaned, 20,000 commits take some 2 MB; the cleaner keeps a few segments.
+    assert _cleaned_lines(broker, "__consumer_offsets-0") >= 5
+    assert largest < 1_000_000, largest
+    broker.restart()
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "committer", "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition("events", 0)], timeout=10)
+    finally:
+        consumer.close()
+    assert committed[0].offset == commits

@@ -39,7 +39,7 @@ from kwire.log.checkpoint import write_atomically
 from kwire.log.log import LogConfig
 
 if TYPE_CHECKING:
-    from kwire.log.cleaner import CleanerStats, CleaningResult, OffsetMap
+    from kwire.log.cleaner import CleanerStats, CleaningPlan, CleaningResult, OffsetMap
     from kwire.log.log import PartitionLog
 
 logger = logging.getLogger(__name__)
@@ -400,6 +400,8 @@ class LogCleaner:
         self._pass_done = trio.Event()
         self._capacity: int | None = None
         self._checkpoint_lock = trio.Lock()
+        # The plans whose clean() runs in a thread now (aborted at shutdown).
+        self._plans_in_flight: dict[int, CleaningPlan] = {}
 
     @classmethod
     def from_config(
@@ -446,6 +448,13 @@ class LogCleaner:
             for worker in workers:
                 nursery.start_soon(self._work, worker, name=worker.name)
             task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                # Shutting down: the passes in their threads stop at their next batch
+                # (a thread cannot be cancelled, and the workers wait for theirs).
+                for plan in list(self._plans_in_flight.values()):
+                    plan.abort()
 
     def wake(self) -> None:
         """End the workers' backoff now (a test, or new dirty data worth a look)."""
@@ -529,7 +538,7 @@ class LogCleaner:
 
     async def clean_one(self, worker: _Worker) -> bool:
         """One pass over the filthiest log; False if no log was cleanable."""
-        from kwire.log.cleaner import clean
+        from kwire.log.cleaner import CleaningAbortedError, clean
 
         now = self._clock()
         grabbed = self.grab_filthiest_log(now)
@@ -552,15 +561,25 @@ class LogCleaner:
                 self._nothing_to_plan[tp] = self._plan_state(partition_view(partition))
                 return True
             worker.offset_map.clear()
+            self._plans_in_flight[id(plan)] = plan
             try:
                 # Not abandoned on cancel: the thread owns the plan's fds and the
                 # .cleaned files until it returns; then they are discarded below.
                 result = await trio.to_thread.run_sync(
                     lambda: clean(plan, worker.offset_map, now_ms=now), abandon_on_cancel=False
                 )
+            except CleaningAbortedError:
+                # Aborted (shutdown, or the log truncated or deleted): not a failure.
+                plan.close()
+                await trio.lowlevel.checkpoint_if_cancelled()
+                logger.info("cleaning %s aborted", name)
+                self.totals.discarded += 1
+                return True
             except BaseException:
                 plan.close()
                 raise
+            finally:
+                self._plans_in_flight.pop(id(plan), None)
             try:
                 await trio.lowlevel.checkpoint_if_cancelled()
             except trio.Cancelled:
