@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from kwire.coordinator.producer_state import CompletedTxn, ProducerStateManager
 from kwire.entity_configs import EntityConfigStore, LocalEntityConfigs
 from kwire.errors import KafkaError
 from kwire.log.background import flush_in_thread
-from kwire.log.checkpoint import write_atomically
+from kwire.log.checkpoint import fsync_dir, write_atomically
+from kwire.log.cleaner_manager import LogCleaner
 from kwire.log.log import LogConfig, PartitionLog
 from kwire.log.txn_index import AbortedTxn, AbortedTxnIndex, marker_type, read_marker_type
 from kwire.protocol.records import BatchHeader, set_log_append_time
@@ -379,6 +381,8 @@ class Broker:
         self.acl_store: AclStore | None = None
         self.authorizer: AclAuthorizer | None = None
         self.quotas: ClientQuotaManager | None = None
+        # The log cleaner (run_background starts it; None if log.cleaner.enable is off).
+        self.log_cleaner: LogCleaner | None = None
 
     def bound_port(self, listener_name: str) -> int:
         return self.bound_ports.get(listener_name, 0)
@@ -397,10 +401,16 @@ class Broker:
 
     # ---- start-up and shut-down ------------------------------------------------
 
+    # Partition directories the clean-shutdown marker vouches for (see close()); None:
+    # no list (no open() yet, or a marker from before lists), so each log's own
+    # clean-shutdown record decides, and PartitionLog.open clears it.
+    _clean_logs: set[str] | None = None
+
     def open(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         clean_marker = self.log_dir / CLEAN_SHUTDOWN_FILE
-        clean = clean_marker.exists()
+        self._clean_logs = _read_clean_marker(clean_marker)
+        clean = self._clean_logs is not None or clean_marker.exists()
         meta = self._read_metadata()
         self.has_data_of_cluster = bool(meta.get("cluster_id"))
         self.cluster_id = meta.get("cluster_id") or self.config["cluster.id"] or _new_cluster_id()
@@ -409,17 +419,20 @@ class Broker:
         if self.in_cluster:
             from kwire.cluster.node import ClusterNode
 
-            # Replicas open when ZooKeeper says they are ours (ClusterNode), not from the file.
+            # Replicas open when ZooKeeper says they are ours (ClusterNode), not from the file;
+            # the list read above says which of them the clean shutdown closed.
             self.cluster = ClusterNode(self)
             self.metadata_image = self.metadata_image.with_cluster_id(self.cluster_id)
-            clean_marker.unlink(missing_ok=True)
+            _remove_clean_marker(clean_marker)
             self._save_metadata()
             self.attach_security()
             log.info("opened %s after %s; joining the cluster at %s", self.log_dir,
                      "a clean shutdown" if clean else "an unclean shutdown" if meta else "nothing: a new log dir",
                      self.config["zookeeper.connect"])
             return
-        for name, info in meta.get("topics", {}).items():
+        topics = meta.get("topics", {})
+        progress = _LoadProgress(self.log_dir, sum(info["partitions"] for info in topics.values()))
+        for name, info in topics.items():
             topic = Topic(
                 name=name,
                 topic_id=uuid.UUID(info["id"]),
@@ -430,12 +443,15 @@ class Broker:
             self._register(topic)
             for index in range(info["partitions"]):
                 topic.partitions.append(self._open_partition(topic, index, clean))
+                progress.step()
         self.metadata_image = local_metadata_image(self)
-        # From here on, a crash is an unclean stop.
-        clean_marker.unlink(missing_ok=True)
+        # From here on, a crash is an unclean stop: the marker goes (one unlink, one
+        # directory fsync), and with it the trust in every log's clean-shutdown record.
+        _remove_clean_marker(clean_marker)
         self._save_metadata()
         self.attach_security()
         after = "a clean shutdown" if clean else "an unclean shutdown, logs recovered" if meta else "nothing: a new log dir"
+        progress.done(after)
         log.info("opened %d topics in %s after %s", len(self.topics), self.log_dir, after)
 
     def attach_security(self) -> None:
@@ -454,6 +470,10 @@ class Broker:
         self.quotas = ClientQuotaManager(self.config, self.entity_configs)
 
     def close(self) -> None:
+        """Clean shutdown: every log closed (its clean-shutdown record written), the
+        producer state of those with producers saved, then the log dir's marker,
+        naming the partitions closed: the next start trusts those logs as they are."""
+        closed: list[str] = []
         for partition in self.all_partitions():
             partition.log.close()
             if partition.producers.producers:
@@ -461,14 +481,29 @@ class Broker:
                     partition.log.directory / PRODUCER_SNAPSHOT_FILE,
                     partition.producers.to_snapshot(partition.log_end_offset),
                 )
+            closed.append(partition.log.directory.name)
         self._save_metadata()
-        (self.log_dir / CLEAN_SHUTDOWN_FILE).write_text("")
+        # Last, and atomically: without it (a crash before), no log is trusted.
+        body = "".join(f"{name}\n" for name in closed)
+        write_atomically(self.log_dir / CLEAN_SHUTDOWN_FILE, f"{_CLEAN_MARKER_HEADER}\n{body}".encode())
 
     def _open_partition(self, topic: Topic, index: int, clean: bool = True) -> Partition:
-        directory = self.log_dir / f"{topic.name}-{index}"
+        """Open (create or load) a partition's log. `clean`: the caller's view of the
+        last shutdown; the log is trusted only if the clean-shutdown marker also named
+        it (once: a later open of the same directory in this run is not vouched for)."""
+        name = f"{topic.name}-{index}"
+        directory = self.log_dir / name
         if self.in_cluster:
             _claim_partition_dir(directory, topic.topic_id)
-        partition_log = PartitionLog.open(directory, topic.log_config(), clean_shutdown=clean)
+        clean_shutdown: bool | None
+        if not (clean and self._clean_start):
+            clean_shutdown = False
+        elif self._clean_logs is None:
+            clean_shutdown = None  # no list: the log's own record decides, and is cleared
+        else:
+            clean_shutdown = name in self._clean_logs
+            self._clean_logs.discard(name)
+        partition_log = PartitionLog.open(directory, topic.log_config(), clean_shutdown=clean_shutdown)
         # Rolled segments are fsynced off the event loop, then the recovery point moves.
         partition_log.roll_flusher = flush_in_thread
         if partition_log.leader_epoch < 0:
@@ -479,9 +514,17 @@ class Broker:
         end = partition_log.log_end_offset
         # After a clean stop the snapshot matches the log end, and keeps producers whose
         # batches are all deleted (DeleteRecords, retention), as Kafka's does; else replay.
-        if not (clean and partition.producers.load_snapshot(snapshot, end)) and end > partition_log.log_start_offset:
+        trusted = partition_log.had_clean_shutdown
+        loaded = trusted and partition.producers.load_snapshot(snapshot, end)
+        try:
+            snapshot.unlink()
+            had_snapshot = True
+        except FileNotFoundError:
+            had_snapshot = False
+        # A clean shutdown saves a snapshot for every log with producers: none saved, none
+        # to find (no replay of the whole log's headers at a clean start).
+        if not loaded and not (trusted and not had_snapshot) and end > partition_log.log_start_offset:
             partition.rebuild_producer_state()
-        snapshot.unlink(missing_ok=True)
         if not self.in_cluster:
             # One broker: everything in the log was committed.
             partition_log.high_watermark = end
@@ -815,12 +858,16 @@ class Broker:
         await nursery.start(self.cluster.run)
 
     async def run_background(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Retention and time-based flushes, each on its own interval."""
+        """Retention and time-based flushes, each on its own interval, and the log
+        cleaner of the compacted topics (log.cleaner.enable)."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_every, self.config["log.retention.check.interval.ms"], self.retention_pass)
             flush_interval = min(self.config["log.flush.scheduler.interval.ms"], self.config.flush_ms)
             if flush_interval < 2**62:
                 nursery.start_soon(_every, max(flush_interval, 10), self.flush_pass)
+            self.log_cleaner = LogCleaner.from_config(self.config, self.log_dir, self.all_partitions)
+            if self.log_cleaner is not None:
+                await nursery.start(self.log_cleaner.run)
             task_status.started()
 
 
@@ -840,6 +887,62 @@ def _import_coordinators() -> None:
 
 
 PARTITION_METADATA_FILE = "partition.metadata"
+# First line of the clean-shutdown marker; the partition directories closed follow,
+# one a line. An empty marker (written before the list was) names none.
+_CLEAN_MARKER_HEADER = "kwire-clean-shutdown 1"
+# Start-up logs its progress at most this often.
+_PROGRESS_INTERVAL_S = 1.0
+
+
+def _read_clean_marker(path: Path) -> set[str] | None:
+    """The partition directories the clean-shutdown marker names; None without a
+    marker, or with one that lists none (an empty marker of an earlier version)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != _CLEAN_MARKER_HEADER:
+        return None
+    return {line for line in lines[1:] if line}
+
+
+def _remove_clean_marker(path: Path) -> None:
+    """One unlink and one directory fsync, whatever the number of partitions."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)
+
+
+class _LoadProgress:
+    """Start-up's progress line (Kafka's "Recovering segments ... (x/y done)"): at
+    most once a second while logs load, and once at the end."""
+
+    def __init__(self, log_dir: Path, total: int) -> None:
+        self.log_dir = log_dir
+        self.total = total
+        self.loaded = 0
+        self.started = time.monotonic()
+        self._next_report = self.started + _PROGRESS_INTERVAL_S
+
+    def step(self) -> None:
+        self.loaded += 1
+        now = time.monotonic()
+        if now >= self._next_report:
+            self._next_report = now + _PROGRESS_INTERVAL_S
+            log.info(
+                "loading logs in %s: %s/%s partitions (%d%%), %.1f s",
+                self.log_dir, f"{self.loaded:,}", f"{self.total:,}",
+                100 * self.loaded // max(1, self.total), now - self.started,
+            )
+
+    def done(self, after: str) -> None:
+        log.info(
+            "loaded %s partitions in %.1f s (%s)",
+            f"{self.loaded:,}", time.monotonic() - self.started, after,
+        )
 
 
 def _claim_partition_dir(directory: Path, topic_id: uuid.UUID) -> None:
