@@ -62,11 +62,19 @@ import os
 import shutil
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kwire.log.checkpoint import TMP_SUFFIX, LeaderEpochCache, LogState
+from kwire.log.cleaner import (
+    CLEANED_SUFFIX,
+    SWAP_SUFFIX,
+    CleaningPlan,
+    CleaningResult,
+    SegmentSource,
+)
+from kwire.log.index import OffsetIndex
 from kwire.log.segment import (
     DELETED_SUFFIX,
     INDEX_SUFFIX,
@@ -77,16 +85,21 @@ from kwire.log.segment import (
     FileRegion,
     LogSegment,
     Truncation,
+    segment_file_name,
 )
 from kwire.protocol.records import (
+    BATCH_HEADER_SIZE,
+    LOG_OVERHEAD,
     BatchHeader,
     iter_records,
+    parse_batch_header,
     set_base_offset,
     set_partition_leader_epoch,
 )
 
-# Leftovers of interrupted operations (Kafka's compaction/split names included).
-_STRAY_SUFFIXES = (DELETED_SUFFIX, TMP_SUFFIX, ".cleaned", ".swap")
+# Leftovers of interrupted operations. A cleaner's `.cleaned` and `.swap` files are
+# settled first (PartitionLog._complete_interrupted_swaps).
+_STRAY_SUFFIXES = (DELETED_SUFFIX, TMP_SUFFIX)
 # How often a flush also rewrites the state file with the new recovery point
 # (Kafka: log.flush.offset.checkpoint.interval.ms). A stale one only means more
 # to rescan after a crash.
@@ -307,6 +320,8 @@ class PartitionLog:
         bases: list[int] = []
         logs: set[int] = set()
         index_files: list[tuple[int, Path]] = []
+        # A cleaning interrupted by a crash: the old segments, or the new ones.
+        cls._complete_interrupted_swaps(directory)
         for path in directory.iterdir():
             name = path.name
             if name.endswith(_STRAY_SUFFIXES):
@@ -1062,6 +1077,216 @@ class PartitionLog:
                 keep.append((deadline, segment))
         self._pending_deletes = keep
 
+    # ---- compaction (kwire.log.cleaner) -------------------------------------------------
+
+    def plan_cleaning(
+        self,
+        first_dirty_offset: int,
+        first_uncleanable_offset: int,
+        *,
+        aborted_txns: Sequence[object] = (),
+        active_producers: Mapping[int, int] | None = None,
+    ) -> CleaningPlan | None:
+        """What a cleaning pass reads (kwire.log.cleaner.clean): the closed segments
+        below the first uncleanable offset, each with its own fd. None if there is none.
+
+        The first uncleanable offset is clamped to the active segment's base offset,
+        the high watermark and the recovery point: only committed data that is on
+        disk is cleaned, so the segments a swap replaces are never rescanned by
+        recovery. (The caller clamps it to the last stable offset.) `aborted_txns`
+        are AbortedTxn-like (producer_id, first_offset, last_offset);
+        `active_producers` maps a producer id to its last data batch's last offset."""
+        segments = self._segments
+        uncleanable = min(
+            first_uncleanable_offset,
+            segments[-1].base_offset,
+            self._high_watermark,
+            self._recovery_point,
+        )
+        count = 0
+        while count < len(segments) - 1 and segments[count].base_offset < uncleanable:
+            count += 1
+        if count == 0:
+            return None
+        first_dirty = min(max(first_dirty_offset, self._log_start_offset), uncleanable)
+        sources: list[SegmentSource] = []
+        try:
+            for i in range(count):
+                segment = segments[i]
+                fd = os.open(segment.log_path, os.O_RDONLY)
+                sources.append(
+                    SegmentSource(segment.base_offset, segments[i + 1].base_offset, segment.size, fd)
+                )
+        except OSError:
+            for source in sources:
+                os.close(source.fd)
+            raise
+        config = self.config
+        return CleaningPlan(
+            topic=self.topic,
+            partition=self.partition,
+            directory=self.directory,
+            first_dirty_offset=first_dirty,
+            first_uncleanable_offset=uncleanable,
+            sources=sources,
+            segments=list(segments[:count]),
+            generation=self._generation,
+            segment_bytes=config.segment_bytes,
+            index_interval_bytes=config.index_interval_bytes,
+            segment_index_bytes=config.segment_index_bytes,
+            delete_retention_ms=config.delete_retention_ms,
+            aborted_txns=sorted(_aborted_triple(txn) for txn in aborted_txns),
+            active_producers=dict(active_producers or {}),
+        )
+
+    def install_cleaned(self, result: CleaningResult, *, now_ms: int | None = None) -> bool:
+        """Swap a pass's cleaned segments in (Kafka's replaceSegments), crash-safe:
+
+        1. each group's `.cleaned` files are renamed `.swap`, the directory fsynced:
+           the commit point (recovery completes a swap from here on);
+        2. the segments replaced are renamed `.deleted`, unlinked after
+           file.delete.delay.ms (file regions already handed to fetches stay readable);
+        3. the `.swap` files take their final names, the directory is fsynced;
+        4. the new segments take the old ones' place in the segment list.
+
+        Log start and end offsets, the high watermark and the recovery point do not
+        change. False (and the result discarded) if a segment to replace is no
+        longer exactly in the log: truncated, deleted by retention or DeleteRecords."""
+        plan = result.plan
+        if not self._cleaned_installable(result):
+            result.discard()
+            return False
+        now = _now_ms() if now_ms is None else now_ms
+        directory = self.directory
+        suffixes = (INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX)  # the log last: it commits
+        swapped: list[Path] = []
+        try:
+            for group in result.groups:
+                for suffix, cleaned in zip(suffixes, (group.index_path, group.time_index_path, group.log_path), strict=True):
+                    swap = directory / (segment_file_name(group.base_offset, suffix) + SWAP_SUFFIX)
+                    os.replace(cleaned, swap)
+                    swapped.append(swap)
+            _fsync_directory(directory)
+        except OSError:
+            for path in swapped:
+                path.unlink(missing_ok=True)
+            result.discard()
+            raise
+        old = plan.segments
+        for group in result.groups:
+            for i in group.replaced:
+                self._schedule_delete(old[i], now)
+        for group in result.groups:
+            for suffix in suffixes:
+                name = segment_file_name(group.base_offset, suffix)
+                os.replace(directory / (name + SWAP_SUFFIX), directory / name)
+        _fsync_directory(directory)
+        first_replaced = {id(old[group.replaced[0]]): group for group in result.groups}
+        replaced = {id(old[i]) for group in result.groups for i in group.replaced}
+        segments: list[LogSegment] = []
+        for segment in self._segments:
+            group = first_replaced.get(id(segment))
+            if group is not None:
+                new = LogSegment(
+                    directory,
+                    group.base_offset,
+                    index_interval_bytes=self.config.index_interval_bytes,
+                    max_index_bytes=self.config.segment_index_bytes,
+                    now_ms=now,
+                    active=False,
+                )
+                new.mark_synced()  # clean() fsynced its files
+                segments.append(new)
+            elif id(segment) not in replaced:
+                segments.append(segment)
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+        self._bound_cache = None
+        plan.close()
+        logger.info(
+            "%s-%d: cleaned %d segment(s) into %d, offsets %d to %d (%d bytes read, %d written)",
+            self.topic,
+            self.partition,
+            len(replaced),
+            len(result.groups),
+            plan.sources[0].base_offset if plan.sources else -1,
+            result.end_offset,
+            result.stats.bytes_read,
+            result.stats.bytes_written,
+        )
+        return True
+
+    def _cleaned_installable(self, result: CleaningResult) -> bool:
+        """Whether every segment a cleaned group replaces is still in the log as
+        planned: same object, same size, closed, consecutive, no truncation since."""
+        plan = result.plan
+        if self._closed or plan.generation != self._generation or plan.directory != self.directory:
+            return False
+        positions = {id(segment): i for i, segment in enumerate(self._segments)}
+        for group in result.groups:
+            at = positions.get(id(plan.segments[group.replaced[0]]))
+            if at is None:
+                return False
+            for k, i in enumerate(group.replaced):
+                segment = plan.segments[i]
+                if at + k + 1 >= len(self._segments) or self._segments[at + k] is not segment:
+                    return False
+                source = plan.sources[i]
+                if segment.deleted or segment.active or segment.size != source.size:
+                    return False
+            if self._segments[at + len(group.replaced)].base_offset != plan.sources[group.replaced[-1]].end_offset:
+                return False
+        return True
+
+    @staticmethod
+    def _complete_interrupted_swaps(directory: Path) -> None:
+        """At open, before the segments are listed: a `.cleaned` file is an
+        uncommitted swap (deleted: the old segments are all there); a `.log.swap` is
+        a committed one (the old segments' files in [its base offset, its next
+        offset) are deleted, the swap files renamed to their final names; missing
+        indexes are rebuilt by the load). Other `.swap` files (indexes whose log's
+        swap never committed) are deleted."""
+        names = os.listdir(directory)
+        for name in names:
+            if name.endswith(CLEANED_SUFFIX):
+                (directory / name).unlink(missing_ok=True)
+        log_swap = LOG_SUFFIX + SWAP_SUFFIX
+        swaps = sorted(n for n in names if n.endswith(log_swap) and _is_segment_stem(n[:20]))
+        for swap in swaps:
+            base = int(swap[:20])
+            end = _swap_next_offset(directory, base)
+            if end is None:
+                # The cleaner's swaps hold at least one batch (fsynced before the rename).
+                logger.warning("%s: %s holds no batch: not a cleaner swap, deleted", directory.name, swap)
+                continue
+            for name in names:
+                stem, dot, suffix = name.partition(".")
+                if (
+                    _is_segment_stem(stem)
+                    and dot + suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
+                    and base <= int(stem) < end
+                ):
+                    (directory / name).unlink(missing_ok=True)
+            for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX):
+                final = directory / segment_file_name(base, suffix)
+                try:
+                    os.replace(final.with_name(final.name + SWAP_SUFFIX), final)
+                except FileNotFoundError:
+                    pass
+            logger.warning(
+                "%s: completed a cleaner swap interrupted by a crash: segment %d replaces "
+                "offsets %d to %d",
+                directory.name,
+                base,
+                base,
+                end - 1,
+            )
+        for name in os.listdir(directory) if swaps else names:
+            if name.endswith(SWAP_SUFFIX):
+                (directory / name).unlink(missing_ok=True)
+        if swaps:
+            _fsync_directory(directory)
+
     # ---- shutting down ----------------------------------------------------------------
 
     def close(self) -> None:
@@ -1099,6 +1324,54 @@ class PartitionLog:
             f"PartitionLog({self.topic}-{self.partition}, start={self._log_start_offset}, "
             f"end={self._log_end_offset}, hw={self._high_watermark}, segments={len(self._segments)})"
         )
+
+
+def _aborted_triple(txn: object) -> tuple[int, int, int]:
+    """(producer id, first offset, last offset) of an AbortedTxn or a tuple."""
+    if isinstance(txn, tuple):
+        return int(txn[0]), int(txn[1]), int(txn[2])
+    return txn.producer_id, txn.first_offset, txn.last_offset  # type: ignore[attr-defined]
+
+
+def _is_segment_stem(stem: str) -> bool:
+    return len(stem) == 20 and stem.isdigit()
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make renames and new names in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap_next_offset(directory: Path, base: int) -> int | None:
+    """The offset after the last whole batch of `<base>.log.swap`: a header scan
+    from its offset index's last entry (the whole file if there is none). None if
+    it holds no whole batch (not a file the cleaner wrote)."""
+    path = directory / (segment_file_name(base, LOG_SUFFIX) + SWAP_SUFFIX)
+    index_swap = directory / (segment_file_name(base, INDEX_SUFFIX) + SWAP_SUFFIX)
+    tail = OffsetIndex.read_tail(index_swap, 1)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        position = tail[-1][1] if tail and 0 < tail[-1][1] < size else 0
+        next_offset: int | None = None
+        while position + BATCH_HEADER_SIZE <= size:
+            header = parse_batch_header(os.pread(fd, BATCH_HEADER_SIZE, position))
+            if (
+                header.magic != 2
+                or header.batch_length < BATCH_HEADER_SIZE - LOG_OVERHEAD
+                or position + header.size > size
+                or header.base_offset < base
+            ):
+                break
+            next_offset = header.next_offset
+            position += header.size
+        return next_offset
+    finally:
+        os.close(fd)
 
 
 def _first_record(
