@@ -226,6 +226,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("transactional.id.expiration.ms", _I(1, INT_MAX), 604_800_000),
         ConfigDef("transaction.max.timeout.ms", _I(1, INT_MAX), 900_000),
         ConfigDef("transaction.state.log.num.partitions", _I(1, INT_MAX), 50),
+        ConfigDef("transaction.state.log.segment.bytes", _I(1, INT_MAX), 100 * 1024 * 1024),
         ConfigDef("producer.id.expiration.ms", _I(1, INT_MAX), 86_400_000),
         ConfigDef("max.incremental.fetch.session.cache.slots", _I(0, INT_MAX), 1000),
         ConfigDef("fetch.max.bytes", _I(1024, INT_MAX), 57_671_680),
