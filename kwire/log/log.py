@@ -289,6 +289,9 @@ class PartitionLog:
         self._flushing_to = -1
         # Bumped by truncation: a FlushJob prepared before one no longer applies.
         self._generation = 0
+        # Whether open() found the log exactly as a clean shutdown left it (nothing
+        # recovered): what the shutdown saved alongside it (producer state) still fits.
+        self.had_clean_shutdown = False
 
     # ---- opening and recovery ------------------------------------------------------
 
@@ -308,6 +311,14 @@ class PartitionLog:
         pass clean_shutdown=False (the broker does when its own marker is missing).
         Otherwise every segment from the recovery point on is validated batch by
         batch, cut at the first torn or corrupt batch, and its indexes rebuilt.
+
+        Who clears the clean-shutdown record, so that a crash from now on is not
+        taken for a clean stop: with clean_shutdown=None (a log on its own), this
+        open rewrites the state file. With True or False the caller's log-dir marker
+        decides (True: it names this log), and the caller removes it once its logs
+        are open, as Kafka does with `.kafka_cleanshutdown`: the record is left as
+        is (without the marker it is not trusted), so a start of many partitions
+        costs no write per partition unless recovery changed something.
         """
         now = _now_ms() if now_ms is None else now_ms
         directory = Path(directory)
@@ -349,6 +360,7 @@ class PartitionLog:
                 active=active,
             )
 
+        intact = clean
         if not bases:
             segments = [new_segment(state.log_start_offset, True)]
             segments[0].next_offset = None
@@ -356,7 +368,7 @@ class PartitionLog:
             segments[0]._rolling_timestamp = -1
         else:
             segments = [new_segment(b, i == len(bases) - 1) for i, b in enumerate(bases)]
-            cls._recover_segments(segments, state.recovery_point, clean, directory.name)
+            intact = cls._recover_segments(segments, state.recovery_point, clean, directory.name)
 
         log = cls(directory, config, segments, now)
         active = segments[-1]
@@ -380,23 +392,31 @@ class PartitionLog:
         if log._epochs.entries:
             # The current epoch may have started at the end, which truncate_from_end drops.
             log._epochs.assign(log._leader_epoch, log._log_end_offset)
-        # From here on a crash is an unclean stop for this partition: clear the flag.
-        # A brand-new partition needs no file yet (no file = recover everything).
-        if log._state() != (stored or LogState()):
+        log.had_clean_shutdown = intact and log._log_end_offset == state.recovery_point
+        # From here on a crash is an unclean stop for this partition: clear the flag,
+        # unless the caller's marker decides (see above). A brand-new partition needs
+        # no file yet (no file = recover everything).
+        expected = stored or LogState()
+        if clean_shutdown is not None and stored is not None:
+            expected = replace(stored, clean_shutdown=False)
+        if log._state() != expected:
             log._write_state()
         return log
 
     @staticmethod
     def _recover_segments(
         segments: list[LogSegment], recovery_point: int, clean: bool, name: str
-    ) -> None:
+    ) -> bool:
         """Trust what is flushed, validate the rest; the segments list is cut in place
-        if a segment other than the last had to be truncated.
+        if a segment other than the last had to be truncated. Returns whether the log
+        is exactly as a clean shutdown left it (False after any recovery).
 
         After a clean shutdown the recovery point is the log end offset then, and
         the active segment's tail is still checked against it (a file cut or
         damaged while the broker was down): nothing is ever appended after bytes
-        that are not a whole, valid batch."""
+        that are not a whole, valid batch. A trusted segment's indexes are checked
+        when first loaded (LogSegment._check_indexes), not here: start-up touches
+        no file of an inactive segment but its `.log`'s size."""
         if clean:
             first_unflushed = len(segments)
         else:
@@ -404,58 +424,58 @@ class PartitionLog:
             first_unflushed = max(
                 0, bisect_right([s.base_offset for s in segments], recovery_point) - 1
             )
-        for i, segment in enumerate(segments):
-            if i >= first_unflushed:
-                cut = segment.recover()
-                if cut:
-                    # Everything after a torn batch is unreliable: drop later segments.
-                    later = segments[i + 1 :]
-                    _warn_dropped(name, segment, cut, later, "an unclean shutdown")
-                    for dropped in later:
-                        dropped.delete_files()
-                    del segments[i + 1 :]
-                    if later:
-                        break
-            elif segment.indexes_need_rebuild():
-                segment.rebuild_indexes()
-                if not segment.active:
-                    # Its files are trusted from now on, so synced now (the recovery
-                    # point is past it); the active segment is rescanned after a crash.
-                    segment.flush()
-            elif segment.active:
-                segment.load_tail_state()
+        for segment in segments[:first_unflushed]:
+            # Below the recovery point, or all of a clean shutdown's log: on disk already,
+            # so a close or flush of an idle partition syncs nothing again.
+            segment.mark_synced()
+            segment.check_indexes_on_load()
+        for i in range(first_unflushed, len(segments)):
+            segment = segments[i]
+            cut = segment.recover()
             # Nothing is read from the log yet: an inactive segment's fd waits for a read.
             segment.release_file()
+            if cut:
+                # Everything after a torn batch is unreliable: drop later segments.
+                later = segments[i + 1 :]
+                _warn_dropped(name, segment, cut, later, "an unclean shutdown")
+                for dropped in later:
+                    dropped.delete_files()
+                del segments[i + 1 :]
+                break
         active = segments[-1]
         if not active.active:
             active.make_active()
             active.load_tail_state()
-        if clean:
-            problem = active.tail_problem(recovery_point)
-            if problem is not None:
-                logger.warning(
-                    "%s: segment %s does not end as the clean shutdown left it: %s; "
-                    "recovering it",
-                    name,
-                    active.log_path.name,
-                    problem,
-                )
-                cut = active.recover()
-                if cut:
-                    # The shutdown recorded where the log ended: that is the last offset lost.
-                    last = max(cut.last_offset, recovery_point - 1)
-                    _warn_dropped(name, active, replace(cut, last_offset=last), [], "a clean shutdown")
-                end = active.next_offset if active.next_offset is not None else active.base_offset
-                if not cut and end < recovery_point:
-                    logger.warning(
-                        "%s: the log end offset is %d, below the %d recorded at the clean "
-                        "shutdown: offsets %d to %d are lost",
-                        name,
-                        end,
-                        recovery_point,
-                        end,
-                        recovery_point - 1,
-                    )
+        elif clean:
+            active.load_tail_state()  # trusted: its indexes summarise all but the tail
+        if not clean:
+            return False
+        problem = active.tail_problem(recovery_point)
+        if problem is None:
+            return True
+        logger.warning(
+            "%s: segment %s does not end as the clean shutdown left it: %s; recovering it",
+            name,
+            active.log_path.name,
+            problem,
+        )
+        cut = active.recover()
+        if cut:
+            # The shutdown recorded where the log ended: that is the last offset lost.
+            last = max(cut.last_offset, recovery_point - 1)
+            _warn_dropped(name, active, replace(cut, last_offset=last), [], "a clean shutdown")
+        end = active.next_offset if active.next_offset is not None else active.base_offset
+        if not cut and end < recovery_point:
+            logger.warning(
+                "%s: the log end offset is %d, below the %d recorded at the clean "
+                "shutdown: offsets %d to %d are lost",
+                name,
+                end,
+                recovery_point,
+                end,
+                recovery_point - 1,
+            )
+        return False
 
     # ---- offsets and state -----------------------------------------------------------
 

@@ -5,22 +5,27 @@ wire. Everything here reads batch headers only (61 bytes), except recovery,
 which must read whole batches to check their CRC-32C.
 
 File descriptors: the active segment keeps its `.log` open (appends, and
-sendfile for fetches); an inactive one opens it on its first read and keeps it
-from then on (file regions handed to fetches hold it). Indexes hold no fd and
-no mapping (see index.py), and are loaded on first use, so an idle partition
-costs one fd, and a brand-new one creates nothing but its empty `.log`.
+sendfile for fetches); an inactive one opens it on its first read, and keeps it
+until the broker-wide cache of open segment files lets go of it (open_files.py:
+least recently used first, beyond a bound on fds and on index memory; file
+regions handed to fetches keep their file open meanwhile). Indexes hold no fd
+and no mapping (see index.py), and are loaded on first use (and checked then:
+start-up reads no index of an inactive segment), so an idle partition costs one
+fd, and a brand-new one creates nothing but its empty `.log`.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import sys
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from kwire.log.index import OffsetIndex, TimeIndex, fsync_path
+from kwire.log.open_files import open_segments
 from kwire.protocol import records
 from kwire.protocol.records import (
     ATTRIBUTES_OFFSET,
@@ -97,8 +102,9 @@ def segment_file_name(base_offset: int, suffix: str) -> str:
 class FileRegion:
     """A byte range of a segment file, for zero-copy sends (os.sendfile(file.fileno(), ...)).
 
-    The file stays open until the segment is finally deleted, which retention
-    delays by file.delete.delay.ms, so a region outlives its segment's deletion.
+    The region holds the file open: neither the segment's deletion (delayed by
+    file.delete.delay.ms) nor its eviction from the open-files cache closes it
+    while a region refers to it; the fd closes when the last holder lets go.
     """
 
     file: io.FileIO
@@ -183,41 +189,104 @@ class LogSegment:
 
     # ---- files -------------------------------------------------------------------
 
+    # False for a segment found on disk and trusted at load, until its index files are
+    # checked on their first load (see _check_indexes). A segment this process made
+    # or recovered has indexes it built itself.
+    _indexes_checked = True
+
     @property
     def file(self) -> io.FileIO:
-        """The `.log` file, opened on first use and kept open (regions hold it)."""
+        """The `.log` file, opened on first use; an inactive segment's stays open until
+        the open-files cache evicts it (regions hold their own reference). Callers
+        that keep using the fd keep a reference to this object meanwhile."""
         file = self._file
         if file is None:
             # O_APPEND: every write lands at the end, whatever reads did to the offset.
             # Only the active segment may create its file; others must exist.
             opener = None if self.active else _open_existing
             file = self._file = io.FileIO(self.log_path, "a+", opener=opener)
+        if not self.active:
+            open_segments.used(self)
         return file
 
     def release_file(self) -> None:
-        """Close an inactive segment's `.log` until its next read. Only while no file
-        region of it can be in use (at load, before any fetch)."""
+        """Close an inactive segment's `.log` until its next read (at load: what
+        recovery opened). A region of it still in use keeps its own reference."""
         if self._file is not None and not self.active:
-            self._file.close()
+            _let_go(self._file)
             self._file = None
+            if self._offset_index is None and self._time_index is None:
+                open_segments.forget(self)
+
+    def evict(self) -> None:
+        """The open-files cache lets go of this inactive segment's `.log` and loaded
+        indexes: they are reopened and reloaded on the next use. Entries not yet in
+        the index files are written first (an inactive segment normally has none)."""
+        if self.active:
+            return
+        self._write_indexes()
+        self._offset_index = None
+        self._time_index = None
+        file, self._file = self._file, None
+        if file is not None:
+            _let_go(file)
 
     # ---- indexes ---------------------------------------------------------------
 
     @property
     def offset_index(self) -> OffsetIndex:
-        if self._offset_index is None:
-            self._offset_index = OffsetIndex(
+        """Loaded from its file on first use (and after an eviction)."""
+        index = self._offset_index
+        if index is None:
+            index = self._offset_index = OffsetIndex(
                 self.index_path, self.base_offset, self.max_index_bytes
             )
-        return self._offset_index
+            if not self._indexes_checked:
+                self._check_indexes()
+                index = self.offset_index
+            elif not self.active:
+                open_segments.used(self, self._index_bytes())
+        elif not self.active:
+            open_segments.used(self)
+        return index
 
     @property
     def time_index(self) -> TimeIndex:
-        if self._time_index is None:
-            self._time_index = TimeIndex(
+        """Loaded from its file on first use (and after an eviction)."""
+        index = self._time_index
+        if index is None:
+            index = self._time_index = TimeIndex(
                 self.time_index_path, self.base_offset, self.max_index_bytes
             )
-        return self._time_index
+            if not self._indexes_checked:
+                self._check_indexes()
+                index = self.time_index
+            elif not self.active:
+                open_segments.used(self, self._index_bytes())
+        elif not self.active:
+            open_segments.used(self)
+        return index
+
+    def _index_bytes(self) -> int:
+        return (self._offset_index.size_bytes if self._offset_index is not None else 0) + (
+            self._time_index.size_bytes if self._time_index is not None else 0
+        )
+
+    def check_indexes_on_load(self) -> None:
+        """For a segment found on disk and trusted as is: its index files are checked
+        when first loaded (or their last entry first read), not now."""
+        self._indexes_checked = False
+
+    def _check_indexes(self) -> None:
+        """First load of this segment's indexes from disk in this process: rebuilt
+        from the log if missing, empty or plainly wrong (what start-up used to check
+        for every segment; now each pays it when first read). A rebuilt inactive
+        segment is synced at once, being below the recovery point."""
+        self._indexes_checked = True
+        if self.indexes_need_rebuild():
+            self.rebuild_indexes()
+            if not self.active:
+                self.flush()
 
     def clear_indexes(self) -> tuple[OffsetIndex, TimeIndex]:
         """Empty indexes, the old files removed unread (a new segment, or a rebuild:
@@ -240,9 +309,17 @@ class LogSegment:
             self._unsynced = True
 
     def _drop_indexes(self) -> None:
-        """Forget the loaded indexes; entries not yet written are lost (as in a crash)."""
+        """Forget the loaded indexes; entries not yet written are lost (as in a crash).
+
+        A segment that keeps its `.log` open (one just rolled, or rebuilt) goes on
+        counting in the open-files cache, which thereby learns of every segment that
+        turns inactive; one whose file is closed or let go next is evicted harmlessly."""
         self._offset_index = None
         self._time_index = None
+        if self._file is not None and not self._file.closed:
+            open_segments.used(self, 0)
+        else:
+            open_segments.forget(self)
 
     def indexes_need_rebuild(self) -> bool:
         """A trusted segment's indexes are rebuilt if missing, empty or plainly wrong.
@@ -275,7 +352,9 @@ class LogSegment:
             timestamp, offset = self.time_index.last_entry
         else:
             # An idle segment's is its time index's last entry: read that one only
-            # (retention asks every segment).
+            # (retention asks every segment), once the files are known to be sound.
+            if not self._indexes_checked:
+                self._check_indexes()
             tail = TimeIndex.read_tail(self.time_index_path, 1)
             timestamp, rel = tail[-1] if tail else (-1, 0)
             offset = self.base_offset + rel
@@ -360,7 +439,8 @@ class LogSegment:
     def read_header(self, position: int) -> BatchHeader | None:
         if position + BATCH_HEADER_SIZE > self.size:
             return None
-        buf = os.pread(self.file.fileno(), BATCH_HEADER_SIZE, position)
+        file = self.file  # held while its fd is used (an eviction may drop the segment's)
+        buf = os.pread(file.fileno(), BATCH_HEADER_SIZE, position)
         if len(buf) < BATCH_HEADER_SIZE:
             return None
         header = parse_batch_header(buf)
@@ -377,7 +457,10 @@ class LogSegment:
         unless it is a batch that merely runs past `end` (a read limit)."""
         size = self.size
         end = size if end is None else min(end, size)
-        fd = self.file.fileno()
+        # The file object is held across yields: its fd stays valid even if the cache
+        # evicts this segment while the caller reads others in between.
+        file = self.file
+        fd = file.fileno()
         position = start
         buf = b""
         buf_start = start
@@ -458,7 +541,8 @@ class LogSegment:
         (flushed segments that start-up did not rescan) pays one pread and CRC per
         batch the first time only, and sendfile serves it from then on."""
         end = position + size
-        fd = self.file.fileno()
+        file = self.file  # held while its fd is used
+        fd = file.fileno()
         actual = os.fstat(fd).st_size
         if actual < end:
             # Cut on disk since it was checked (one fstat a read: sendfile must not come
@@ -798,6 +882,14 @@ def _sound_prefix(data: bytes, position: int, base_offset: int) -> int:
         min_offset = header.next_offset
         at += header.size
     return at
+
+
+def _let_go(file: io.FileIO) -> None:
+    """Drop a segment's reference to its file: closed now if nothing else holds it,
+    else by CPython when the last holder (a file region, a header scan) lets go."""
+    # References: the caller's, this argument, getrefcount's own.
+    if sys.getrefcount(file) <= 3:
+        file.close()
 
 
 def _open_existing(path: str, flags: int) -> int:
