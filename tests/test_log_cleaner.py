@@ -129,8 +129,8 @@ def fill_changelog(log: PartitionLog, keys: int, updates: int, per_batch: int = 
 
 
 def test_dedupe_capacity_and_offset_map() -> None:
-    assert dedupe_capacity(134_217_728, 1, 0.9) == int(134_217_728 // 24 * 0.9)
-    assert dedupe_capacity(134_217_728, 4, 0.9) == int(134_217_728 // 4 // 24 * 0.9)
+    assert dedupe_capacity(134_217_728, 1, 0.9) == int(134_217_728 // 128 * 0.9)
+    assert dedupe_capacity(134_217_728, 4, 0.9) == int(134_217_728 // 4 // 128 * 0.9)
     offset_map = OffsetMap(2)
     assert offset_map.get(b"a") == -1 and offset_map.latest_offset == -1 and not offset_map.full
     offset_map.put(b"a", 3)
