@@ -425,7 +425,10 @@ class _Transactions:
         aborted, i = self._aborted, self._next
         while i < len(aborted) and aborted[i][1] <= last_offset:
             producer_id, first_offset, marker_offset = aborted[i]
-            self._ongoing_aborted.setdefault(producer_id, (first_offset, marker_offset))
+            # Sorted by first offset, and a producer has one transaction at a time: a
+            # later one supersedes an earlier (whose marker may be gone, or below the
+            # dirty section and not seen).
+            self._ongoing_aborted[producer_id] = (first_offset, marker_offset)
             i += 1
         self._next = i
 
