@@ -333,6 +333,26 @@ def test_transactions_aborted_removed_committed_kept_markers_until_safe(tmp_path
     assert data_records(log) == [(6, b"x", b"later"), (7, b"y", b"later")]
 
 
+def test_a_producers_second_aborted_transaction_stays_out_of_the_map(tmp_path: Path) -> None:
+    """The same producer aborts twice; the first abort is in the clean section (its
+    marker not seen by the offset map's walk): the second's records must still stay
+    out of the map, or they would shadow the committed values of their keys."""
+    log = make_log(tmp_path / "t-0", delete_retention_ms=DAY)
+    pid = 300
+    append(log, build_batch([kv("x", "a1")], producer_id=pid, producer_epoch=0, base_sequence=0, transactional=True))
+    first_abort = append(log, build_control_batch(pid, 0, False, 1, timestamp_ms=NOW))
+    append(log, build_batch([kv("x", "v1")]))
+    seal(log)
+    first_dirty = log.log_end_offset
+    second_first = append(log, build_batch([kv("x", "a2")], producer_id=pid, producer_epoch=0, base_sequence=1, transactional=True))
+    second_abort = append(log, build_control_batch(pid, 0, False, 1, timestamp_ms=NOW))
+    seal(log)
+    txns = ((pid, 0, first_abort), (pid, second_first, second_abort))
+    clean_log(log, first_dirty, aborted=txns)
+    # v1 survives: the aborted a2 (a later offset of x) never entered the map.
+    assert data_records(log) == [(2, b"x", b"v1")]
+
+
 def test_nothing_to_plan_without_a_closed_segment(tmp_path: Path) -> None:
     log = make_log(tmp_path / "t-0")
     append(log, build_batch([kv("a", "1")]))
