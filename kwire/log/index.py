@@ -57,15 +57,19 @@ class _Index:
     def __init__(
         self, path: Path, base_offset: int, max_index_size: int, *, fresh: bool = False
     ) -> None:
-        """Load the file's entries; or, if `fresh`, start empty and remove the file."""
+        """Load the file's entries; or, if `fresh`, start empty, the file's entries
+        unread and replaced by the first write() (see `_replaces_file`)."""
         self.path = path
         self.base_offset = base_offset
         size = self.entry.size
-        if fresh:
-            path.unlink(missing_ok=True)
-            data = b""
-        else:
-            data = _read_file(path)
+        # A fresh index's file may still hold an earlier index's entries. They are not
+        # removed now (a recovery of thousands of partitions would pay an unlink for
+        # each), but by the first write(), which truncates the file or, with no entry
+        # to write, removes it. Until then the file is never trusted: a fresh index
+        # belongs to a segment being rebuilt (written at once if inactive) or to the
+        # active segment, which a crash rescans.
+        self._replaces_file = fresh
+        data = b"" if fresh else _read_file(path)
         # A torn last entry (crash mid-write) is dropped.
         self._data = bytearray(data[: len(data) - len(data) % size])
         self.entries = len(self._data) // size
@@ -118,10 +122,20 @@ class _Index:
     def write(self) -> bool:
         """Append the entries not yet in the file (no fsync: the segment's flush syncs).
         Returns whether anything was written."""
-        if self.written >= self.entries:
+        flags = os.O_WRONLY | os.O_CREAT
+        if self._replaces_file:
+            self._replaces_file = False
+            if not self.entries:
+                try:
+                    self.path.unlink()
+                except FileNotFoundError:
+                    return False
+                return True
+            flags |= os.O_TRUNC
+        elif self.written >= self.entries:
             return False
         size = self.entry.size
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(self.path, flags, 0o644)
         try:
             start = self.written * size
             data = bytes(self._data[start:])
