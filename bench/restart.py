@@ -44,6 +44,15 @@ SECTION_BEGIN = "<!-- restart: written by python -m bench.restart -->"
 SECTION_END = "<!-- /restart -->"
 PER_TOPIC = 1000
 START_TIMEOUT = 600.0
+NOTE = (
+    "A clean start writes no per-partition file: the log dir's `.kwire_clean_shutdown` names "
+    "the partitions the shutdown closed and is removed (one unlink, one directory fsync) once "
+    "all are open. Before, every log's `kwire-log-state` was rewritten at open (write, fsync, "
+    "rename, directory fsync) to clear its clean-shutdown flag. An unclean start rescans each "
+    "log from its recovery point; it no longer unlinks the active segment's index files "
+    "(their first write replaces them). A clean shutdown still rewrites every "
+    "`kwire-log-state` (PartitionLog.close), which is most of its time."
+)
 STOP_TIMEOUT = 600.0
 
 
@@ -268,6 +277,7 @@ def section(runs: list[Figures], command: str, elapsed: float, loads: tuple[str,
     ]
     for title, key in rows:
         lines.append(f"| {title} | " + " | ".join(s(getattr(r, key)) for r in runs) + " |")
+    lines += ["", NOTE]
     errors = [f"- {r.label}: {e}" for r in runs for e in r.errors]
     lines += ["", "### Restart errors", "", *(errors or ["- none"]), "", SECTION_END, ""]
     return "\n".join(lines)
