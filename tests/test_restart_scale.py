@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,22 @@ def test_a_header_scan_survives_eviction_of_its_segment(tmp_path: Path, small_ca
         other = log.segments[(len(scanned) * 7) % (len(log.segments) - 1)]
         log.read(other.base_offset, 1)
     assert scanned == sorted(set(o - o % 2 for o in batches))
+    log.close()
+
+
+def test_worker_threads_never_evict_the_main_thread_restores_the_bound(tmp_path: Path, small_cache: None) -> None:
+    log, batches = many_segment_log(tmp_path / "t-0", 20)
+    inactive = log.segments[:-1]
+    worker = threading.Thread(target=lambda: [segment.file for segment in inactive])
+    worker.start()
+    worker.join(TIMEOUT)
+    assert not worker.is_alive()
+    # Recorded, not evicted: a worker (a partition opened off the loop) drops nothing
+    # the event loop may be using.
+    assert len(open_segments) == len(inactive) and all(s._file is not None for s in inactive)
+    assert log.read(0, 1).tobytes() == batches[0]
+    assert len(open_segments) <= 8
+    assert sum(s._file is not None for s in inactive) <= 8
     log.close()
 
 

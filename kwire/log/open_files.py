@@ -15,6 +15,11 @@ segment only drops its own reference then; CPython closes the fd when the last
 holder lets go. Closing it under them would cut a fetch answer short or, worse,
 let sendfile read whatever file reuses the fd number.
 
+Eviction runs on the main thread only (the event loop's, where every log is
+read and changed): a segment used from a worker thread (a partition opened or
+recovered off the loop) is recorded, and the next use on the main thread restores
+the bounds. So no worker thread ever drops a file or index the loop is using.
+
 The cache is process-wide (`open_segments`), as the fd limit is. Its default
 size follows RLIMIT_NOFILE (`default_max_files`); `configure()` sets others.
 """
@@ -57,7 +62,7 @@ def default_max_files() -> int:
 
 class OpenSegmentCache:
     """Inactive segments holding an open `.log` and/or loaded indexes, least recently
-    used first. Thread-safe bookkeeping; eviction runs in the thread that uses a segment."""
+    used first. Thread-safe bookkeeping; eviction on the main thread only."""
 
     def __init__(self, max_files: int | None = None, max_index_bytes: int | None = None) -> None:
         self.max_files = default_max_files() if max_files is None else max(1, max_files)
@@ -66,6 +71,7 @@ class OpenSegmentCache:
         self._segments: OrderedDict[Evictable, int] = OrderedDict()
         self._index_bytes = 0
         self._lock = threading.RLock()
+        self._evicting_thread = threading.main_thread().ident
         self.evictions = 0
 
     def configure(self, *, max_files: int | None = None, max_index_bytes: int | None = None) -> None:
@@ -75,7 +81,8 @@ class OpenSegmentCache:
             self.max_index_bytes = (
                 DEFAULT_MAX_INDEX_BYTES if max_index_bytes is None else max_index_bytes
             )
-            self._evict_over(None)
+            if threading.get_ident() == self._evicting_thread:
+                self._evict_over(None)
 
     def __len__(self) -> int:
         return len(self._segments)
@@ -95,7 +102,8 @@ class OpenSegmentCache:
             weight = (old or 0) if index_bytes is None else index_bytes
             self._segments[segment] = weight
             self._index_bytes += weight - (old or 0)
-            self._evict_over(segment)
+            if threading.get_ident() == self._evicting_thread:
+                self._evict_over(segment)
 
     def forget(self, segment: Evictable) -> None:
         """`segment` holds nothing the cache bounds any more (closed, deleted, active)."""
