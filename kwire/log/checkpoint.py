@@ -6,7 +6,10 @@
 * `kwire-log-state`: "key value" lines: log start offset, recovery point (the
   offset up to which the log is flushed; segments below it need no recovery
   scan), high watermark, current leader epoch, and a clean-shutdown flag set
-  by close() and cleared when the log is opened.
+  by close(). It is trusted only with the broker's word: the log dir's
+  `.kwire_clean_shutdown` naming the partition (then it is left as is at open,
+  and the marker's removal withdraws the trust); a log opened on its own clears
+  it at open instead (PartitionLog.open).
 
 Every write goes to a temp file, is fsynced, renamed over the old one and the
 directory fsynced, so a crash leaves either the old or the new file.
