@@ -282,6 +282,10 @@ class PartitionLog:
         # Whether the state file exists (a brand-new partition has none until needed).
         self._state_stored = False
         self._stored_high_watermark = -1
+        # The state file's content as last read or written: a clean close that would
+        # write the same again writes nothing (10,000 idle partitions stop without
+        # 10,000 fsynced rewrites).
+        self._stored_state: LogState | None = None
         # Runs a roll's FlushJob off the event loop (the broker's, see background.py);
         # without one, rolled segments are flushed by the next maybe_flush().
         self.roll_flusher: Callable[[FlushJob], None] | None = None
@@ -378,6 +382,7 @@ class PartitionLog:
         log._log_start_offset = max(state.log_start_offset, segments[0].base_offset)
         log._leader_epoch = state.leader_epoch
         log._state_stored = stored is not None
+        log._stored_state = stored
         if log._log_start_offset > log._log_end_offset:
             # Data up to the log start offset is gone (lost in a crash): start over there.
             log._truncate_fully_and_start_at(log._log_start_offset, now)
@@ -557,7 +562,9 @@ class PartitionLog:
         )
 
     def _write_state(self, *, clean_shutdown: bool = False) -> None:
-        self._state(clean_shutdown=clean_shutdown).write(self.directory)
+        state = self._state(clean_shutdown=clean_shutdown)
+        state.write(self.directory)
+        self._stored_state = state
         self._state_stored = True
         self._stored_high_watermark = self._high_watermark
 
@@ -1325,7 +1332,9 @@ class PartitionLog:
         # A log that never held data and never needed a state file needs none now:
         # reopened, its recovery is that of an empty segment (no reads). So closing an
         # idle new partition costs no fsync.
-        if self._state_stored or self.size_bytes or self._state() != LogState():
+        if (self._state_stored or self.size_bytes or self._state() != LogState()) and (
+            self._state(clean_shutdown=True) != self._stored_state
+        ):
             self._write_state(clean_shutdown=True)
         self._closed = True
 
