@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import statistics
 import time
 
@@ -263,12 +264,21 @@ TLS_BEGIN = "<!-- tls: written by python -m bench.tls -->"
 TLS_END = "<!-- /tls -->"
 
 
+# Any standalone benchmark's section: `<!-- NAME: written by python -m bench.X -->`
+# ... `<!-- /NAME -->` (cluster, tls, restart, cleaner ...).
+_SECTION = re.compile(r"<!-- (?P<name>[\w-]+): written by python -m bench\.[\w.]+ -->.*?<!-- /(?P=name) -->", re.S)
+
+
 def keep_cluster_section(path, text: str) -> str:
-    """`text` with the cluster and TLS sections of the file at `path` (if any) appended."""
+    """`text` with the standalone benchmarks' sections of the file at `path` (cluster,
+    TLS, restart, cleaner: each between its markers) appended, in their order there."""
     try:
         old = path.read_text()
     except OSError:
         return text
+    for match in _SECTION.finditer(old):
+        text = text.rstrip("\n") + "\n\n" + match.group(0) + "\n"
+    return text
     for begin, end in ((CLUSTER_BEGIN, CLUSTER_END), (TLS_BEGIN, TLS_END)):
         if begin in old and end in old:
             section = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
