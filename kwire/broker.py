@@ -7,12 +7,16 @@ waiters, which an append wakes.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import logging
+import os
 import re
+import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +27,7 @@ from kio.schema.errors import ErrorCode
 from kwire.clock import now_ms
 from kwire.cluster.metadata_image import (
     MetadataImage,
+    TopicImage,
     local_broker_registration,
     local_metadata_image,
     local_topic_image,
@@ -31,10 +36,15 @@ from kwire.config import TOPIC_CONFIGS, BrokerConfig, ConfigError, validate_topi
 from kwire.coordinator.producer_state import CompletedTxn, ProducerStateManager
 from kwire.entity_configs import EntityConfigStore, LocalEntityConfigs
 from kwire.errors import KafkaError
-from kwire.log.background import flush_in_thread
+from kwire.log.background import (
+    flush_in_thread,
+    remove_dirs_in_thread,
+    run_flush_jobs,
+    unlink_files,
+)
 from kwire.log.checkpoint import fsync_dir, write_atomically
 from kwire.log.cleaner_manager import LogCleaner
-from kwire.log.log import LogConfig, PartitionLog
+from kwire.log.log import DELETE_DIR_SUFFIX, LogConfig, PartitionLog, delete_dir_path
 from kwire.log.txn_index import AbortedTxn, AbortedTxnIndex, marker_type, read_marker_type
 from kwire.protocol.records import BatchHeader, set_log_append_time
 
@@ -90,6 +100,12 @@ MAX_PARTITIONS_PER_REQUEST = 10_000
 def check_partitions_per_request(total: int) -> None:
     if total > MAX_PARTITIONS_PER_REQUEST:
         raise KafkaError(ErrorCode.policy_violation, "Unable to perform excessively large batch operation.")
+
+
+# Background passes and bulk topic changes give the event loop back at least this often.
+_LOOP_SLICE_S = 0.02
+# Logs whose flush jobs go to a worker thread at once (each job holds a few fds).
+_FLUSH_JOBS_PER_THREAD_CALL = 256
 
 
 def check_replication_factor(replication_factor: int) -> None:
@@ -614,7 +630,8 @@ class Broker:
     def delete_replica(self, partition: Partition) -> None:
         """StopReplica with deletion: the log goes, waiting fetches wake."""
         topic = partition.topic
-        partition.log.delete()
+        # Renamed `-delete` now (its name free for a new replica), removed in a worker thread.
+        remove_dirs_in_thread([partition.log.rename_for_delete()])
         partition.wake_waiters()
         if 0 <= partition.index < len(topic.partitions) and topic.partitions[partition.index] is partition:
             topic.partitions[partition.index] = None  # type: ignore[call-overload]
@@ -673,8 +690,107 @@ class Broker:
         validate_only: bool = False,
         internal: bool = False,
     ) -> Topic | None:
-        """Create a topic, Kafka's checks and error codes included."""
+        """Create a topic, Kafka's checks and error codes included; its partitions are
+        opened here and now (create_topic_async opens them in a worker thread)."""
+        new = self._new_topic(name, num_partitions, replication_factor, configs, validate_only=validate_only, internal=internal)
+        if new is None:
+            return None
+        topic, count = new
+        return self._install_topic(topic, [self._open_partition(topic, index) for index in range(count)])
+
+    async def create_topic_async(
+        self,
+        name: str,
+        num_partitions: int = -1,
+        replication_factor: int = -1,
+        configs: dict[str, str | None] | None = None,
+        *,
+        validate_only: bool = False,
+        internal: bool = False,
+    ) -> Topic | None:
+        """create_topic, with the partitions' folders and files made in a worker thread
+        (as Kafka's log manager, not its request threads, creates logs); the topic is
+        registered on the event loop once they all are. Meanwhile the name is taken:
+        another creation of it answers TOPIC_ALREADY_EXISTS."""
+        new = self._new_topic(name, num_partitions, replication_factor, configs, validate_only=validate_only, internal=internal)
+        if new is None:
+            return None
+        topic, count = new
+        in_flight = self._topics_in_flight()
+        in_flight[name] = "creating"
+        try:
+            partitions, image = await trio.to_thread.run_sync(self._open_new_partitions, topic, 0, count)
+        finally:
+            del in_flight[name]
+        # No checkpoint from here on: the topic appears whole, even if cancelled meanwhile.
+        return self._install_topic(topic, partitions, image)
+
+    def _topics_in_flight(self) -> dict[str, str]:
+        """Topics whose partitions a worker thread is creating or renaming away, by
+        name: "creating", "growing" or "deleting"."""
+        in_flight: dict[str, str] | None = self.__dict__.get("_in_flight")
+        if in_flight is None:
+            in_flight = self.__dict__["_in_flight"] = {}
+        return in_flight
+
+    def _check_not_in_flight(self, name: str) -> None:
+        """A topic being created or deleted in a worker thread is taken, as Kafka's
+        controller answers for a topic being created, or marked for deletion."""
+        state = self._topics_in_flight().get(name)
+        if state == "deleting":
+            raise KafkaError(ErrorCode.topic_already_exists, f'Topic "{name}" is marked for deletion.')
+        if state == "creating":
+            raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
+        if "." in name or "_" in name:
+            unified = name.replace(".", "_")
+            for other, state in self._topics_in_flight().items():
+                if state == "creating" and other != name and other.replace(".", "_") == unified:
+                    raise KafkaError(
+                        ErrorCode.invalid_topic_exception, f"Topic '{name}' collides with existing topic: {other}"
+                    )
+
+    def _open_new_partitions(self, topic: Topic, start: int, stop: int) -> tuple[list[Partition], TopicImage]:
+        """Open partitions [start, stop) of a topic, which no other task sees yet (in a
+        worker thread: folders, files, state), and the topic's metadata image with them
+        (for 10,000 partitions a fifth of a second of work, not for the event loop). If
+        one fails, those opened are removed again."""
+        partitions: list[Partition] = []
+        try:
+            for index in range(start, stop):
+                partitions.append(self._open_partition(topic, index))
+        except BaseException:
+            for partition in partitions:
+                partition.log.delete()
+            raise
+        grown = copy.copy(topic)
+        grown.partitions = topic.partitions + partitions
+        return partitions, local_topic_image(grown, self.broker_id)
+
+    def _install_topic(self, topic: Topic, partitions: list[Partition], image: TopicImage | None = None) -> Topic:
+        topic.partitions.extend(partitions)
+        self._register(topic)
+        if image is None:
+            self._publish_topic(topic)
+        else:
+            self.metadata_image = self.metadata_image.with_topic(image)
+        self._save_metadata()
+        log.info("created topic %s with %d partitions", topic.name, len(partitions))
+        return topic
+
+    def _new_topic(
+        self,
+        name: str,
+        num_partitions: int,
+        replication_factor: int,
+        configs: dict[str, str | None] | None,
+        *,
+        validate_only: bool,
+        internal: bool,
+    ) -> tuple[Topic, int] | None:
+        """A new topic's checks (Kafka's errors); the Topic, not registered, and its
+        partition count, or None if `validate_only`."""
         self.check_new_topic_name(name)
+        self._check_not_in_flight(name)
         if name in RESERVED_TOPICS and not internal:
             # Only the broker's own coordinators make these, with their own settings.
             raise KafkaError(ErrorCode.invalid_request, f"Creation of internal topic {name} is prohibited.")
@@ -694,14 +810,7 @@ class Broker:
             raise KafkaError(ErrorCode.invalid_config, str(e)) from None
         if validate_only:
             return None
-        topic = Topic(name, uuid.uuid4(), parsed, self.config, is_internal=internal)
-        for index in range(num_partitions):
-            topic.partitions.append(self._open_partition(topic, index))
-        self._register(topic)
-        self._publish_topic(topic)
-        self._save_metadata()
-        log.info("created topic %s with %d partitions", name, num_partitions)
-        return topic
+        return Topic(name, uuid.uuid4(), parsed, self.config, is_internal=internal), num_partitions
 
     def check_new_topic_name(self, name: str) -> None:
         validate_topic_name(name)
@@ -721,6 +830,35 @@ class Broker:
             raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
 
     def delete_topic(self, name: str) -> None:
+        """Delete a topic: its folders renamed `-delete` here and now, then removed in
+        a worker thread (here and now outside a trio run)."""
+        topic = self._unregister_for_delete(name)
+        removed = [partition.log.rename_for_delete() for partition in topic.partitions if partition is not None]
+        remove_dirs_in_thread(removed)
+        log.info("deleted topic %s", name)
+
+    async def delete_topic_async(self, name: str) -> None:
+        """delete_topic as Kafka's async delete, off the event loop: the topic leaves the
+        broker's state at once, its folders are renamed `-delete` in a worker thread
+        (the name stays taken until then: TOPIC_ALREADY_EXISTS, "marked for deletion"),
+        and removed in another, after the answer."""
+        topic = self._unregister_for_delete(name)
+        logs = [partition.log for partition in topic.partitions if partition is not None]
+        in_flight = self._topics_in_flight()
+        in_flight[name] = "deleting"
+        removed: list[Path] = []
+        try:
+            removed = await trio.to_thread.run_sync(_rename_for_delete, [log.directory for log in logs])
+        finally:
+            with trio.CancelScope(shield=True):
+                await _sliced(log.release_deleted for log in logs)
+            del in_flight[name]
+        remove_dirs_in_thread(removed)
+        log.info("deleted topic %s", name)
+
+    def _unregister_for_delete(self, name: str) -> Topic:
+        """A topic deletion's checks and state changes: the topic gone from the broker
+        and its metadata, its logs closed to every writer, waiting fetches woken."""
         topic = self.topics.get(name)
         if topic is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic {name} does not exist")
@@ -730,26 +868,78 @@ class Broker:
         del self.topics_by_id[topic.topic_id]
         self.metadata_image = self.metadata_image.without_topic(name)
         for partition in topic.partitions:
-            partition.log.delete()
-            partition.wake_waiters()
+            if partition is not None:
+                partition.log.begin_delete()
+                partition.wake_waiters()
         self._save_metadata()
-        log.info("deleted topic %s", name)
+        return topic
+
+    def deleted_partition_dirs(self) -> list[Path]:
+        """Partition folders renamed `-delete` whose removal a stop interrupted."""
+        try:
+            return [p for p in self.log_dir.iterdir() if p.name.endswith(DELETE_DIR_SUFFIX) and p.is_dir()]
+        except FileNotFoundError:
+            return []
+
+    async def remove_deleted_partition_dirs(self) -> None:
+        """Start-up: remove the `-delete` leftovers, in a worker thread (Kafka's log
+        manager does so as it loads its logs)."""
+        leftovers = await trio.to_thread.run_sync(self.deleted_partition_dirs)
+        if leftovers:
+            log.info("removing %d partition folder(s) left by deletions", len(leftovers))
+            remove_dirs_in_thread(leftovers)
 
     def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        """Raise a topic's partition count; the new partitions are opened here and now
+        (create_partitions_async opens them in a worker thread)."""
+        topic = self._check_partitions_increase(name, count)
+        if validate_only:
+            return
+        self._install_partitions(
+            topic, [self._open_partition(topic, index) for index in range(len(topic.partitions), count)]
+        )
+
+    async def create_partitions_async(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        """create_partitions with the new partitions opened in a worker thread; another
+        increase of the same topic meanwhile waits for it, then is checked."""
+        in_flight = self._topics_in_flight()
+        while in_flight.get(name) == "growing":
+            await trio.sleep(0.01)
+        topic = self._check_partitions_increase(name, count)
+        if validate_only:
+            return
+        current = len(topic.partitions)
+        in_flight[name] = "growing"
+        try:
+            partitions, image = await trio.to_thread.run_sync(self._open_new_partitions, topic, current, count)
+        finally:
+            del in_flight[name]
+        if self.topics.get(name) is not topic:
+            # Deleted meanwhile: the new partitions go too.
+            remove_dirs_in_thread([partition.log.rename_for_delete() for partition in partitions])
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic {name} does not exist")
+        self._install_partitions(topic, partitions, image)
+
+    def _check_partitions_increase(self, name: str, count: int) -> Topic:
         topic = self.topics.get(name)
         if topic is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"Topic {name} does not exist")
+        if self._topics_in_flight().get(name) == "growing":
+            raise KafkaError(ErrorCode.invalid_partitions, f"The partitions of topic {name} are being increased already.")
         current = len(topic.partitions)
         if count <= current:
             raise KafkaError(
                 ErrorCode.invalid_partitions,
                 f"The topic {name} currently has {current} partition(s); {count} would not be an increase.",
             )
-        if validate_only:
-            return
-        for index in range(current, count):
-            topic.partitions.append(self._open_partition(topic, index))
-        self._publish_topic(topic)
+        return topic
+
+    def _install_partitions(self, topic: Topic, partitions: list[Partition], image: TopicImage | None = None) -> None:
+        topic.partitions.extend(partitions)
+        if image is None:
+            self._publish_topic(topic)
+        else:
+            self.metadata_image = self.metadata_image.with_topic(image)
         self._save_metadata()
 
     def set_topic_configs(self, name: str, configs: dict[str, Any], *, validate_only: bool = False) -> None:
@@ -797,17 +987,58 @@ class Broker:
 
     # ---- background work -------------------------------------------------------
 
-    def retention_pass(self) -> int:
+    async def retention_pass(self) -> int:
+        """Kafka's log retention check: segments past retention.ms / retention.bytes or
+        below the log start offset renamed `.deleted` on the event loop (the commit
+        point), giving the loop back between partitions; the unlinks of those whose
+        file.delete.delay.ms is over, and the due flushes, in worker threads. Returns
+        the segments deleted."""
         deleted = 0
         timestamp = now_ms()
+        due = []
+        slice_end = time.monotonic() + _LOOP_SLICE_S
         for partition in list(self.all_partitions()):
+            if self.partition(partition.topic.name, partition.index) is not partition:
+                continue  # deleted since the pass began
+            due += partition.log.take_due_deletes(timestamp)
             deleted += partition.apply_retention(timestamp)
+            if time.monotonic() >= slice_end:
+                await trio.sleep(0)
+                slice_end = time.monotonic() + _LOOP_SLICE_S
+        if due:
+            paths = [path for segment in due for path in (segment.log_path, segment.index_path, segment.time_index_path)]
+            await trio.to_thread.run_sync(unlink_files, paths)
+            # Let go of their files and indexes (the unlinks find nothing now).
+            await _sliced(segment.delete_files for segment in due)
+        await self._flush_logs(timestamp)
         return deleted
 
-    def flush_pass(self) -> None:
-        timestamp = now_ms()
-        for partition in self.all_partitions():
-            partition.log.maybe_flush(timestamp)
+    async def flush_pass(self) -> None:
+        """Kafka's log flusher: logs due a flush (flush.ms, flush.messages, rolled
+        segments not flushed yet) fsynced in a worker thread."""
+        await self._flush_logs(now_ms())
+
+    async def _flush_logs(self, timestamp: int) -> None:
+        """The due flushes of every log (PartitionLog.flush_job), fsynced in a worker
+        thread a batch at a time; the recovery points move on the loop as each batch ends."""
+        partitions = list(self.all_partitions())
+        for start in range(0, len(partitions), _FLUSH_JOBS_PER_THREAD_CALL):
+            jobs = []
+            for partition in partitions[start : start + _FLUSH_JOBS_PER_THREAD_CALL]:
+                try:
+                    job = partition.log.flush_job(timestamp)
+                except OSError as e:
+                    log.warning("cannot flush %s-%d: %s", partition.topic.name, partition.index, e)
+                    continue
+                if job is not None:
+                    jobs.append(job)
+            if not jobs:
+                continue
+            try:
+                await trio.to_thread.run_sync(run_flush_jobs, jobs)
+            finally:
+                for job in jobs:
+                    job.complete()
 
     def attach_coordinators(self) -> None:
         """Create the group and transaction coordinators (they load their topics when
@@ -872,12 +1103,44 @@ class Broker:
 
 
 async def _every(interval_ms: int, action: Any) -> None:
+    """Run `action` (a function, or an async one) every `interval_ms`; a failure is logged."""
     while True:
         await trio.sleep(interval_ms / 1000)
         try:
-            action()
+            result = action()
+            if inspect.isawaitable(result):
+                await result
         except Exception:
             log.exception("background %s failed", getattr(action, "__name__", action))
+
+
+async def _sliced(steps: Iterable[Callable[[], object]]) -> None:
+    """Run quick steps on the event loop, giving it back every _LOOP_SLICE_S."""
+    slice_end = time.monotonic() + _LOOP_SLICE_S
+    for step in steps:
+        step()
+        if time.monotonic() >= slice_end:
+            await trio.sleep(0)
+            slice_end = time.monotonic() + _LOOP_SLICE_S
+
+
+def _rename_for_delete(directories: list[Path]) -> list[Path]:
+    """Rename partition folders `<topic>-<p>.<id>-delete` (in a worker thread); a folder
+    that cannot be renamed is removed here, so that its name is free either way.
+    Returns the renamed folders, to remove."""
+    renamed = []
+    for directory in directories:
+        target = delete_dir_path(directory)
+        try:
+            os.rename(directory, target)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warning("cannot rename %s for deletion (%s): removing it in place", directory, e)
+            shutil.rmtree(directory, ignore_errors=True)
+            continue
+        renamed.append(target)
+    return renamed
 
 
 def _import_coordinators() -> None:

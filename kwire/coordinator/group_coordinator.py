@@ -456,22 +456,23 @@ class GroupCoordinator:
                     log.info("loaded %d groups from %s", len(self.groups), OFFSETS_TOPIC)
 
     async def _load_partition(self, index: int, current: Callable[[], bool]) -> int:
-        """Read the partition back (checkpoints between batches, so resignation can
-        cancel it), then install its groups at once unless `current()` turned false.
-        Returns how many groups were loaded."""
+        """Read the partition back, its records decoded in a worker thread (load_batches:
+        a large partition stalls no other client, and resignation cancels the load at
+        once), then install its groups at once, on the event loop, unless `current()`
+        turned false. Returns how many groups were loaded."""
         offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         metadata: dict[str, codec.GroupMetadataValue | None] = {}
         # Transactional offsets wait for their producer's marker: commit applies them.
         pending: dict[int, dict[str, dict[tuple[str, int], OffsetAndMetadata]]] = {}
-        for count, (header, batch) in enumerate(read_batches(self.writer, (OFFSETS_TOPIC, index)), 1):
-            if count % LOAD_BATCHES_PER_CHECKPOINT == 0:
-                await trio.sleep(0)
+
+        def decode(header: Any, batch: bytes) -> None:
+            # In the worker thread: touches only this load's own dicts.
             if header.is_control:
                 by_group = pending.pop(header.producer_id, None)
                 if by_group and any(control_record_type(r.key) == CONTROL_COMMIT for r in iter_records(batch)):
                     for group_id, committed in by_group.items():
                         offsets.setdefault(group_id, {}).update(committed)
-                continue
+                return
             for record in iter_records(batch):
                 if record.key is None:
                     continue
@@ -496,6 +497,8 @@ class GroupCoordinator:
                         )
                 except codec.CodecError as e:
                     log.warning("%s-%d offset %d: skipping record: %s", OFFSETS_TOPIC, index, record.offset, e)
+
+        await load_batches(self.writer, (OFFSETS_TOPIC, index), decode)
         await trio.sleep(0)
         if not current():
             return 0
@@ -1005,18 +1008,49 @@ def read_batches(writer: PartitionWriter, tp: TopicPartition) -> Iterator[tuple[
     end = writer.log_end_offset(tp)
     while offset < end:
         data = writer.read(tp, offset, LOAD_READ_BYTES)
-        if not data:
-            break
-        position = 0
         progressed = False
-        while len(data) - position >= BATCH_HEADER_SIZE:
-            header = parse_batch_header(data, position)
-            if position + header.size > len(data):
-                break
-            if header.next_offset > offset:
-                yield header, data[position : position + header.size]
-                offset = header.next_offset
-                progressed = True
-            position += header.size
+        for header, batch in _chunk_batches(data, offset):
+            yield header, batch
+            offset = header.next_offset
+            progressed = True
         if not progressed:
             break
+
+
+async def load_batches(writer: PartitionWriter, tp: TopicPartition, decode: Callable[[Any, bytes], None]) -> None:
+    """Every batch of a coordinator partition, from its log start to its end, handed to
+    `decode(header, bytes)` in a worker thread: each chunk (LOAD_READ_BYTES) is read on
+    the event loop (one pread), its batches parsed and decoded off it, so loading a
+    large partition does not stall other clients. Cancellable at any time: a chunk
+    being decoded is abandoned to its thread, so `decode` must touch only the load's
+    own state."""
+    offset = writer.log_start_offset(tp)
+    end = writer.log_end_offset(tp)
+    while offset < end:
+        data = writer.read(tp, offset, LOAD_READ_BYTES)
+        next_offset = await trio.to_thread.run_sync(_decode_chunk, data, offset, decode, abandon_on_cancel=True)
+        if next_offset <= offset:
+            break
+        offset = next_offset
+
+
+def _decode_chunk(data: bytes, offset: int, decode: Callable[[Any, bytes], None]) -> int:
+    """decode() each batch of a chunk ending past `offset`; the offset after them."""
+    for header, batch in _chunk_batches(data, offset):
+        decode(header, batch)
+        offset = header.next_offset
+    return offset
+
+
+def _chunk_batches(data: bytes, offset: int) -> Iterator[tuple[Any, bytes]]:
+    """The whole batches of a chunk read from the log that end past `offset` (a read
+    starts at the batch holding it): (header, bytes)."""
+    position = 0
+    while len(data) - position >= BATCH_HEADER_SIZE:
+        header = parse_batch_header(data, position)
+        if position + header.size > len(data):
+            break
+        if header.next_offset > offset:
+            yield header, data[position : position + header.size]
+            offset = header.next_offset
+        position += header.size

@@ -41,9 +41,9 @@ from kwire.coordinator.group_coordinator import (
     OFFSETS_TOPIC,
     GroupCoordinator,
     HasServices,
+    load_batches,
     millis,
     partition_for,
-    read_batches,
     setting,
     store_error,
 )
@@ -281,12 +281,14 @@ class TransactionCoordinator:
                 log.info("loaded %d transactional ids from %s", len(self.txns), TRANSACTION_STATE_TOPIC)
 
     async def _load_partition(self, index: int) -> dict[str, TxnMetadata]:
+        """The partition's transactional ids (the last record of each wins, tombstones
+        delete), decoded in a worker thread (load_batches); cancellable throughout."""
         txns: dict[str, TxnMetadata] = {}
-        for count, (header, batch) in enumerate(read_batches(self.writer, (TRANSACTION_STATE_TOPIC, index)), 1):
-            if count % LOAD_BATCHES_PER_CHECKPOINT == 0:
-                await trio.sleep(0)
+
+        def decode(header: Any, batch: bytes) -> None:
+            # In the worker thread: touches only this load's own dict.
             if header.is_control:
-                continue
+                return
             for record in iter_records(batch):
                 if record.key is None:
                     continue
@@ -298,6 +300,8 @@ class TransactionCoordinator:
                         txns[transactional_id] = tx.decode_value(transactional_id, record.value)
                 except tx.CodecError as e:
                     log.warning("%s-%d offset %d: skipping record: %s", TRANSACTION_STATE_TOPIC, index, record.offset, e)
+
+        await load_batches(self.writer, (TRANSACTION_STATE_TOPIC, index), decode)
         await trio.sleep(0)
         return txns
 

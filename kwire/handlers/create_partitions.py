@@ -50,7 +50,8 @@ async def create_partitions(broker: Broker, wanted: Any, validate_only: bool, ti
             # New partitions keep the topic's replication factor.
             check_manual_assignment(broker, assignment.broker_ids, replication_factor)
     if broker.cluster is None:
-        broker.create_partitions(wanted.name, wanted.count, validate_only=validate_only)
+        # The new partitions' folders and files are made in a worker thread.
+        await broker.create_partitions_async(wanted.name, wanted.count, validate_only=validate_only)
         return
     if wanted.assignments is not None:
         new = {current + i: tuple(a.broker_ids) for i, a in enumerate(wanted.assignments)}

@@ -153,7 +153,8 @@ async def _create(
             )
             created = broker.metadata_image.topic(topic.name)
     else:
-        created = broker.create_topic(
+        # The partitions' folders and files are made in a worker thread.
+        created = await broker.create_topic_async(
             topic.name, num_partitions, replication_factor, configs, validate_only=validate_only
         )
     # v5+ answers with the topic's configs, to whom may describe them.

@@ -131,7 +131,8 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                         raise KafkaError(ErrorCode.invalid_request, f"Internal topic {topic.name} cannot be deleted")
                     await broker.cluster.delete_topic(topic.name, wait_seconds=request.timeout.total_seconds())
                 else:
-                    broker.delete_topic(topic.name)
+                    # Folders renamed away in a worker thread, removed after the answer.
+                    await broker.delete_topic_async(topic.name)
                 outcome[topic.name] = (ErrorCode.none, None)
             except KafkaError as e:
                 outcome[topic.name] = (e.error_code, e.message)

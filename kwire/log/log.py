@@ -155,6 +155,32 @@ class FlushJob:
         self.log._complete_flush(self)
 
 
+class PeriodicFlushJob(FlushJob):
+    """A flush of the broker's flush pass (flush.ms, flush.messages, segments rolled
+    and not yet flushed), off the event loop as Kafka's log flusher runs on its
+    scheduler (PartitionLog.flush_job). As a FlushJob, except that the active
+    segment's files are synced but it is not marked synced (appends go on
+    meanwhile), and the state file follows at most once a minute, as with flush(),
+    unless `checkpoint` (the flush covers rolled segments)."""
+
+    def __init__(
+        self,
+        log: PartitionLog,
+        up_to: int,
+        generation: int,
+        segments: list[LogSegment],
+        fds: list[int],
+        *,
+        checkpoint: bool,
+    ) -> None:
+        super().__init__(log, up_to, generation, segments, fds)
+        self.checkpoint = checkpoint
+
+    def complete(self) -> None:
+        self.release()  # if run() never ran (cancelled first)
+        self.log._complete_periodic_flush(self)
+
+
 class OffsetOutOfRangeError(Exception):
     """Kafka's OFFSET_OUT_OF_RANGE: an offset outside [log start offset, log end offset]."""
 
@@ -784,6 +810,72 @@ class PartitionLog:
             self._write_state()
             self._last_checkpoint_ms = now
 
+    def flush_job(self, now_ms: int) -> PeriodicFlushJob | None:
+        """The flush maybe_flush() would do now, as a job whose fsyncs run in a worker
+        thread (the broker's flush pass), or None if nothing is due or a job in flight
+        covers it: flush.messages / flush.ms due (up to the log end offset), or
+        segments rolled and not flushed (up to the active segment). The segments'
+        index entries are written and their fds opened here."""
+        if self._closed:
+            return None
+        config = self.config
+        unflushed = self._log_end_offset - self._recovery_point
+        active_base = self._segments[-1].base_offset
+        if unflushed and (
+            unflushed >= config.flush_messages or now_ms - self._last_flush_ms >= config.flush_ms
+        ):
+            up_to = self._log_end_offset
+        elif self._recovery_point < active_base:
+            up_to = active_base
+        else:
+            return None
+        if self._flushing_to >= up_to:
+            return None
+        segments = [
+            s
+            for s in self._segments[self._segment_index(self._recovery_point) :]
+            if s.base_offset < up_to
+        ]
+        fds: list[int] = []
+        try:
+            for segment in segments:
+                fds += segment.open_for_sync()
+            # New segments' directory entries, so that their files are found.
+            fds.append(os.open(self.directory, os.O_RDONLY))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        job = PeriodicFlushJob(
+            self,
+            up_to,
+            self._generation,
+            [s for s in segments if not s.active],
+            fds,
+            checkpoint=up_to <= active_base,
+        )
+        self._flushing_to = max(self._flushing_to, up_to)
+        return job
+
+    def _complete_periodic_flush(self, job: PeriodicFlushJob) -> None:
+        """A PeriodicFlushJob's fsyncs are done (or failed): move the recovery point;
+        the state file as flush() writes it (see PeriodicFlushJob)."""
+        if self._flushing_to <= job.up_to:
+            self._flushing_to = -1
+        if not job.synced or self._closed or job.generation != self._generation:
+            return
+        for segment in job.segments:
+            if not segment.deleted:
+                segment.mark_synced()
+        target = min(job.up_to, self._log_end_offset)
+        now = _now_ms()
+        if target > self._recovery_point:
+            self._recovery_point = target
+            self._last_flush_ms = now
+        if job.checkpoint or now - self._last_checkpoint_ms >= _CHECKPOINT_INTERVAL_MS:
+            self._write_state()
+            self._last_checkpoint_ms = now
+
     # ---- reads ------------------------------------------------------------------------
 
     def read(
@@ -1050,7 +1142,10 @@ class PartitionLog:
             ),
             now_ms,
         )
-        self.maybe_flush(now_ms)
+        if self.roll_flusher is None:
+            # In the broker rolled segments are flushed by the roll flusher, and due
+            # flushes by its passes (flush_job), off the event loop.
+            self.maybe_flush(now_ms)
         return deleted
 
     def _delete_old_segments(
@@ -1094,15 +1189,25 @@ class PartitionLog:
             self._pending_deletes.append((now_ms + self.config.file_delete_delay_ms, segment))
 
     def _finish_pending_deletes(self, now_ms: int) -> None:
+        for segment in self.take_due_deletes(now_ms):
+            segment.delete_files()
+
+    def take_due_deletes(self, now_ms: int) -> list[LogSegment]:
+        """The segments renamed `.deleted` whose file.delete.delay.ms is over, no longer
+        pending here: the caller unlinks their files (in a worker thread, the broker's
+        retention pass), then calls their delete_files() to let go of what they hold
+        (its unlinks then find nothing)."""
         if not self._pending_deletes:
-            return
-        keep = []
+            return []
+        due: list[LogSegment] = []
+        keep: list[tuple[int, LogSegment]] = []
         for deadline, segment in self._pending_deletes:
             if deadline <= now_ms:
-                segment.delete_files()
+                due.append(segment)
             else:
                 keep.append((deadline, segment))
         self._pending_deletes = keep
+        return due
 
     # ---- compaction (kwire.log.cleaner) -------------------------------------------------
 
@@ -1339,20 +1444,57 @@ class PartitionLog:
         self._closed = True
 
     def delete(self) -> None:
-        """Topic deletion: close the files and remove the partition folder."""
+        """Topic deletion here and now: the folder renamed away, then removed."""
+        shutil.rmtree(self.rename_for_delete(), ignore_errors=True)
+
+    def rename_for_delete(self) -> Path:
+        """Kafka's async delete of a partition: the folder renamed to
+        `<topic>-<partition>.<id>-delete` (delete_dir_path; its name is free at once
+        for a new topic of the same name), the log closed and its files let go. The
+        caller removes the returned folder, best in a worker thread; a leftover is
+        removed at start-up."""
+        self.begin_delete()
+        target = delete_dir_path(self.directory)
+        try:
+            os.rename(self.directory, target)
+        except FileNotFoundError:
+            pass  # never created, or removed already
+        self.release_deleted()
+        return target
+
+    def begin_delete(self) -> None:
+        """The log is being deleted (its folder renamed, maybe in a worker thread):
+        flushes and cleanings in flight no longer apply, close() does nothing."""
+        self._closed = True
+
+    def release_deleted(self) -> None:
+        """Once the folder is renamed away: the segments let go of their files and
+        indexes. Their unlinks find nothing (the files are under the new name), so
+        this costs no disk work."""
         for _, segment in self._pending_deletes:
             segment.delete_files()
         self._pending_deletes = []
         for segment in self._segments:
             segment.delete_files()
         self._closed = True
-        shutil.rmtree(self.directory, ignore_errors=True)
 
     def __repr__(self) -> str:
         return (
             f"PartitionLog({self.topic}-{self.partition}, start={self._log_start_offset}, "
             f"end={self._log_end_offset}, hw={self._high_watermark}, segments={len(self._segments)})"
         )
+
+
+# Kafka's suffix of a partition folder being deleted (LocalLog.DeleteDirSuffix).
+DELETE_DIR_SUFFIX = "-delete"
+
+
+def delete_dir_path(directory: Path) -> Path:
+    """Kafka's LocalLog.logDeleteDirName: `<topic>-<partition>.<random id>-delete`
+    beside `directory`, the topic cut so that the name fits in 255 bytes."""
+    topic, partition = parse_partition_dir(directory.name)
+    suffix = f"-{partition}.{os.urandom(16).hex()}{DELETE_DIR_SUFFIX}"
+    return directory.with_name(topic[: 255 - len(suffix)] + suffix)
 
 
 def _aborted_triple(txn: object) -> tuple[int, int, int]:
