@@ -399,6 +399,8 @@ class Broker:
         self.quotas: ClientQuotaManager | None = None
         # The log cleaner (run_background starts it; None if log.cleaner.enable is off).
         self.log_cleaner: LogCleaner | None = None
+        # Topics whose partitions a worker thread is creating or renaming away.
+        self._in_flight: dict[str, str] = {}
 
     def bound_port(self, listener_name: str) -> int:
         return self.bound_ports.get(listener_name, 0)
@@ -728,10 +730,7 @@ class Broker:
     def _topics_in_flight(self) -> dict[str, str]:
         """Topics whose partitions a worker thread is creating or renaming away, by
         name: "creating", "growing" or "deleting"."""
-        in_flight: dict[str, str] | None = self.__dict__.get("_in_flight")
-        if in_flight is None:
-            in_flight = self.__dict__["_in_flight"] = {}
-        return in_flight
+        return self._in_flight
 
     def _check_not_in_flight(self, name: str) -> None:
         """A topic being created or deleted in a worker thread is taken, as Kafka's
@@ -1092,6 +1091,9 @@ class Broker:
         """Retention and time-based flushes, each on its own interval, and the log
         cleaner of the compacted topics (log.cleaner.enable)."""
         async with trio.open_nursery() as nursery:
+            # Folders of deletions a crash or a stop interrupted (`-delete`), as Kafka's
+            # log manager removes them at start-up.
+            nursery.start_soon(self.remove_deleted_partition_dirs)
             nursery.start_soon(_every, self.config["log.retention.check.interval.ms"], self.retention_pass)
             flush_interval = min(self.config["log.flush.scheduler.interval.ms"], self.config.flush_ms)
             if flush_interval < 2**62:

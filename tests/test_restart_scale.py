@@ -296,3 +296,19 @@ def test_clean_restart_of_2000_partitions_rewrites_no_partition_file(broker_fact
     assert re.search(r"loaded [\d,]+ partitions in [\d.]+ s \(an unclean shutdown", broker.log_text())
     assert read_partitions(broker.bootstrap, sample) == expected
 
+
+
+def test_folders_of_an_interrupted_deletion_are_removed_at_start_up(broker_factory) -> None:
+    """A deletion renames a partition's folder `<topic>-<p>.<id>-delete` and removes it
+    in the background; one a crash left behind goes at the next start-up (Kafka's log
+    manager does the same), and is never taken for a partition."""
+    broker = broker_factory()
+    broker.kill()
+    leftover = broker.data_dir / "gone-0.0123456789abcdef-delete"
+    leftover.mkdir()
+    (leftover / "00000000000000000000.log").write_bytes(b"x" * 1000)
+    broker.start()
+    deadline = time.monotonic() + 20
+    while leftover.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not leftover.exists()

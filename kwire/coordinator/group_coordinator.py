@@ -71,8 +71,6 @@ LOAD_READ_BYTES = 1 << 20
 GROUP_TYPE_CLASSIC = "classic"
 # Kafka's offsets.commit.timeout.ms default: how long a commit waits for replication.
 OFFSETS_COMMIT_TIMEOUT_MS = 5000
-# Batches read back between checkpoints while loading, so a load can be cancelled.
-LOAD_BATCHES_PER_CHECKPOINT = 64
 
 
 def setting(config: BrokerConfig, key: str, default: Any) -> Any:

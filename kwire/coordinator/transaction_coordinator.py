@@ -63,7 +63,6 @@ REQUEST_TIMEOUT_MS = 30_000
 # Between attempts at a marker or a completed state that failed with a retriable error
 # (Kafka's marker channel re-sends on its next round).
 RETRY_BACKOFF_S = 0.1
-LOAD_BATCHES_PER_CHECKPOINT = 64
 # Marker errors after which the marker is not sent again (Kafka's
 # TransactionMarkerRequestCompletionHandler: the producer or coordinator moved on).
 _ABANDON_MARKER = (ErrorCode.invalid_producer_epoch, ErrorCode.transaction_coordinator_fenced)
