@@ -9,7 +9,8 @@ Public API::
 
     LogConfig(segment_bytes, segment_ms, retention_ms, retention_bytes,
               index_interval_bytes, segment_index_bytes, flush_messages, flush_ms,
-              file_delete_delay_ms, message_timestamp_type, cleanup_policy)
+              file_delete_delay_ms, message_timestamp_type, cleanup_policy,
+              delete_retention_ms, min_cleanable_dirty_ratio, min/max_compaction_lag_ms)
     LogConfig.from_topic_configs(configs: Mapping[str, object]) -> LogConfig
 
     PartitionLog.open(directory, config, *, now_ms=None, clean_shutdown=None) -> PartitionLog
@@ -28,6 +29,12 @@ Public API::
         delete_records_before(offset, *, now_ms=None) -> new log start offset
         apply_retention(now_ms) -> segments deleted
         roll(now_ms=None), flush(up_to=None), maybe_flush(now_ms), close(), delete()
+        flush_job(now_ms) -> PeriodicFlushJob | None      # maybe_flush's fsyncs, for a thread
+        take_due_deletes(now_ms) -> segments to unlink     # retention's unlinks, for a thread
+        rename_for_delete() / begin_delete() / release_deleted()   # topic deletion
+        plan_cleaning(first_dirty, first_uncleanable, ...) -> CleaningPlan | None
+        install_cleaned(result) -> bool                   # compaction (kwire.log.cleaner)
+        had_clean_shutdown                                  # opened exactly as closed
 
         roll_flusher: Callable[[FlushJob], None] | None   # flushes rolled segments
     LogRead: regions (list[FileRegion(file, position, size)]), size, first_offset,
@@ -49,9 +56,10 @@ place (both outside the CRC), then writes all batches with one write(); read()
 finds positions through the sparse offset index and 61-byte header reads, and
 hands back file regions, never the data itself.
 
-Resources: a partition holds one file descriptor (its active segment's `.log`)
-plus one per inactive segment read since start-up; indexes are in memory (no
-fd, no mmap; see index.py). A brand-new partition creates only its empty
+Resources: a partition holds one file descriptor (its active segment's `.log`);
+inactive segments read since start-up hold theirs, and their indexes in memory
+(no fd, no mmap; see index.py), within the broker-wide LRU of open_files.py,
+which bounds both. A brand-new partition creates only its empty
 `.log` file: index files appear when there are entries to write.
 """
 
