@@ -528,6 +528,11 @@ class Broker:
             # A new partition's first leader is epoch 0, as in Kafka.
             partition_log.leader_epoch = 0
         partition = Partition(topic, index, partition_log)
+        if not partition_log.had_clean_shutdown and partition_log.config.compacts and len(partition.txn_index):
+            # A crash between a cleaner's swap (markers removed) and the rewrite of the
+            # aborted-transaction index: an abort shown without its marker would hide the
+            # producer's later records from read_committed readers.
+            partition.txn_index.remove_missing_markers(partition_log.has_control_batch_at)
         snapshot = directory / PRODUCER_SNAPSHOT_FILE
         end = partition_log.log_end_offset
         # After a clean stop the snapshot matches the log end, and keeps producers whose

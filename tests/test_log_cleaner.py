@@ -327,9 +327,12 @@ def test_transactions_aborted_removed_committed_kept_markers_until_safe(tmp_path
     markers = {h.base_offset: h for h, _ in read_batches(log) if h.is_control}
     assert set(markers) == {commit_at, abort_at}
     assert markers[commit_at].base_timestamp == NOW + 1 + DAY
-    clean_log(log, aborted=txns, now_ms=NOW + DAY + 1)
+    result = clean_log(log, aborted=txns, now_ms=NOW + DAY + 1)
     markers = {h.base_offset: h for h, _ in read_batches(log) if h.is_control}
     assert set(markers) == set()
+    # Reported, so that the aborted-transaction index drops the abort with its marker.
+    assert sorted(result.stats.removed_markers) == [commit_at, abort_at]
+    assert not log.has_control_batch_at(abort_at)
     assert data_records(log) == [(6, b"x", b"later"), (7, b"y", b"later")]
 
 

@@ -24,6 +24,7 @@ from test_transactions import create_topic, txn_producer
 from kwire.broker import Broker, Partition
 from kwire.config import BrokerConfig
 from kwire.coordinator.producer_state import CompletedTxn, ProducerStateManager
+from kwire.log.checkpoint import write_atomically
 from kwire.log.txn_index import (
     ABORTED_TXN_INDEX_FILE,
     AbortedTxn,
@@ -497,3 +498,30 @@ def test_read_committed_after_delete_records_past_an_aborted_transaction(broker)
     assert _raw_read_committed(broker.port, "dr", 13) == ([b"d1", b"d2"], [])
     assert _consume(broker.bootstrap, "dr", 2) == ["d1", "d2"]
     assert not (broker.data_dir / "dr-0" / ABORTED_TXN_INDEX_FILE).exists()
+
+
+def test_aborts_whose_marker_a_cleaner_removed_leave_the_index(tmp_path: Path) -> None:
+    """The log cleaner removes an abort marker (past its delete horizon): its entry
+    goes with it (remove_markers, in the cleaner's install step), and after a crash
+    between the swap and that rewrite, an unclean start drops any entry whose marker
+    the compacted log no longer holds (a reader shown such an abort would skip the
+    producer's records for ever)."""
+    broker = _broker(tmp_path)
+    partition = broker.create_topic("t", 1, configs={"cleanup.policy": "compact"}).partitions[0]
+    _leader_history(partition)
+    index = partition.txn_index
+    assert index.remove_markers([]) == 0
+    # As after a crash: an entry whose marker (offset 7, inside a data batch) is gone.
+    stale = AbortedTxn(9, 6, 7, 8)
+    write_atomically(index.path, b"".join(e.line() for e in [LEADER_ENTRIES[0], stale, LEADER_ENTRIES[1]]))
+    # Not closed: the next open is unclean.
+    again = _broker(tmp_path)
+    try:
+        reopened = again.partition("t", 0)
+        assert reopened is not None
+        assert reopened.txn_index.entries == LEADER_ENTRIES
+        assert reopened.txn_index.remove_markers([5]) == 1
+        assert reopened.txn_index.entries == [LEADER_ENTRIES[1]]
+        assert AbortedTxnIndex.open(reopened.log.directory, 0, 100).entries == [LEADER_ENTRIES[1]]
+    finally:
+        again.close()

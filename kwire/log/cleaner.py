@@ -180,6 +180,11 @@ class CleanerStats:
     map_records_read: int = 0
     segments_cleaned: int = 0
     seconds: float = 0.0
+    # Offsets of the transaction markers removed: their aborted transactions must leave
+    # the partition's aborted-transaction index with them (Kafka's cleaned segment gets
+    # a transaction index of the aborts whose markers it keeps). A reader shown an abort
+    # whose marker is gone would skip the producer's records for ever after.
+    removed_markers: list[int] = field(default_factory=list)
 
     @property
     def records_per_second(self) -> float:
@@ -779,6 +784,7 @@ def _clean_batch(
             _rebuild(plan, header, buf, None, writer, stats, now_ms + plan.delete_retention_ms)
         elif now_ms >= horizon:
             stats.markers_removed += 1
+            stats.removed_markers.append(header.base_offset)
         else:
             copy()
         return

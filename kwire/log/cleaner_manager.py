@@ -590,6 +590,9 @@ class LogCleaner:
                 installed = False
             else:
                 installed = log.install_cleaned(result, now_ms=self._clock())
+                if installed:
+                    # In the same step as the swap: no fetch sees an abort without its marker.
+                    partition.txn_index.remove_markers(result.stats.removed_markers)
             self._record(chosen, result, installed)
             if installed:
                 await self.write_checkpoint()

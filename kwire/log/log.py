@@ -1006,6 +1006,13 @@ class PartitionLog:
                 if header.last_offset >= from_offset:
                     yield header
 
+    def has_control_batch_at(self, offset: int) -> bool:
+        """Whether a control batch (a transaction marker) starts at `offset`."""
+        if not self._log_start_offset <= offset < self._log_end_offset:
+            return False
+        header = next(self.batch_headers(offset), None)
+        return header is not None and header.base_offset == offset and header.is_control
+
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after the log start offset with
         timestamp >= `timestamp_ms`; None if there is none (ListOffsets by time)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,27 @@ class AbortedTxnIndex:
             del self._entries[:i]
             del self._last_offsets[:i]
             self._rewrite()
+
+    def remove_markers(self, marker_offsets: Iterable[int]) -> int:
+        """Drop the entries whose ABORT marker (last offset) is at one of these offsets:
+        the log cleaner removed those markers, and their aborted records before them.
+        Returns how many entries went."""
+        gone = set(marker_offsets)
+        if not gone:
+            return 0
+        kept = [e for e in self._entries if e.last_offset not in gone]
+        removed = len(self._entries) - len(kept)
+        if removed:
+            self._entries = kept
+            self._last_offsets = [e.last_offset for e in kept]
+            self._rewrite()
+        return removed
+
+    def remove_missing_markers(self, has_marker: Callable[[int], bool]) -> int:
+        """After an unclean stop of a compacted log: drop the entries whose marker the
+        log no longer holds (a crash between a cleaner's swap, which removed markers,
+        and the rewrite of this index). Returns how many entries went."""
+        return self.remove_markers([e.last_offset for e in self._entries if not has_marker(e.last_offset)])
 
     def _rewrite(self) -> None:
         if self._entries:
