@@ -279,8 +279,3 @@ def keep_cluster_section(path, text: str) -> str:
     for match in _SECTION.finditer(old):
         text = text.rstrip("\n") + "\n\n" + match.group(0) + "\n"
     return text
-    for begin, end in ((CLUSTER_BEGIN, CLUSTER_END), (TLS_BEGIN, TLS_END)):
-        if begin in old and end in old:
-            section = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-    return text
