@@ -209,6 +209,9 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("log.cleaner.backoff.ms", _I(0, LONG_MAX), 15_000),
         ConfigDef("log.cleaner.dedupe.buffer.size", _I(0, LONG_MAX), 134_217_728),
         ConfigDef("log.cleaner.io.buffer.load.factor", float, 0.9),
+        # Bytes read and written by the cleaner, per second, all threads together
+        # (Kafka's default: Double.MAX_VALUE, no limit).
+        ConfigDef("log.cleaner.io.max.bytes.per.second", float, 1.7976931348623157e308),
         ConfigDef("log.message.timestamp.before.max.ms", _I(0, LONG_MAX), LONG_MAX),
         ConfigDef("log.message.timestamp.after.max.ms", _I(0, LONG_MAX), LONG_MAX),
         # Deprecated in Kafka 3.6 (KIP-937) but still read: before/after fall back to it.

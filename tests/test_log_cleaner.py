@@ -529,3 +529,20 @@ def test_clean_throughput(tmp_path: Path) -> None:
         f"\nclean(): {1_000_000 / seconds:,.0f} records/s, {size / 1e6 / seconds:.1f} MB/s "
         f"({size / 1e6:.0f} MB, {seconds:.2f} s; map {result.stats.map_records_read} records)"
     )
+
+
+def test_io_max_bytes_per_second_paces_a_pass(tmp_path: Path) -> None:
+    """log.cleaner.io.max.bytes.per.second: a pass reads no faster than its share
+    (a lower bound on time only: a slow machine cannot fail it)."""
+    log = make_log(tmp_path / "t-0", segment_bytes=200_000)
+    fill_changelog(log, keys=100, updates=20_000)
+    seal(log)
+    plan = log.plan_cleaning(0, log.log_end_offset)
+    assert plan is not None
+    rate = 1_000_000.0
+    plan.max_bytes_per_second = rate
+    result = clean(plan, OffsetMap(1 << 20), now_ms=NOW)
+    read = result.stats.map_bytes_read + result.stats.bytes_read
+    assert read > rate / 2
+    assert result.stats.seconds >= 0.8 * read / rate - 0.3
+    assert log.install_cleaned(result, now_ms=NOW)

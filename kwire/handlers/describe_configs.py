@@ -90,6 +90,7 @@ _BROKER_CONFIG_TYPES: dict[str, int] = {
     "log.cleaner.backoff.ms": LONG,
     "log.cleaner.dedupe.buffer.size": LONG,
     "log.cleaner.io.buffer.load.factor": DOUBLE,
+    "log.cleaner.io.max.bytes.per.second": DOUBLE,
     "log.message.timestamp.before.max.ms": LONG,
     "log.message.timestamp.after.max.ms": LONG,
     "offsets.retention.check.interval.ms": LONG,

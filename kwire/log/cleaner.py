@@ -228,7 +228,11 @@ class CleaningPlan:
     aborted_txns: list[tuple[int, int, int]] = field(default_factory=list)
     # Producer id -> offset of the last record of its last data batch.
     active_producers: dict[int, int] = field(default_factory=dict)
+    # log.cleaner.io.max.bytes.per.second, this pass's share (inf: no limit). The pass
+    # sleeps, off the GIL, to keep to it: the event loop shares the interpreter.
+    max_bytes_per_second: float = float("inf")
     _abort: threading.Event = field(default_factory=threading.Event, repr=False)
+    _throttle: _Throttler | None = field(default=None, repr=False)
 
     def abort(self) -> None:
         """Ask a clean() running on this plan to stop at its next batch."""
@@ -296,9 +300,35 @@ def cleaned_path(directory: Path, base_offset: int, suffix: str) -> Path:
 # ---- reading -----------------------------------------------------------------------
 
 
+class _Throttler:
+    """Kafka's Throttler: keeps the bytes read to a rate, by sleeping (in the cleaner's
+    thread) once the bytes of a short period run ahead of it."""
+
+    _PERIOD_S = 0.3
+
+    def __init__(self, bytes_per_second: float) -> None:
+        self.rate = bytes_per_second
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def maybe_throttle(self, nbytes: int) -> None:
+        self._bytes += nbytes
+        now = time.monotonic()
+        elapsed = now - self._start
+        if elapsed < self._PERIOD_S and self._bytes < self.rate * self._PERIOD_S:
+            return
+        wait = self._bytes / self.rate - elapsed
+        if wait > 0:
+            time.sleep(wait)
+        self._start, self._bytes = time.monotonic(), 0
+
+
 def _iter_batches(source: SegmentSource, plan: CleaningPlan) -> Iterator[tuple[BatchHeader, bytes]]:
     """(header, buffer) per batch of a segment; header.position is within buffer."""
     fd, size = source.fd, source.size
+    throttle = plan._throttle
+    if throttle is None and plan.max_bytes_per_second < float("inf"):
+        throttle = plan._throttle = _Throttler(plan.max_bytes_per_second)
     position = 0
     buf = b""
     buf_start = 0
@@ -325,6 +355,8 @@ def _iter_batches(source: SegmentSource, plan: CleaningPlan) -> Iterator[tuple[B
             if len(buf) < batch_size:
                 raise CleanerError(f"{plan.name}: segment {source.base_offset} is shorter than planned")
         header.position = rel
+        if throttle is not None:
+            throttle.maybe_throttle(batch_size)
         yield header, buf
         position += batch_size
 

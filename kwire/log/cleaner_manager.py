@@ -374,6 +374,7 @@ class LogCleaner:
         backoff_ms: int = 15_000,
         dedupe_buffer_size: int = 134_217_728,
         io_buffer_load_factor: float = 0.9,
+        io_max_bytes_per_second: float = math.inf,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
         if threads < 1:
@@ -385,6 +386,8 @@ class LogCleaner:
         self.backoff_ms = backoff_ms
         self.dedupe_buffer_size = dedupe_buffer_size
         self.io_buffer_load_factor = io_buffer_load_factor
+        # log.cleaner.io.max.bytes.per.second: all threads together, as Kafka's throttler.
+        self.io_max_bytes_per_second = io_max_bytes_per_second
         self._clock = clock
         self.checkpoints: dict[TopicPartition, int] = read_checkpoint(self.checkpoint_path)
         # Logs being cleaned now, and logs whose cleaning failed (skipped until restart).
@@ -418,6 +421,7 @@ class LogCleaner:
             backoff_ms=config["log.cleaner.backoff.ms"],
             dedupe_buffer_size=config["log.cleaner.dedupe.buffer.size"],
             io_buffer_load_factor=config["log.cleaner.io.buffer.load.factor"],
+            io_max_bytes_per_second=config["log.cleaner.io.max.bytes.per.second"],
         )
 
     @property
@@ -561,6 +565,7 @@ class LogCleaner:
                 self._nothing_to_plan[tp] = self._plan_state(partition_view(partition))
                 return True
             worker.offset_map.clear()
+            plan.max_bytes_per_second = self.io_max_bytes_per_second / self.threads
             self._plans_in_flight[id(plan)] = plan
             try:
                 # Not abandoned on cancel: the thread owns the plan's fds and the
