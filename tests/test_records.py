@@ -921,3 +921,25 @@ def test_wrapped_timestamps_are_named_as_the_walk_computed_them() -> None:
     assert error.error_code == ErrorCode.invalid_timestamp
     assert [e.batch_index for e in error.record_errors] == [1]
     assert f"Timestamp {-(2**63)} of message" in error.record_errors[0].message
+
+
+def test_replicated_batches_may_be_thinned_by_compaction() -> None:
+    """A follower fetches its leader's log as the cleaner left it: a batch keeps its
+    offsets with fewer records (or none); a produced batch may not."""
+    thinned = build_batch(
+        [Record(offset=0, timestamp=1000, key=b"a", value=b"1", headers=[]),
+         Record(offset=4, timestamp=1000, key=b"b", value=b"2", headers=[])],
+        base_offset=0, last_offset_delta=4, timestamp_ms=1000,
+    )
+    empty = build_batch([], base_offset=5, last_offset_delta=2, timestamp_ms=1000)
+    for batch in (thinned, empty):
+        with pytest.raises(InvalidBatchError):
+            validate_batches(batch)
+        (header,) = validate_batches(batch, replicated=True)
+        assert header.records_count < header.last_offset_delta + 1
+    # More records than offsets is damage, replicated or not.
+    too_many = bytearray(build_batch([(b"a", b"1"), (b"b", b"2")], timestamp_ms=1000))
+    struct.pack_into(">i", too_many, 23, 0)  # lastOffsetDelta 0 for 2 records
+    struct.pack_into(">I", too_many, CRC_OFFSET, crc32c(memoryview(too_many)[ATTRIBUTES_OFFSET:]))
+    with pytest.raises(InvalidBatchError):
+        validate_batches(bytes(too_many), replicated=True)

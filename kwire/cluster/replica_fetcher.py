@@ -246,7 +246,7 @@ class ReplicaFetcher:
         if records:
             buf = bytes(records)
             try:
-                headers = validate_batches(buf)
+                headers = validate_batches(buf, replicated=True)
             except InvalidBatchError as e:
                 log.error("%s-%d: leader %d sent an invalid batch: %s", partition.topic.name, partition.index, self.leader_id, e)
                 self._delay(state, ErrorCode.corrupt_message)

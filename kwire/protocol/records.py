@@ -159,12 +159,16 @@ def batch_crc(buf: bytes | bytearray | memoryview, header: BatchHeader) -> int:
     return crc32c(memoryview(buf)[start : header.position + header.size])
 
 
-def validate_batches(buf: bytes | bytearray | memoryview) -> list[BatchHeader]:
+def validate_batches(buf: bytes | bytearray | memoryview, *, replicated: bool = False) -> list[BatchHeader]:
     """Split a produced `records` blob into batches and check each one.
 
     Checks what Kafka checks before it assigns offsets, without decoding records:
     whole batches only, magic 2, CRC-32C, and a record count that matches the
     offset deltas. Raises InvalidBatchError with Kafka's error code.
+
+    `replicated`: batches a follower fetched from its leader's log, which compaction
+    may have thinned (fewer records than offsets, or none: Kafka's cleaner keeps a
+    batch's offsets), so the count need only fit the offsets.
     """
     view = memoryview(buf)
     total = len(view)
@@ -196,7 +200,11 @@ def validate_batches(buf: bytes | bytearray | memoryview) -> list[BatchHeader]:
             raise InvalidBatchError(ErrorCode.corrupt_message, "record batch runs past the request")
         if batch_crc(view, header) != header.crc:
             raise InvalidBatchError(ErrorCode.corrupt_message, "record batch CRC-32C mismatch")
-        if header.records_count <= 0 or header.records_count != header.last_offset_delta + 1:
+        if (
+            not 0 <= header.records_count <= header.last_offset_delta + 1
+            if replicated
+            else header.records_count <= 0 or header.records_count != header.last_offset_delta + 1
+        ):
             raise InvalidBatchError(
                 ErrorCode.invalid_record,
                 f"record count {header.records_count} does not match "
