@@ -74,7 +74,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from kwire.log.checkpoint import TMP_SUFFIX, LeaderEpochCache, LogState
+from kwire.log.checkpoint import TMP_SUFFIX, LeaderEpochCache, LogState, fsync_dir
 from kwire.log.cleaner import (
     CLEANED_SUFFIX,
     SWAP_SUFFIX,
@@ -733,8 +733,9 @@ class PartitionLog:
             self._flush_rolled(base)
         return new
 
-    def _flush_rolled(self, up_to: int) -> None:
-        """Hand the segments below `up_to` (just rolled) to the roll flusher."""
+    def _open_for_sync(self, up_to: int) -> tuple[list[LogSegment], list[int]]:
+        """The segments from the recovery point to below `up_to`, and fds to fsync
+        them off the event loop, the directory's last (new segments' entries)."""
         segments = [
             s
             for s in self._segments[self._segment_index(self._recovery_point) :]
@@ -744,12 +745,16 @@ class PartitionLog:
         try:
             for segment in segments:
                 fds += segment.open_for_sync()
-            # The new segment's directory entry, so that the files below it are found.
             fds.append(os.open(self.directory, os.O_RDONLY))
         except OSError:
             for fd in fds:
                 os.close(fd)
             raise
+        return segments, fds
+
+    def _flush_rolled(self, up_to: int) -> None:
+        """Hand the segments below `up_to` (just rolled) to the roll flusher."""
+        segments, fds = self._open_for_sync(up_to)
         job = FlushJob(self, up_to, self._generation, segments, fds)
         self._flushing_to = max(self._flushing_to, up_to)
         assert self.roll_flusher is not None
@@ -839,21 +844,7 @@ class PartitionLog:
             return None
         if self._flushing_to >= up_to:
             return None
-        segments = [
-            s
-            for s in self._segments[self._segment_index(self._recovery_point) :]
-            if s.base_offset < up_to
-        ]
-        fds: list[int] = []
-        try:
-            for segment in segments:
-                fds += segment.open_for_sync()
-            # New segments' directory entries, so that their files are found.
-            fds.append(os.open(self.directory, os.O_RDONLY))
-        except OSError:
-            for fd in fds:
-                os.close(fd)
-            raise
+        segments, fds = self._open_for_sync(up_to)
         job = PeriodicFlushJob(
             self,
             up_to,
@@ -1313,7 +1304,7 @@ class PartitionLog:
                     swap = directory / (segment_file_name(group.base_offset, suffix) + SWAP_SUFFIX)
                     os.replace(cleaned, swap)
                     swapped.append(swap)
-            _fsync_directory(directory)
+            fsync_dir(directory)
         except OSError:
             for path in swapped:
                 path.unlink(missing_ok=True)
@@ -1327,7 +1318,7 @@ class PartitionLog:
             for suffix in suffixes:
                 name = segment_file_name(group.base_offset, suffix)
                 os.replace(directory / (name + SWAP_SUFFIX), directory / name)
-        _fsync_directory(directory)
+        fsync_dir(directory)
         first_replaced = {id(old[group.replaced[0]]): group for group in result.groups}
         replaced = {id(old[i]) for group in result.groups for i in group.replaced}
         segments: list[LogSegment] = []
@@ -1432,7 +1423,7 @@ class PartitionLog:
             if name.endswith(SWAP_SUFFIX):
                 (directory / name).unlink(missing_ok=True)
         if swaps:
-            _fsync_directory(directory)
+            fsync_dir(directory)
 
     # ---- shutting down ----------------------------------------------------------------
 
@@ -1521,15 +1512,6 @@ def _aborted_triple(txn: object) -> tuple[int, int, int]:
 
 def _is_segment_stem(stem: str) -> bool:
     return len(stem) == 20 and stem.isdigit()
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make renames and new names in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _swap_next_offset(directory: Path, base: int) -> int | None:
