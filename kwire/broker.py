@@ -42,7 +42,7 @@ from kwire.log.background import (
     run_flush_jobs,
     unlink_files,
 )
-from kwire.log.checkpoint import fsync_dir, write_atomically
+from kwire.log.checkpoint import fsync_dir, write_all_atomically, write_atomically
 from kwire.log.cleaner_manager import LogCleaner
 from kwire.log.log import DELETE_DIR_SUFFIX, LogConfig, PartitionLog, delete_dir_path
 from kwire.log.txn_index import AbortedTxn, AbortedTxnIndex, marker_type, read_marker_type
@@ -492,14 +492,18 @@ class Broker:
         producer state of those with producers saved, then the log dir's marker,
         naming the partitions closed: the next start trusts those logs as they are."""
         closed: list[str] = []
+        # Every log's files synced by one filesystem sync, and its small files written
+        # together (checkpoint.write_all_atomically), before the marker vouches for them.
+        deferred: list[tuple[Path, bytes]] = []
         for partition in self.all_partitions():
-            partition.log.close()
+            partition.log.close(sync=False, deferred=deferred)
             if partition.producers.producers:
-                write_atomically(
+                deferred.append((
                     partition.log.directory / PRODUCER_SNAPSHOT_FILE,
                     partition.producers.to_snapshot(partition.log_end_offset),
-                )
+                ))
             closed.append(partition.log.directory.name)
+        write_all_atomically(deferred, self.log_dir)
         self._save_metadata()
         # Last, and atomically: without it (a crash before), no log is trusted.
         body = "".join(f"{name}\n" for name in closed)

@@ -17,6 +17,7 @@ directory fsynced, so a crash leaves either the old or the new file.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -49,6 +50,44 @@ def write_atomically(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def sync_filesystem(path: Path) -> None:
+    """Flush every file of the filesystem holding `path` to disk (Linux syncfs; else
+    sync): one call in place of an fsync per file, for a shutdown closing thousands."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc is not None and _libc.syncfs(fd) == 0:
+            return
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def write_all_atomically(files: list[tuple[Path, bytes]], root: Path) -> None:
+    """write_atomically for many files at once, as crash-safe and with two filesystem
+    syncs in all: every temp file written, synced (and with them any other data
+    written before), renamed over its file, and the renames synced."""
+    for path, data in files:
+        with open(path.with_name(path.name + TMP_SUFFIX), "wb") as f:
+            f.write(data)
+    sync_filesystem(root)
+    for path, _ in files:
+        os.replace(path.with_name(path.name + TMP_SUFFIX), path)
+    if files:
+        sync_filesystem(root)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syncfs.argtypes = [ctypes.c_int]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_libc = _load_libc()
+
+
 @dataclass
 class LogState:
     log_start_offset: int = 0
@@ -77,6 +116,9 @@ class LogState:
         )
 
     def write(self, directory: Path) -> None:
+        write_atomically(directory / STATE_FILE, self.encode())
+
+    def encode(self) -> bytes:
         text = (
             f"{_VERSION}\n"
             f"log_start_offset {self.log_start_offset}\n"
@@ -85,7 +127,7 @@ class LogState:
             f"leader_epoch {self.leader_epoch}\n"
             f"clean_shutdown {int(self.clean_shutdown)}\n"
         )
-        write_atomically(directory / STATE_FILE, text.encode("ascii"))
+        return text.encode("ascii")
 
 
 class LeaderEpochCache:

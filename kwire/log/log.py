@@ -74,7 +74,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from kwire.log.checkpoint import TMP_SUFFIX, LeaderEpochCache, LogState, fsync_dir
+from kwire.log.checkpoint import STATE_FILE, TMP_SUFFIX, LeaderEpochCache, LogState, fsync_dir
 from kwire.log.cleaner import (
     CLEANED_SUFFIX,
     SWAP_SUFFIX,
@@ -1427,8 +1427,14 @@ class PartitionLog:
 
     # ---- shutting down ----------------------------------------------------------------
 
-    def close(self) -> None:
-        """Clean close: seal and write indexes, flush, record the clean shutdown."""
+    def close(self, *, sync: bool = True, deferred: list[tuple[Path, bytes]] | None = None) -> None:
+        """Clean close: seal and write indexes, flush, record the clean shutdown.
+
+        A broker closing thousands of logs passes sync=False and a `deferred` list:
+        nothing is fsynced here and the state file is added to the list, which the
+        caller writes with checkpoint.write_all_atomically (one filesystem sync before
+        its renames covers every log's files: a shutdown of 10,000 partitions is not
+        40,000 fsyncs)."""
         if self._closed:
             return
         for _, segment in self._pending_deletes:
@@ -1438,7 +1444,7 @@ class PartitionLog:
         # one after its final time entry), so each file is synced once.
         first = self._segment_index(self._recovery_point)
         for i, segment in enumerate(self._segments):
-            segment.close(sync=i >= first)
+            segment.close(sync=sync and i >= first)
         self._recovery_point = self._log_end_offset
         # A log that never held data and never needed a state file needs none now:
         # reopened, its recovery is that of an empty segment (no reads). So closing an
@@ -1446,7 +1452,13 @@ class PartitionLog:
         if (self._state_stored or self.size_bytes or self._state() != LogState()) and (
             self._state(clean_shutdown=True) != self._stored_state
         ):
-            self._write_state(clean_shutdown=True)
+            if deferred is None:
+                self._write_state(clean_shutdown=True)
+            else:
+                state = self._state(clean_shutdown=True)
+                deferred.append((self.directory / STATE_FILE, state.encode()))
+                self._stored_state = state
+                self._state_stored = True
         self._closed = True
 
     def delete(self) -> None:
