@@ -144,6 +144,9 @@ class FlushJob:
         self.segments = segments
         self._fds = fds
         self.synced = False
+        # Whether complete() writes the state file at once (a roll: a crash must not
+        # rescan what is synced) or at most once a minute (PeriodicFlushJob).
+        self.checkpoint = True
 
     def run(self) -> None:
         try:
@@ -183,10 +186,6 @@ class PeriodicFlushJob(FlushJob):
     ) -> None:
         super().__init__(log, up_to, generation, segments, fds)
         self.checkpoint = checkpoint
-
-    def complete(self) -> None:
-        self.release()  # if run() never ran (cancelled first)
-        self.log._complete_periodic_flush(self)
 
 
 class OffsetOutOfRangeError(Exception):
@@ -766,7 +765,8 @@ class PartitionLog:
             raise
 
     def _complete_flush(self, job: FlushJob) -> None:
-        """A FlushJob's fsyncs are done (or failed): move the recovery point, persist it."""
+        """A FlushJob's fsyncs are done (or failed): move the recovery point, and
+        persist it at once if `job.checkpoint`, else within the minute as flush()."""
         if self._flushing_to <= job.up_to:
             self._flushing_to = -1
         if not job.synced or self._closed or job.generation != self._generation:
@@ -779,10 +779,11 @@ class PartitionLog:
         if target > self._recovery_point:
             self._recovery_point = target
             self._last_flush_ms = now
-        # Written now, not within the minute: a crash must not rescan what is synced
-        # (a damaged byte in a rescanned segment would cut everything after it).
-        self._write_state()
-        self._last_checkpoint_ms = now
+        # A roll's is written now, not within the minute: a crash must not rescan what
+        # is synced (a damaged byte in a rescanned segment would cut everything after it).
+        if job.checkpoint or now - self._last_checkpoint_ms >= _CHECKPOINT_INTERVAL_MS:
+            self._write_state()
+            self._last_checkpoint_ms = now
 
     # ---- flushing -------------------------------------------------------------------------
 
@@ -855,25 +856,6 @@ class PartitionLog:
         )
         self._flushing_to = max(self._flushing_to, up_to)
         return job
-
-    def _complete_periodic_flush(self, job: PeriodicFlushJob) -> None:
-        """A PeriodicFlushJob's fsyncs are done (or failed): move the recovery point;
-        the state file as flush() writes it (see PeriodicFlushJob)."""
-        if self._flushing_to <= job.up_to:
-            self._flushing_to = -1
-        if not job.synced or self._closed or job.generation != self._generation:
-            return
-        for segment in job.segments:
-            if not segment.deleted:
-                segment.mark_synced()
-        target = min(job.up_to, self._log_end_offset)
-        now = _now_ms()
-        if target > self._recovery_point:
-            self._recovery_point = target
-            self._last_flush_ms = now
-        if job.checkpoint or now - self._last_checkpoint_ms >= _CHECKPOINT_INTERVAL_MS:
-            self._write_state()
-            self._last_checkpoint_ms = now
 
     # ---- reads ------------------------------------------------------------------------
 
