@@ -389,16 +389,6 @@ def section(plan: CleanerPlan, results: dict[str, list[dict]], errors: list[str]
     return "\n".join(out)
 
 
-def splice(path: Path, text: str) -> None:
-    """Put the section into the results file in place of an earlier one (or at its end)."""
-    old = path.read_text() if path.exists() else "# kwire benchmark results\n\n"
-    if SECTION_BEGIN in old and SECTION_END in old:
-        head, rest = old.split(SECTION_BEGIN, 1)
-        old = head + text + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        old = old.rstrip("\n") + "\n\n" + text
-    path.write_text(old)
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.cleaner", description=__doc__,
@@ -440,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m bench.cleaner", *(argv if argv is not None else sys.argv[1:])])
     text = section(plan, results, errors, elapsed, command, (load_before, report.loadavg()),
                    runner.spec.version())
-    splice(output, text)
+    report.splice_section(output, text, SECTION_BEGIN, SECTION_END)
     print(text)
     log(f"done in {elapsed:.0f} s; wrote the Cleaner section of {output}")
     for e in errors:

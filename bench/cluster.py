@@ -874,18 +874,6 @@ def render(plan: ClusterPlan, runner: Runner, elapsed: float, command: str, load
     return "\n".join(out)
 
 
-def splice(path: Path, section: str) -> None:
-    """Put `section` into the results file in place of an earlier cluster section (or at
-    its end), leaving everything else as it was."""
-    text = path.read_text() if path.exists() else "# kwire benchmark results\n\n"
-    if SECTION_BEGIN in text and SECTION_END in text:
-        head, rest = text.split(SECTION_BEGIN, 1)
-        tail = rest.split(SECTION_END, 1)[1].lstrip("\n")
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
 
 def snapshot(rev: str, dest: Path) -> str:
     """kwire/ as committed in `rev` (or the working tree as it is now, for `rev` "tree"),
@@ -997,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
          "version": version}, indent=1, default=str))
     command = " ".join(["python -m bench.cluster", *(argv if argv is not None else sys.argv[1:])])
     section = render(plan, runner, elapsed, command, load_before, version)
-    splice(output, section)
+    report.splice_section(output, section, SECTION_BEGIN, SECTION_END)
     print(section)
     log(f"done in {elapsed:.0f} s; wrote the Cluster section of {output}")
     if runner.errors:

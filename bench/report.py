@@ -269,6 +269,19 @@ TLS_END = "<!-- /tls -->"
 _SECTION = re.compile(r"<!-- (?P<name>[\w-]+): written by python -m bench\.[\w.]+ -->.*?<!-- /(?P=name) -->", re.S)
 
 
+def splice_section(path, section: str, begin: str, end: str) -> None:
+    """Put a standalone benchmark's `section` (from `begin` to `end` marker) into the
+    results file at `path` in place of an earlier one (or at its end), leaving
+    everything else as it was."""
+    old = path.read_text() if path.exists() else "# kwire benchmark results\n\n"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        old = head + section + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        old = old.rstrip("\n") + "\n\n" + section
+    path.write_text(old)
+
+
 def keep_cluster_section(path, text: str) -> str:
     """`text` with the standalone benchmarks' sections of the file at `path` (cluster,
     TLS, restart, cleaner: each between its markers) appended, in their order there."""

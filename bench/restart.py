@@ -285,16 +285,6 @@ def section(runs: list[Figures], command: str, elapsed: float, loads: tuple[str,
     return "\n".join(lines)
 
 
-def splice(path: Path, text: str) -> None:
-    """Put the section into the results file in place of an earlier one (or at its end)."""
-    old = path.read_text() if path.exists() else "# kwire benchmark results\n\n"
-    if SECTION_BEGIN in old and SECTION_END in old:
-        head, rest = old.split(SECTION_BEGIN, 1)
-        old = head + text + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        old = old.rstrip("\n") + "\n\n" + text
-    path.write_text(old)
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.restart", description=__doc__,
@@ -320,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     (workdir / "results.json").write_text(json.dumps([asdict(r) for r in runs], indent=1))
     text = section(runs, command, elapsed, (load_before, report.loadavg()))
     print(text)
-    splice(output, text)
+    report.splice_section(output, text, SECTION_BEGIN, SECTION_END)
     log(f"done in {elapsed:.0f} s; wrote the Restart section of {output}")
     return 1 if any(r.errors for r in runs) else 0
 
