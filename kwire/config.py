@@ -103,6 +103,25 @@ def _parse_listeners(text: str) -> str:
     return text.strip()
 
 
+_HTTP_LISTENER = re.compile(r"^http://(?P<host>\[[^\]]*\]|[^:/]*):(?P<port>\d+)/?$")
+
+
+def parse_http_listeners(text: str) -> list[tuple[str, int]]:
+    """http.listeners: http://host:port,... (host and port to bind; port 0 picks one)."""
+    bound = []
+    for item in _parse_list(text):
+        match = _HTTP_LISTENER.match(item)
+        if not match or int(match["port"]) > 65535:
+            raise ValueError(f"{item!r} is not http://host:port")
+        bound.append((match["host"].strip("[]"), int(match["port"])))
+    return bound
+
+
+def _parse_http_listeners(text: str) -> str:
+    parse_http_listeners(text)
+    return text.strip()
+
+
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 # Kafka's default listener.security.protocol.map: each protocol names its own listener.
 DEFAULT_SECURITY_PROTOCOL_MAP = ",".join(f"{p}:{p}" for p in SECURITY_PROTOCOLS)
@@ -291,6 +310,8 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("quota.window.size.seconds", _I(1, INT_MAX), 1),
         ConfigDef("controller.quota.window.num", _I(1, INT_MAX), 11),
         ConfigDef("controller.quota.window.size.seconds", _I(1, INT_MAX), 1),
+        # The HTTP listener (kwire.http): /health, /metrics, the web console. None by default.
+        ConfigDef("http.listeners", _parse_http_listeners, ""),
     ]
 }
 

@@ -699,6 +699,11 @@ async def run_broker(
             server = KafkaServer(broker)
             servers.append(server)
             bound = await nursery.start(server.serve)
+            if config["http.listeners"]:
+                # /health, /metrics, the console: beside the Kafka listeners, same nursery.
+                from kwire.http.server import serve_http
+
+                bound += await nursery.start(serve_http, broker)
             if ready is not None:
                 ready(broker, bound)
             # Clients ask for each API's newest version; have those ready. In a
