@@ -51,6 +51,7 @@ from kwire.protocol.records import BatchHeader, set_log_append_time
 if TYPE_CHECKING:
     from kwire.cluster.node import ClusterNode
     from kwire.cluster.replication import Replication
+    from kwire.faults import FaultInjector
     from kwire.quotas.manager import ClientQuotaManager
     from kwire.security.acl import AclStore
     from kwire.security.authorizer import AclAuthorizer
@@ -401,6 +402,13 @@ class Broker:
         self.log_cleaner: LogCleaner | None = None
         # Topics whose partitions a worker thread is creating or renaming away.
         self._in_flight: dict[str, str] = {}
+        # Fault injection (kwire.faults, driven over /admin/faults): None unless
+        # http.admin.enable, so request dispatch pays one attribute check.
+        self.faults: FaultInjector | None = None
+        if config["http.admin.enable"]:
+            from kwire.faults import FaultInjector
+
+            self.faults = FaultInjector()
 
     def bound_port(self, listener_name: str) -> int:
         return self.bound_ports.get(listener_name, 0)

@@ -312,6 +312,9 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("controller.quota.window.size.seconds", _I(1, INT_MAX), 1),
         # The HTTP listener (kwire.http): /health, /metrics, the web console. None by default.
         ConfigDef("http.listeners", _parse_http_listeners, ""),
+        # The admin endpoint (/admin/*: fault injection, kwire.http.admin) answers 404 unless
+        # true: a production broker never lets its HTTP port fail requests by accident.
+        ConfigDef("http.admin.enable", _parse_bool, False),
     ]
 }
 

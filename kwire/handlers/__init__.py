@@ -39,6 +39,7 @@ REQUEST_QUOTA = QuotaType.REQUEST
 
 if TYPE_CHECKING:
     from kwire.broker import Broker
+    from kwire.faults import Fault
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,12 @@ async def dispatch(context: RequestContext, frame: bytearray) -> Answer | Pendin
     context.correlation_id = correlation_id
     context.client_id = header.client_id
     broker = context.broker
+    if broker is not None and broker.faults is not None:
+        fault = broker.faults.take(api_key)
+        if fault is not None:
+            injected = await _inject(fault, api_key, api_version, request)
+            if injected is not None:
+                return _answer(injected, api_key, api_version, request, correlation_id, flexible)
     quotas = broker.quotas if broker is not None else None  # None: tests of dispatch alone
     # request_percentage quotas measure the time handlers run; those of APIs that wait
     # (long polls, rebalances) would count their waiting, so inline APIs only.
@@ -205,6 +212,24 @@ def _failed(api_key: int, api_version: int, request: Any, error: Exception) -> A
         # the only way the producer learns of the failure.
         raise CloseConnection("produce with acks=0 failed; closing the connection as Kafka does")
     return error_response(response_class(api_key, api_version), request)
+
+
+async def _inject(fault: Fault, api_key: int, api_version: int, request: Any) -> Any:
+    """An injected fault (kwire.faults, /admin/faults): its delay, then the connection closed
+    or the API's answer with the error; None: the request is served normally."""
+    log.info("fault injected into API %d v%d: %s", api_key, api_version, fault)
+    if fault.delay_ms:
+        await trio.sleep(fault.delay_ms / 1000)
+    if fault.drop_connection:
+        raise CloseConnection("fault injected: connection dropped without an answer")
+    if fault.error is None:
+        return None
+    if api_key == PRODUCE_KEY and getattr(request, "acks", None) == 0:
+        # No answer is owed with acks=0: Kafka closes the connection on a failure.
+        raise CloseConnection(f"fault injected: acks=0 produce failed with {fault.error.name}")
+    from kwire.faults import error_answer
+
+    return error_answer(api_key, api_version, request, fault.error)
 
 
 def _frame(correlation_id: int, flexible: bool, body: bytes) -> bytes:
