@@ -315,6 +315,8 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         # The admin endpoint (/admin/*: fault injection, kwire.http.admin) answers 404 unless
         # true: a production broker never lets its HTTP port fail requests by accident.
         ConfigDef("http.admin.enable", _parse_bool, False),
+        # How often the web console samples consumer group lag (its charts keep an hour).
+        ConfigDef("http.console.lag.sample.interval.ms", _I(100, INT_MAX), 15_000),
     ]
 }
 
