@@ -140,12 +140,18 @@ def client_config(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
 
 def admin_client(args: argparse.Namespace) -> Any:
     """An AdminClient known to reach the cluster (one Metadata request), or CliError."""
-    from confluent_kafka import KafkaException
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
     errors: list[str] = []
+
+    def error_cb(error: KafkaError) -> None:
+        # "1/1 brokers are down" says less than the reason before it.
+        if error.code() != KafkaError._ALL_BROKERS_DOWN:
+            errors.append(error.str())
+
     try:
-        admin = AdminClient(client_config(args, error_cb=lambda e: errors.append(str(e))))
+        admin = AdminClient(client_config(args, error_cb=error_cb))
     except KafkaException as e:
         raise CliError(f"invalid client configuration: {e.args[0].str()}", EXIT_USAGE) from None
     ensure_reachable(admin, args, errors)
@@ -158,6 +164,12 @@ def ensure_reachable(client: Any, args: argparse.Namespace, errors: Sequence[str
     try:
         client.list_topics(timeout=args.timeout)
     except KafkaException as e:
+        from confluent_kafka.admin import AdminClient
+
+        if not errors and isinstance(client, AdminClient):
+            # librdkafka hands the reason (authentication failed ...) to error_cb only
+            # when polled; an AdminClient has nothing else to serve.
+            client.poll(0)
         last = errors[-1] if errors else e.args[0].str()
         raise CliError(
             f"cannot reach {args.bootstrap_server} within {args.timeout:g} s: {last}",
