@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from conftest import free_port
@@ -15,7 +16,9 @@ CLI_TIMEOUT = 60
 _RULE = re.compile(r"^[─━-]+$")
 
 
-def run_cli(*args: str, timeout: float = CLI_TIMEOUT, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = CLI_TIMEOUT, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m kwire ARGS` to its end: stdout, stderr and the exit code (piped, so
     tables are not wrapped)."""
     return subprocess.run(
@@ -27,20 +30,34 @@ def run_cli(*args: str, timeout: float = CLI_TIMEOUT, input: str | None = None) 
     )
 
 
-def kwire(bootstrap: str, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def run_cli_concurrently(
+    runs: list[list[str]], timeout: float = CLI_TIMEOUT
+) -> list[subprocess.CompletedProcess[str]]:
+    """Several `python -m kwire` runs at once (each waits out its own --timeout), in order."""
+    with ThreadPoolExecutor(len(runs)) as pool:
+        return list(pool.map(lambda args: run_cli(*args, timeout=timeout), runs))
+
+
+def kwire(
+    bootstrap: str, *args: str, timeout: float = CLI_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
     """A client subcommand against `bootstrap` (--bootstrap-server appended)."""
     return run_cli(*args, "--bootstrap-server", bootstrap, timeout=timeout)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     """The stdout of a run that must have succeeded (else an assertion with its stderr)."""
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
     return result.stdout
 
 
 def failed(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:
     """The stderr of a run that must have exited `code` naming every fragment."""
-    assert result.returncode == code, f"exit {result.returncode}, not {code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == code, (
+        f"exit {result.returncode}, not {code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
     for fragment in fragments:
         assert fragment in result.stderr, f"{fragment!r} not in stderr:\n{result.stderr}"
     return result.stderr
@@ -71,9 +88,12 @@ def parse_tables(text: str) -> list[list[dict[str, str]]]:
         while i < len(lines) and lines[i].strip():
             line = lines[i]
             bounds = [*starts[1:], None]
-            rows.append({
-                name: line[start:end].strip() for name, start, end in zip(names, starts, bounds, strict=True)
-            })
+            rows.append(
+                {
+                    name: line[start:end].strip()
+                    for name, start, end in zip(names, starts, bounds, strict=True)
+                }
+            )
             i += 1
         tables.append(rows)
     return tables

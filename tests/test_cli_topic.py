@@ -8,7 +8,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cli_helpers import closed_bootstrap, failed, kwire, ok, parse_table, parse_tables, run_cli
+from cli_helpers import (
+    closed_bootstrap,
+    failed,
+    kwire,
+    ok,
+    parse_table,
+    parse_tables,
+    run_cli_concurrently,
+)
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, ResourceType
 
@@ -28,7 +36,11 @@ def dynamic_configs(broker: Any, topic: str) -> dict[str, str]:
     resource = ConfigResource(ResourceType.TOPIC, topic)
     client = admin(broker)  # alive until the answer is in
     entries = client.describe_configs([resource], request_timeout=TIMEOUT)[resource].result(TIMEOUT)
-    return {e.name: e.value for e in entries.values() if e.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value}
+    return {
+        e.name: e.value
+        for e in entries.values()
+        if e.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    }
 
 
 def describe_headers(text: str) -> dict[str, dict[str, str]]:
@@ -36,19 +48,37 @@ def describe_headers(text: str) -> dict[str, dict[str, str]]:
     headers = {}
     for line in text.splitlines():
         if line.startswith("Topic: "):
-            fields = dict(field.split(": ", 1) if ": " in field else (field.rstrip(":"), "")
-                          for field in line.split("\t"))
+            fields = dict(
+                field.split(": ", 1) if ": " in field else (field.rstrip(":"), "")
+                for field in line.split("\t")
+            )
             headers[fields["Topic"]] = fields
     return headers
 
 
 def test_create_describe_alter_add_partitions_delete(broker) -> None:
-    out = ok(kwire(broker.bootstrap, "topic", "create", "orders", "--partitions", "3",
-                   "--replication-factor", "1", "--config", "retention.ms=60000",
-                   "--config", "cleanup.policy=compact"))  # fmt: skip
+    out = ok(
+        kwire(
+            broker.bootstrap,
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "1",
+            "--config",
+            "retention.ms=60000",
+            "--config",
+            "cleanup.policy=compact",
+        )
+    )
     assert out == "Created topic orders.\n"
     assert partition_counts(broker)["orders"] == 3
-    assert dynamic_configs(broker, "orders") == {"retention.ms": "60000", "cleanup.policy": "compact"}
+    assert dynamic_configs(broker, "orders") == {
+        "retention.ms": "60000",
+        "cleanup.policy": "compact",
+    }
     # Without --partitions / --replication-factor the broker's defaults apply.
     ok(kwire(broker.bootstrap, "topic", "create", "events"))
     assert partition_counts(broker)["events"] == 1
@@ -60,7 +90,8 @@ def test_create_describe_alter_add_partitions_delete(broker) -> None:
     # The topic id as Kafka prints it: 22 characters of URL-safe base64.
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", header["TopicId"]), header
     assert parse_table(out) == [
-        {"TOPIC": "orders", "PARTITION": str(p), "LEADER": "0", "REPLICAS": "0", "ISR": "0"} for p in range(3)
+        {"TOPIC": "orders", "PARTITION": str(p), "LEADER": "0", "REPLICAS": "0", "ISR": "0"}
+        for p in range(3)
     ]
 
     # Every topic, in name order, a header and a table each.
@@ -69,10 +100,25 @@ def test_create_describe_alter_add_partitions_delete(broker) -> None:
     assert describe_headers(out)["events"]["Configs"] == ""
     assert [len(t) for t in parse_tables(out)] == [1, 3]
 
-    out = ok(kwire(broker.bootstrap, "topic", "alter", "orders", "--config", "retention.ms=120000",
-                   "--config", "max.message.bytes=2000", "--delete-config", "cleanup.policy"))  # fmt: skip
+    out = ok(
+        kwire(
+            broker.bootstrap,
+            "topic",
+            "alter",
+            "orders",
+            "--config",
+            "retention.ms=120000",
+            "--config",
+            "max.message.bytes=2000",
+            "--delete-config",
+            "cleanup.policy",
+        )
+    )
     assert out == "Completed updating config for topic orders.\n"
-    assert dynamic_configs(broker, "orders") == {"retention.ms": "120000", "max.message.bytes": "2000"}
+    assert dynamic_configs(broker, "orders") == {
+        "retention.ms": "120000",
+        "max.message.bytes": "2000",
+    }
 
     out = ok(kwire(broker.bootstrap, "topic", "add-partitions", "orders", "--partitions", "5"))
     assert out == "Topic orders has 5 partitions.\n"
@@ -92,13 +138,17 @@ def test_list_one_name_per_line_and_exclude_internal(broker) -> None:
     producer = Producer({"bootstrap.servers": broker.bootstrap})
     producer.produce("a-topic", b"v")
     assert producer.flush(TIMEOUT) == 0
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "g", "enable.auto.commit": False}
+    )
     try:
         consumer.commit(offsets=[TopicPartition("a-topic", 0, 1)], asynchronous=False)
     finally:
         consumer.close()
     assert ok(kwire(broker.bootstrap, "topic", "list")) == "__consumer_offsets\na-topic\nb-topic\n"
-    assert ok(kwire(broker.bootstrap, "topic", "list", "--exclude-internal")) == "a-topic\nb-topic\n"
+    assert (
+        ok(kwire(broker.bootstrap, "topic", "list", "--exclude-internal")) == "a-topic\nb-topic\n"
+    )
     out = ok(kwire(broker.bootstrap, "topic", "describe", "--exclude-internal"))
     assert list(describe_headers(out)) == ["a-topic", "b-topic"]
 
@@ -107,8 +157,13 @@ def test_errors_from_the_broker_exit_1(broker) -> None:
     ok(kwire(broker.bootstrap, "topic", "create", "t", "--partitions", "2"))
     failed(kwire(broker.bootstrap, "topic", "create", "t"), 1, "topic t: TOPIC_ALREADY_EXISTS")
     assert ok(kwire(broker.bootstrap, "topic", "create", "t", "--if-not-exists")) == ""
-    for args in (["describe", "nope"], ["describe", "t", "nope"], ["alter", "nope", "--config", "retention.ms=1"],
-                 ["add-partitions", "nope", "--partitions", "3"], ["delete", "nope"]):  # fmt: skip
+    for args in (
+        ["describe", "nope"],
+        ["describe", "t", "nope"],
+        ["alter", "nope", "--config", "retention.ms=1"],
+        ["add-partitions", "nope", "--partitions", "3"],
+        ["delete", "nope"],
+    ):
         failed(kwire(broker.bootstrap, "topic", *args), 1, "topic nope: UNKNOWN_TOPIC_OR_PART")
     # Every named topic is tried: the existing one goes, the absent one fails the run.
     result = kwire(broker.bootstrap, "topic", "delete", "nope", "t")
@@ -118,34 +173,69 @@ def test_errors_from_the_broker_exit_1(broker) -> None:
     ok(kwire(broker.bootstrap, "topic", "create", "t", "--partitions", "2"))
 
     # Bad config values: the broker's INVALID_CONFIG message, and nothing changes.
-    failed(kwire(broker.bootstrap, "topic", "create", "u", "--config", "retention.ms=soon"),
-           1, "topic u: INVALID_CONFIG", "retention.ms")  # fmt: skip
+    failed(
+        kwire(broker.bootstrap, "topic", "create", "u", "--config", "retention.ms=soon"),
+        1,
+        "topic u: INVALID_CONFIG",
+        "retention.ms",
+    )
     assert "u" not in partition_counts(broker)
-    failed(kwire(broker.bootstrap, "topic", "alter", "t", "--config", "cleanup.policy=sometimes"),
-           1, "topic t: INVALID_CONFIG", "cleanup.policy")  # fmt: skip
-    failed(kwire(broker.bootstrap, "topic", "alter", "t", "--config", "no.such.config=1"), 1, "topic t: INVALID_CONFIG")
+    failed(
+        kwire(broker.bootstrap, "topic", "alter", "t", "--config", "cleanup.policy=sometimes"),
+        1,
+        "topic t: INVALID_CONFIG",
+        "cleanup.policy",
+    )
+    failed(
+        kwire(broker.bootstrap, "topic", "alter", "t", "--config", "no.such.config=1"),
+        1,
+        "topic t: INVALID_CONFIG",
+    )
     assert dynamic_configs(broker, "t") == {}
-    failed(kwire(broker.bootstrap, "topic", "add-partitions", "t", "--partitions", "1"),
-           1, "topic t: INVALID_PARTITIONS")  # fmt: skip
-    failed(kwire(broker.bootstrap, "topic", "create", "v", "--replication-factor", "3"),
-           1, "topic v: INVALID_REPLICATION_FACTOR")  # fmt: skip
+    failed(
+        kwire(broker.bootstrap, "topic", "add-partitions", "t", "--partitions", "1"),
+        1,
+        "topic t: INVALID_PARTITIONS",
+    )
+    failed(
+        kwire(broker.bootstrap, "topic", "create", "v", "--replication-factor", "3"),
+        1,
+        "topic v: INVALID_REPLICATION_FACTOR",
+    )
     assert partition_counts(broker)["t"] == 2
 
 
 def test_bad_arguments_exit_2(broker) -> None:
-    failed(kwire(broker.bootstrap, "topic", "create", "t", "--partitions", "x"), 2, "invalid int value")
-    failed(kwire(broker.bootstrap, "topic", "create", "t", "--config", "retention.ms"), 2, "key=value")
+    failed(
+        kwire(broker.bootstrap, "topic", "create", "t", "--partitions", "x"), 2, "invalid int value"
+    )
+    failed(
+        kwire(broker.bootstrap, "topic", "create", "t", "--config", "retention.ms"), 2, "key=value"
+    )
     failed(kwire(broker.bootstrap, "topic", "alter", "t"), 2, "--config or --delete-config")
     failed(kwire(broker.bootstrap, "topic", "add-partitions", "t"), 2, "--partitions")
     failed(kwire(broker.bootstrap, "topic", "frobnicate"), 2, "invalid choice")
-    failed(kwire(broker.bootstrap, "topic", "list", "--command-config", "/nonexistent/client.properties"),
-           2, "cannot read /nonexistent/client.properties")  # fmt: skip
+    failed(
+        kwire(
+            broker.bootstrap, "topic", "list", "--command-config", "/nonexistent/client.properties"
+        ),
+        2,
+        "cannot read /nonexistent/client.properties",
+    )
     assert "t" not in partition_counts(broker)
 
 
 def test_unreachable_bootstrap_exits_3() -> None:
     bootstrap = closed_bootstrap()
-    for args in (["list"], ["describe", "t"], ["create", "t"], ["delete", "t"]):
-        result = run_cli("topic", *args, "--bootstrap-server", bootstrap, "--timeout", "3", timeout=30)
-        failed(result, 3, f"cannot reach {bootstrap}")
+    runs = [
+        ["list"],
+        ["describe", "t"],
+        ["create", "t"],
+        ["delete", "t"],
+        ["alter", "t", "--config", "a=b"],
+    ]
+    for result in run_cli_concurrently(
+        [["topic", *args, "--bootstrap-server", bootstrap, "--timeout", "3"] for args in runs]
+    ):
+        failed(result, 3, f"cannot reach {bootstrap}", "Connection refused")
         assert result.stdout == ""

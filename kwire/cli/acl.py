@@ -54,37 +54,58 @@ def register(commands: Any) -> None:
     delete = actions.add_parser("delete", help="remove the ACLs matching the options")
     for parser in (list_, create, delete):
         parser.add_argument(
-            "--allow-principal", action="append", default=[], metavar="PRINCIPAL",
+            "--allow-principal",
+            action="append",
+            default=[],
+            metavar="PRINCIPAL",
             help="e.g. User:alice (repeatable)",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--deny-principal", action="append", default=[], metavar="PRINCIPAL",
+            "--deny-principal",
+            action="append",
+            default=[],
+            metavar="PRINCIPAL",
             help="e.g. User:mallory (repeatable)",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--allow-host", action="append", default=[], metavar="HOST",
+            "--allow-host",
+            action="append",
+            default=[],
+            metavar="HOST",
             help="hosts of the allow principals (* by default on create)",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--deny-host", action="append", default=[], metavar="HOST",
+            "--deny-host",
+            action="append",
+            default=[],
+            metavar="HOST",
             help="hosts of the deny principals (* by default on create)",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--host", action="append", default=[], metavar="HOST",
+            "--host",
+            action="append",
+            default=[],
+            metavar="HOST",
             help="sets both --allow-host and --deny-host",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--operation", action="append", default=[], type=_operation,
-            metavar="OPERATION", help=f"{', '.join(OPERATIONS)} (repeatable)",
-        )  # fmt: skip
+            "--operation",
+            action="append",
+            default=[],
+            type=_operation,
+            metavar="OPERATION",
+            help=f"{', '.join(OPERATIONS)} (repeatable)",
+        )
         parser.add_argument("--topic", action="append", default=[], metavar="NAME")
         parser.add_argument("--group", action="append", default=[], metavar="NAME")
         parser.add_argument("--transactional-id", action="append", default=[], metavar="ID")
         parser.add_argument("--cluster", action="store_true", help="the cluster resource")
         parser.add_argument(
-            "--resource-pattern-type", choices=PATTERN_TYPES, type=str.lower,
+            "--resource-pattern-type",
+            choices=PATTERN_TYPES,
+            type=str.lower,
             help="literal (default), prefixed; and for list/delete match, any",
-        )  # fmt: skip
+        )
         add_connection_args(parser)
     list_.add_argument("--principal", action="append", default=[], help="only these principals")
     list_.set_defaults(run=run_list)
@@ -136,13 +157,16 @@ def run_create(args: argparse.Namespace) -> int:
 
     pattern = (args.resource_pattern_type or "literal").upper()
     if pattern not in ("LITERAL", "PREFIXED"):
-        raise CliError(f"ACLs are created with a literal or prefixed pattern, not {pattern.lower()}",
-                       EXIT_USAGE)  # fmt: skip
+        raise CliError(
+            f"ACLs are created with a literal or prefixed pattern, not {pattern.lower()}",
+            EXIT_USAGE,
+        )
     resources = _resources(args)
     principals = _principals(args, "*")
     if not resources:
-        raise CliError("acl create needs --topic, --group, --transactional-id or --cluster",
-                       EXIT_USAGE)  # fmt: skip
+        raise CliError(
+            "acl create needs --topic, --group, --transactional-id or --cluster", EXIT_USAGE
+        )
     if not principals:
         raise CliError("acl create needs --allow-principal or --deny-principal", EXIT_USAGE)
     operations = args.operation or ["ALL"]
@@ -155,7 +179,7 @@ def run_create(args: argparse.Namespace) -> int:
             host,
             AclOperation[operation],
             permission,
-        )  # fmt: skip
+        )
         for (resource_type, name), (principal, host, permission), operation in itertools.product(
             resources, principals, operations
         )
@@ -213,8 +237,9 @@ def run_list(args: argparse.Namespace) -> int:
 def run_delete(args: argparse.Namespace) -> int:
     # As kafka-acls.sh --remove: a resource must be named, so that no slip deletes them all.
     if not _resources(args):
-        raise CliError("acl delete needs --topic, --group, --transactional-id or --cluster",
-                       EXIT_USAGE)  # fmt: skip
+        raise CliError(
+            "acl delete needs --topic, --group, --transactional-id or --cluster", EXIT_USAGE
+        )
     admin = admin_client(args)
     filters = _filters(args, [])
     futures = admin.delete_acls(filters, request_timeout=args.timeout)
