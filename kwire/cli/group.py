@@ -18,6 +18,7 @@ from kwire.cli.common import (
     CliError,
     add_connection_args,
     admin_client,
+    client_config,
     print_table,
     report,
     result,
@@ -48,6 +49,7 @@ STATE_COLUMNS = ("GROUP", "COORDINATOR (ID)", "ASSIGNMENT-STRATEGY", "STATE", "#
 RESET_COLUMNS = ("GROUP", "TOPIC", "PARTITION", "NEW-OFFSET")
 # Kafka resets only groups nobody consumes in: a member would overwrite the new offsets.
 RESETTABLE_STATES = frozenset({"Empty", "Dead"})
+OFFSET_DELETE_KEY = 47
 
 
 def register(commands: Any) -> None:
@@ -119,7 +121,20 @@ def register(commands: Any) -> None:
     )
     delete.set_defaults(run=run_delete)
 
-    for parser in (list_, describe, reset, delete):
+    delete_offsets = actions.add_parser(
+        "delete-offsets", help="delete a group's committed offsets of some topics (OffsetDelete)"
+    )
+    delete_offsets.add_argument("--group", required=True, metavar="GROUP")
+    delete_offsets.add_argument(
+        "--topic",
+        action="append",
+        required=True,
+        metavar="TOPIC[:P,P]",
+        help="a topic, or some of its partitions (repeatable)",
+    )
+    delete_offsets.set_defaults(run=run_delete_offsets)
+
+    for parser in (list_, describe, reset, delete, delete_offsets):
         add_connection_args(parser)
 
 
@@ -370,10 +385,15 @@ def parse_topic_partitions(specs: Sequence[str]) -> list[tuple[str, list[int] | 
 def _partitions_to_reset(
     admin: Any, args: argparse.Namespace, committed: dict[tuple[str, int], int]
 ) -> list[tuple[str, int]]:
-    from confluent_kafka import TopicCollection
-
     if args.all_topics:
         return sorted(committed)
+    return topic_partitions(admin, args)
+
+
+def topic_partitions(admin: Any, args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The partitions --topic T / T:P,P names, each checked to exist."""
+    from confluent_kafka import TopicCollection
+
     chosen: set[tuple[str, int]] = set()
     specs = parse_topic_partitions(args.topic)
     # DescribeTopics, not a Metadata request naming the topic: that one may create it.
@@ -497,3 +517,139 @@ def run_delete(args: argparse.Namespace) -> int:
         else:
             print(f"Deleted consumer group '{name}'.")
     return code
+
+
+def run_delete_offsets(args: argparse.Namespace) -> int:
+    """OffsetDelete to the group's coordinator. confluent-kafka's Python AdminClient has
+    no call for it, so kwire's own client (kwire.cluster.broker_client) sends it."""
+    import trio
+
+    group = args.group
+    admin = admin_client(args)
+    description = result(
+        admin.describe_consumer_groups([group], request_timeout=args.timeout)[group],
+        f"group {group}",
+        args.timeout,
+    )
+    if state_name(description.state) == "Dead":
+        raise CliError(
+            f"group {group}: GROUP_ID_NOT_FOUND: Consumer group '{group}' does not exist."
+        )
+    partitions = topic_partitions(admin, args)
+    coordinator = description.coordinator
+    security = client_security(args)
+    error, errors = trio.run(
+        _offset_delete,
+        coordinator.host,
+        coordinator.port,
+        group,
+        partitions,
+        security,
+        args.timeout,
+    )
+    if error is not None:
+        raise CliError(f"group {group}: {error}")
+    print_table(
+        ("TOPIC", "PARTITION", "STATUS"),
+        (
+            (topic, partition, "Successful" if errors[(topic, partition)] is None
+             else f"Error: {errors[(topic, partition)]}")
+            for topic, partition in partitions
+        ),
+    )  # fmt: skip
+    return EXIT_FAILED if any(e is not None for e in errors.values()) else EXIT_OK
+
+
+async def _offset_delete(
+    host: str,
+    port: int,
+    group: str,
+    partitions: list[tuple[str, int]],
+    security: Any,
+    timeout: float,
+) -> tuple[str | None, dict[tuple[str, int], str | None]]:
+    """One OffsetDelete request: the top-level error (Kafka's name), or each partition's."""
+    from kio.schema.errors import ErrorCode
+
+    from kwire.cluster.broker_client import BrokerConnection, BrokerConnectionError
+    from kwire.errors import KafkaError
+    from kwire.protocol.messages import make, request_module
+
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in partitions:
+        by_topic.setdefault(topic, []).append(partition)
+    try:
+        async with BrokerConnection.open(
+            host, port, client_id="kwire-group", timeout=timeout, security=security
+        ) as conn:
+            await conn.negotiate()
+            version = conn.version_for(OFFSET_DELETE_KEY, 0)
+            module = request_module(OFFSET_DELETE_KEY, version)
+            request = make(
+                module.OffsetDeleteRequest,
+                group_id=group,
+                topics=tuple(
+                    make(
+                        module.OffsetDeleteRequestTopic,
+                        name=topic,
+                        partitions=tuple(
+                            make(module.OffsetDeleteRequestPartition, partition_index=p)
+                            for p in numbers
+                        ),
+                    )
+                    for topic, numbers in by_topic.items()
+                ),
+            )
+            response = await conn.request(OFFSET_DELETE_KEY, version, request)
+    except (BrokerConnectionError, KafkaError) as e:
+        raise CliError(f"group {group}: coordinator {host}:{port}: {e}") from None
+    if response.error_code != ErrorCode.none:
+        return _error_text(ErrorCode(response.error_code)), {}
+    errors: dict[tuple[str, int], str | None] = {p: None for p in partitions}
+    for topic in response.topics:
+        for p in topic.partitions:
+            if p.error_code != ErrorCode.none:
+                errors[(topic.name, p.partition_index)] = _error_text(ErrorCode(p.error_code))
+    return None, errors
+
+
+def _error_text(code: Any) -> str:
+    """An error code by Kafka's name (NON_EMPTY_GROUP ...)."""
+    return code.name.upper()
+
+
+def client_security(args: argparse.Namespace) -> Any:
+    """kwire's ClientSecurity from the same settings confluent-kafka gets (--command-config):
+    protocol, TLS trust and key stores (PEM), SASL mechanism and credentials."""
+    import ssl
+
+    from kwire.config import ConfigError
+    from kwire.security.client import ClientSecurity
+
+    config = client_config(args)
+    protocol = str(config.get("security.protocol", "PLAINTEXT")).upper()
+    context = None
+    check_hostname = str(config.get("ssl.endpoint.identification.algorithm", "https")) != "none"
+    if protocol in ("SSL", "SASL_SSL"):
+        try:
+            context = ssl.create_default_context(cafile=config.get("ssl.ca.location"))
+            context.check_hostname = check_hostname
+            if config.get("ssl.certificate.location"):
+                context.load_cert_chain(
+                    config["ssl.certificate.location"],
+                    config.get("ssl.key.location"),
+                    config.get("ssl.key.password"),
+                )
+        except (OSError, ssl.SSLError) as e:
+            raise CliError(f"TLS settings of --command-config: {e}", EXIT_USAGE) from None
+    try:
+        return ClientSecurity(
+            protocol=protocol,
+            ssl_context=context,
+            check_hostname=check_hostname,
+            sasl_mechanism=config.get("sasl.mechanism") or config.get("sasl.mechanisms"),
+            username=config.get("sasl.username"),
+            password=config.get("sasl.password"),
+        )
+    except ConfigError as e:
+        raise CliError(f"--command-config: {e}", EXIT_USAGE) from None
