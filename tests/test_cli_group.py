@@ -411,6 +411,7 @@ def test_describe_unknown_and_all_groups(broker) -> None:
         ["describe", "g"],
         ["reset-offsets", "--group", "g", "--all-topics", "--to-earliest"],
         ["delete", "--group", "g"],
+        ["delete-offsets", "--group", "g", "--topic", "t"],
     ],
 )
 def test_unreachable_bootstrap_exits_3(args: list[str]) -> None:
@@ -418,3 +419,33 @@ def test_unreachable_bootstrap_exits_3(args: list[str]) -> None:
     result = run_cli("group", *args, "--bootstrap-server", bootstrap, "--timeout", "3", timeout=30)
     failed(result, 3, f"cannot reach {bootstrap}")
     assert result.stdout == ""
+
+
+def test_delete_offsets(broker) -> None:
+    prepare_topic(broker)
+    commit_offsets_only(broker, "g", {0: 1, 1: 2, 2: 3})
+    out = ok(
+        kwire(broker.bootstrap, "group", "delete-offsets", "--group", "g", "--topic", f"{TOPIC}:0")
+    )
+    assert parse_table(out) == [{"TOPIC": TOPIC, "PARTITION": "0", "STATUS": "Successful"}]
+    assert committed(broker, "g") == offsets(None, 2, 3)
+    # --topic T: every partition of it (one without an offset succeeds too, as in Kafka).
+    out = ok(kwire(broker.bootstrap, "group", "delete-offsets", "--group", "g", "--topic", TOPIC))
+    assert [row["STATUS"] for row in parse_table(out)] == ["Successful"] * 3
+    assert committed(broker, "g") == {}
+
+    failed(kwire(broker.bootstrap, "group", "delete-offsets", "--group", "nope", "--topic", TOPIC),
+           1, "group nope: GROUP_ID_NOT_FOUND")  # fmt: skip
+    failed(kwire(broker.bootstrap, "group", "delete-offsets", "--group", "g", "--topic", "none"),
+           1, "topic none: UNKNOWN_TOPIC_OR_PART")  # fmt: skip
+    # A live group keeps the offsets of a topic it subscribes to.
+    with live_member(broker, "live") as consumer:
+        consumer.commit(offsets=[TopicPartition(TOPIC, 1, 9)], asynchronous=False)
+        result = kwire(
+            broker.bootstrap, "group", "delete-offsets", "--group", "live", "--topic", f"{TOPIC}:1"
+        )
+        assert result.returncode == 1, result
+        assert parse_table(result.stdout) == [
+            {"TOPIC": TOPIC, "PARTITION": "1", "STATUS": "Error: GROUP_SUBSCRIBED_TO_TOPIC"}
+        ]
+        assert committed(broker, "live") == {(TOPIC, 1): 9}
