@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from conftest import BrokerProcess, free_port
+from kio.schema.errors import ErrorCode
 
 TIMEOUT = 30
 
@@ -283,3 +284,33 @@ def test_bad_input_is_400_with_the_reason(admin_broker: AdminBroker) -> None:
     assert [r["id"] for r in admin_broker.faults()] == [second["id"]]
     assert admin_broker.call("DELETE", "/admin/faults") == (200, {"cleared": 1})
     assert admin_broker.faults() == []
+
+
+def test_raw_produce_errors_and_acks0_closes_the_connection(admin_broker: AdminBroker) -> None:
+    """Over the wire: acks=1 gets the error in each partition it named, nothing written;
+    acks=0 is owed no answer, so its connection is closed, as Kafka does on a failure."""
+    from raw_client import RawClient
+    from test_acks0 import produce_request
+    from test_idempotence import create
+
+    from kwire.protocol.records import build_batch
+
+    with RawClient(admin_broker.broker.port) as client:
+        create(client, "raw")
+        admin_broker.inject(api="Produce", count=2, error="NOT_LEADER_OR_FOLLOWER")
+        answer = client.send(produce_request("raw", build_batch([(None, b"refused")]), acks=1))
+        [topic] = answer.responses
+        [partition] = topic.partition_responses
+        assert (topic.name, partition.index, partition.error_code) == (
+            "raw",
+            0,
+            ErrorCode.not_leader_or_follower,
+        )
+        client.send(
+            produce_request("raw", build_batch([(None, b"lost")]), acks=0), expect_response=False
+        )
+        assert client.sock.recv(1) == b""  # closed by the broker, within the client's timeout
+    with RawClient(admin_broker.broker.port) as client:
+        answer = client.send(produce_request("raw", build_batch([(None, b"kept")]), acks=1))
+        [partition] = answer.responses[0].partition_responses
+        assert (partition.error_code, partition.base_offset) == (ErrorCode.none, 0)
