@@ -4,6 +4,7 @@ subprocess (as a user or a script would) and read the tables it prints."""
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,14 @@ def kwire(
 ) -> subprocess.CompletedProcess[str]:
     """A client subcommand against `bootstrap` (--bootstrap-server appended)."""
     return run_cli(*args, "--bootstrap-server", bootstrap, timeout=timeout)
+
+
+def cli(
+    bootstrap: str, line: str, *extra: str, timeout: float = CLI_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """`kwire` with a command line as a shell would split it (`"topic create t --partitions
+    3"`), then `extra` arguments as they are, against `bootstrap`."""
+    return kwire(bootstrap, *shlex.split(line), *extra, timeout=timeout)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from cli_helpers import (
+    cli,
     closed_bootstrap,
     failed,
-    kwire,
     ok,
     parse_table,
     parse_tables,
@@ -61,7 +61,7 @@ def summary(text: str) -> dict[str, str]:
 
 
 def test_cluster_one_broker(broker) -> None:
-    out = ok(kwire(broker.bootstrap, "cluster"))
+    out = ok(cli(broker.bootstrap, "cluster"))
     client = admin(broker.bootstrap)
     metadata = client.list_topics(timeout=TIMEOUT)
     assert summary(out) == {
@@ -73,38 +73,23 @@ def test_cluster_one_broker(broker) -> None:
     assert parse_table(out) == [
         {"ID": "0", "HOST": "127.0.0.1", "PORT": str(broker.port), "RACK": "-"}
     ]
-    ok(kwire(broker.bootstrap, "topic", "create", "t", "--partitions", "2"))
-    assert ok(kwire(broker.bootstrap, "cluster", "--under-replicated")) == ""
-    failed(kwire(broker.bootstrap, "cluster", "--no-such-option"), 2, "unrecognized arguments")
+    ok(cli(broker.bootstrap, "topic create t --partitions 2"))
+    assert ok(cli(broker.bootstrap, "cluster --under-replicated")) == ""
+    failed(cli(broker.bootstrap, "cluster --no-such-option"), 2, "unrecognized arguments")
 
 
 def partition_rows(cluster: KwireCluster, bootstrap: str, topic: str) -> list[dict[str, str]]:
-    return parse_table(ok(kwire(bootstrap, "topic", "describe", topic)))
+    return parse_table(ok(cli(bootstrap, "topic describe", topic)))
 
 
 def test_three_brokers_controller_and_under_replicated_after_a_kill(kwire_cluster_factory) -> None:
     cluster = start_cluster(kwire_cluster_factory, broker_rack="rack-a")
     bootstrap = cluster.bootstrap
-    ok(
-        kwire(
-            bootstrap,
-            "topic",
-            "create",
-            "replicated",
-            "--partitions",
-            "3",
-            "--replication-factor",
-            "3",
-        )
-    )
-    ok(
-        kwire(
-            bootstrap, "topic", "create", "single", "--partitions", "3", "--replication-factor", "1"
-        )
-    )
+    ok(cli(bootstrap, "topic create replicated --partitions 3 --replication-factor 3"))
+    ok(cli(bootstrap, "topic create single --partitions 3 --replication-factor 1"))
 
     def settled() -> str | None:
-        out = ok(kwire(bootstrap, "cluster"))
+        out = ok(cli(bootstrap, "cluster"))
         return out if summary(out)["Under-replicated partitions"] == "0" else None
 
     out = wait_until(settled, 30, interval=0.2, message="every ISR full")
@@ -127,7 +112,7 @@ def test_three_brokers_controller_and_under_replicated_after_a_kill(kwire_cluste
     live = ",".join(cluster.broker(i).bootstrap for i in cluster.ids if i != victim)
 
     def replicated_under() -> list[dict[str, str]] | None:
-        out = ok(kwire(live, "cluster", "--under-replicated", "--timeout", "10"))
+        out = ok(cli(live, "cluster --under-replicated --timeout 10"))
         rows = parse_table(out) if out else []
         return (
             rows
@@ -145,7 +130,7 @@ def test_three_brokers_controller_and_under_replicated_after_a_kill(kwire_cluste
             ].split(","), row
             assert row["LEADER"] not in ("none", str(victim)), row
 
-    out = ok(kwire(live, "cluster", "--timeout", "10"))
+    out = ok(cli(live, "cluster --timeout 10"))
     assert summary(out)["Controller"] == f"{controller} (127.0.0.1:{ports[controller]})"
     brokers, partitions = parse_tables(out)
     assert [int(r["ID"]) for r in brokers] == [i for i in cluster.ids if i != victim]
@@ -201,20 +186,9 @@ def test_acl_create_list_delete(broker_factory) -> None:
     broker = broker_factory({"authorizer.class.name": AUTHORIZER, "super.users": "User:ANONYMOUS"})
     b = broker.bootstrap
     out = ok(
-        kwire(
+        cli(
             b,
-            "acl",
-            "create",
-            "--allow-principal",
-            "User:alice",
-            "--allow-principal",
-            "User:bob",
-            "--topic",
-            "orders",
-            "--operation",
-            "Read",
-            "--operation",
-            "describe",
+            "acl create --allow-principal User:alice --allow-principal User:bob --topic orders --operation Read --operation describe",
         )
     )
     created = {
@@ -224,20 +198,9 @@ def test_acl_create_list_delete(broker_factory) -> None:
     }
     assert rows(out) == created
     out = ok(
-        kwire(
+        cli(
             b,
-            "acl",
-            "create",
-            "--deny-principal",
-            "User:mallory",
-            "--deny-host",
-            "10.0.0.1",
-            "--topic",
-            "pay",
-            "--group",
-            "pay",
-            "--resource-pattern-type",
-            "prefixed",
+            "acl create --deny-principal User:mallory --deny-host 10.0.0.1 --topic pay --group pay --resource-pattern-type prefixed",
         )
     )
     denied = {
@@ -245,31 +208,11 @@ def test_acl_create_list_delete(broker_factory) -> None:
         for t in ("TOPIC", "GROUP")
     }
     assert rows(out) == denied
+    ok(cli(b, "acl create --allow-principal User:alice --cluster --operation DescribeConfigs"))
     ok(
-        kwire(
+        cli(
             b,
-            "acl",
-            "create",
-            "--allow-principal",
-            "User:alice",
-            "--cluster",
-            "--operation",
-            "DescribeConfigs",
-        )
-    )
-    ok(
-        kwire(
-            b,
-            "acl",
-            "create",
-            "--allow-principal",
-            "User:alice",
-            "--transactional-id",
-            "tx-1",
-            "--operation",
-            "Write",
-            "--host",
-            "127.0.0.1",
+            "acl create --allow-principal User:alice --transactional-id tx-1 --operation Write --host 127.0.0.1",
         )
     )
     # confluent-kafka calls the cluster resource type BROKER; the table says CLUSTER.
@@ -286,32 +229,27 @@ def test_acl_create_list_delete(broker_factory) -> None:
     everything = created | denied | {cluster, txn}
     assert {tuple("BROKER" if c == "CLUSTER" else c for c in row) for row in everything} == acls(b)
 
-    assert rows(ok(kwire(b, "acl", "list"))) == everything
-    assert rows(ok(kwire(b, "acl", "list", "--topic", "orders"))) == created
-    assert rows(ok(kwire(b, "acl", "list", "--principal", "User:bob"))) == {
+    assert rows(ok(cli(b, "acl list"))) == everything
+    assert rows(ok(cli(b, "acl list --topic orders"))) == created
+    assert rows(ok(cli(b, "acl list --principal User:bob"))) == {
         r for r in created if r[0] == "User:bob"
     }
-    assert rows(ok(kwire(b, "acl", "list", "--operation", "write"))) == {txn}
+    assert rows(ok(cli(b, "acl list --operation write"))) == {txn}
     # match: the literal and prefixed ACLs that apply to one resource name.
-    assert rows(
-        ok(kwire(b, "acl", "list", "--topic", "payments", "--resource-pattern-type", "match"))
-    ) == {r for r in denied if r[4] == "TOPIC"}
-    assert parse_table(ok(kwire(b, "acl", "list", "--topic", "nothing-here"))) == []
+    assert rows(ok(cli(b, "acl list --topic payments --resource-pattern-type match"))) == {
+        r for r in denied if r[4] == "TOPIC"
+    }
+    assert parse_table(ok(cli(b, "acl list --topic nothing-here"))) == []
 
-    out = ok(kwire(b, "acl", "delete", "--topic", "orders", "--allow-principal", "User:bob"))
+    out = ok(cli(b, "acl delete --topic orders --allow-principal User:bob"))
     assert rows(out) == {r for r in created if r[0] == "User:bob"}
-    out = ok(kwire(b, "acl", "delete", "--group", "pay", "--resource-pattern-type", "prefixed"))
+    out = ok(cli(b, "acl delete --group pay --resource-pattern-type prefixed"))
     assert rows(out) == {r for r in denied if r[4] == "GROUP"}
-    assert rows(ok(kwire(b, "acl", "list"))) == everything - {
+    assert rows(ok(cli(b, "acl list"))) == everything - {
         r for r in created if r[0] == "User:bob"
     } - {r for r in denied if r[4] == "GROUP"}
     # Nothing matched: nothing deleted, not an error.
-    assert (
-        parse_table(
-            ok(kwire(b, "acl", "delete", "--topic", "orders", "--deny-principal", "User:x"))
-        )
-        == []
-    )
+    assert parse_table(ok(cli(b, "acl delete --topic orders --deny-principal User:x"))) == []
 
     for args, message in (
         (["create", "--allow-principal", "User:alice"], "needs --topic"),
@@ -347,29 +285,20 @@ def test_acl_create_list_delete(broker_factory) -> None:
         ),
         (["delete"], "needs --topic"),
     ):
-        failed(kwire(b, "acl", *args), 2, message)
+        failed(cli(b, "acl", *args), 2, message)
     assert len(acls(b)) == len(everything) - 3
 
 
 def test_acl_and_user_refused_without_authorizer_or_bad_credential(broker) -> None:
     # Kafka's errors, named: no authorizer, and what AlterUserScramCredentials refuses.
     failed(
-        kwire(broker.bootstrap, "acl", "create", "--allow-principal", "User:a", "--topic", "t"),
+        cli(broker.bootstrap, "acl create --allow-principal User:a --topic t"),
         1,
         "SECURITY_DISABLED",
     )
     failed(
-        kwire(
-            broker.bootstrap,
-            "user",
-            "set",
-            "bob",
-            "--mechanism",
-            "SCRAM-SHA-512",
-            "--password",
-            "pw",
-            "--iterations",
-            "10",
+        cli(
+            broker.bootstrap, "user set bob --mechanism SCRAM-SHA-512 --password pw --iterations 10"
         ),
         1,
         "user bob: UNACCEPTABLE_CREDENTIAL",
@@ -390,71 +319,44 @@ def scram_users(bootstrap: str) -> dict[str, list[tuple[str, int]]]:
 
 def test_user_set_list_describe_delete(broker) -> None:
     b = broker.bootstrap
-    assert parse_table(ok(kwire(b, "user", "list"))) == []
-    out = ok(
-        kwire(
-            b,
-            "user",
-            "set",
-            "alice",
-            "--mechanism",
-            "SCRAM-SHA-256",
-            "--password",
-            "pw",
-            "--iterations",
-            "8192",
-        )
-    )
+    assert parse_table(ok(cli(b, "user list"))) == []
+    out = ok(cli(b, "user set alice --mechanism SCRAM-SHA-256 --password pw --iterations 8192"))
     assert out == "Completed updating config for user alice.\n"
-    ok(kwire(b, "user", "set", "alice", "--mechanism", "scram-sha-512", "--password", "pw"))
-    ok(
-        kwire(
-            b,
-            "user",
-            "set",
-            "bob",
-            "--mechanism",
-            "SCRAM-SHA-512",
-            "--password",
-            "pw2",
-            "--iterations",
-            "5000",
-        )
-    )
+    ok(cli(b, "user set alice --mechanism scram-sha-512 --password pw"))
+    ok(cli(b, "user set bob --mechanism SCRAM-SHA-512 --password pw2 --iterations 5000"))
     assert scram_users(b) == {
         "alice": [("SCRAM_SHA_256", 8192), ("SCRAM_SHA_512", 4096)],
         "bob": [("SCRAM_SHA_512", 5000)],
     }
     listed = [
-        (r["USER"], r["MECHANISM"], r["ITERATIONS"])
-        for r in parse_table(ok(kwire(b, "user", "list")))
+        (r["USER"], r["MECHANISM"], r["ITERATIONS"]) for r in parse_table(ok(cli(b, "user list")))
     ]
     assert listed == [
         ("alice", "SCRAM-SHA-256", "8192"),
         ("alice", "SCRAM-SHA-512", "4096"),
         ("bob", "SCRAM-SHA-512", "5000"),
     ]
-    described = parse_table(ok(kwire(b, "user", "describe", "bob")))
+    described = parse_table(ok(cli(b, "user describe bob")))
     assert described == [{"USER": "bob", "MECHANISM": "SCRAM-SHA-512", "ITERATIONS": "5000"}]
     # An unknown user among known ones: those are shown, the run fails naming it.
-    result = kwire(b, "user", "describe", "bob", "nobody")
+    result = cli(b, "user describe bob nobody")
     failed(result, 1, "user nobody: RESOURCE_NOT_FOUND")
     assert [r["USER"] for r in parse_table(result.stdout)] == ["bob"]
 
-    ok(kwire(b, "user", "delete", "alice", "--mechanism", "SCRAM-SHA-512"))
+    ok(cli(b, "user delete alice --mechanism SCRAM-SHA-512"))
     assert scram_users(b) == {"alice": [("SCRAM_SHA_256", 8192)], "bob": [("SCRAM_SHA_512", 5000)]}
     failed(
-        kwire(b, "user", "delete", "alice", "--mechanism", "SCRAM-SHA-512"),
+        cli(b, "user delete alice --mechanism SCRAM-SHA-512"),
         1,
         "user alice: RESOURCE_NOT_FOUND",
     )
     failed(
-        kwire(b, "user", "set", "carol", "--mechanism", "SCRAM-SHA-1", "--password", "x"),
+        cli(b, "user set carol --mechanism SCRAM-SHA-1 --password x"),
         2,
         "invalid choice",
     )
-    failed(kwire(b, "user", "set", "carol", "--mechanism", "SCRAM-SHA-256"), 2, "--password")
-    failed(kwire(b, "user", "delete", "carol"), 2, "--mechanism")
+    failed(cli(b, "user set carol --mechanism SCRAM-SHA-256"), 2, "--password")
+    failed(cli(b, "user delete carol"), 2, "--mechanism")
     assert set(scram_users(b)) == {"alice", "bob"}
 
 
@@ -509,40 +411,21 @@ def test_acl_and_user_over_sasl_with_command_config(broker_factory, tmp_path: Pa
         client_properties(tmp_path / "carol.properties", "SCRAM-SHA-256", "carol", "carol-pw"),
     ]
 
-    ok(kwire(sasl, "topic", "create", "shared", *as_admin))
-    ok(
-        kwire(
-            sasl,
-            "user",
-            "set",
-            "carol",
-            "--mechanism",
-            "SCRAM-SHA-256",
-            "--password",
-            "carol-pw",
-            *as_admin,
-        )
-    )
-    rows_ = parse_table(ok(kwire(sasl, "user", "list", *as_admin)))
+    ok(cli(sasl, "topic create shared", *as_admin))
+    ok(cli(sasl, "user set carol --mechanism SCRAM-SHA-256 --password carol-pw", *as_admin))
+    rows_ = parse_table(ok(cli(sasl, "user list", *as_admin)))
     assert rows_ == [{"USER": "carol", "MECHANISM": "SCRAM-SHA-256", "ITERATIONS": "4096"}]
 
     # carol logs in with the credential `kwire user` made; without an ACL she sees no topic.
-    assert ok(kwire(sasl, "topic", "list", *as_carol)) == ""
+    assert ok(cli(sasl, "topic list", *as_carol)) == ""
     ok(
-        kwire(
+        cli(
             sasl,
-            "acl",
-            "create",
-            "--allow-principal",
-            "User:carol",
-            "--topic",
-            "shared",
-            "--operation",
-            "Describe",
+            "acl create --allow-principal User:carol --topic shared --operation Describe",
             *as_admin,
         )
     )
-    assert ok(kwire(sasl, "topic", "list", *as_carol)) == "shared\n"
+    assert ok(cli(sasl, "topic list", *as_carol)) == "shared\n"
     assert acls(
         sasl,
         {
@@ -555,41 +438,29 @@ def test_acl_and_user_over_sasl_with_command_config(broker_factory, tmp_path: Pa
 
     # Neither alice nor carol may change ACLs, credentials or topics they have no ACL for.
     failed(
-        kwire(
-            sasl, "acl", "create", "--allow-principal", "User:alice", "--topic", "shared", *as_alice
-        ),
+        cli(sasl, "acl create --allow-principal User:alice --topic shared", *as_alice),
         1,
         "CLUSTER_AUTHORIZATION_FAILED",
     )
     failed(
-        kwire(
-            sasl,
-            "user",
-            "set",
-            "alice",
-            "--mechanism",
-            "SCRAM-SHA-256",
-            "--password",
-            "x",
-            *as_carol,
-        ),
+        cli(sasl, "user set alice --mechanism SCRAM-SHA-256 --password x", *as_carol),
         1,
         "user alice: CLUSTER_AUTHORIZATION_FAILED",
     )
     failed(
-        kwire(sasl, "topic", "delete", "shared", *as_carol),
+        cli(sasl, "topic delete shared", *as_carol),
         1,
         "topic shared: TOPIC_AUTHORIZATION_FAILED",
     )
 
-    ok(kwire(sasl, "acl", "delete", "--topic", "shared", *as_admin))
-    assert ok(kwire(sasl, "topic", "list", *as_carol)) == ""
+    ok(cli(sasl, "acl delete --topic shared", *as_admin))
+    assert ok(cli(sasl, "topic list", *as_carol)) == ""
     # Without her credential carol cannot log in at all: no broker answers her.
-    ok(kwire(sasl, "user", "delete", "carol", "--mechanism", "SCRAM-SHA-256", *as_admin))
+    ok(cli(sasl, "user delete carol --mechanism SCRAM-SHA-256", *as_admin))
     failed(
-        kwire(sasl, "topic", "list", "--timeout", "5", *as_carol),
+        cli(sasl, "topic list --timeout 5", *as_carol),
         3,
         "cannot reach",
         "Authentication failed",
     )
-    assert parse_table(ok(kwire(sasl, "user", "list", *as_admin))) == []
+    assert parse_table(ok(cli(sasl, "user list", *as_admin))) == []

@@ -9,9 +9,9 @@ import re
 from typing import Any
 
 from cli_helpers import (
+    cli,
     closed_bootstrap,
     failed,
-    kwire,
     ok,
     parse_table,
     parse_tables,
@@ -58,19 +58,9 @@ def describe_headers(text: str) -> dict[str, dict[str, str]]:
 
 def test_create_describe_alter_add_partitions_delete(broker) -> None:
     out = ok(
-        kwire(
+        cli(
             broker.bootstrap,
-            "topic",
-            "create",
-            "orders",
-            "--partitions",
-            "3",
-            "--replication-factor",
-            "1",
-            "--config",
-            "retention.ms=60000",
-            "--config",
-            "cleanup.policy=compact",
+            "topic create orders --partitions 3 --replication-factor 1 --config retention.ms=60000 --config cleanup.policy=compact",
         )
     )
     assert out == "Created topic orders.\n"
@@ -80,10 +70,10 @@ def test_create_describe_alter_add_partitions_delete(broker) -> None:
         "cleanup.policy": "compact",
     }
     # Without --partitions / --replication-factor the broker's defaults apply.
-    ok(kwire(broker.bootstrap, "topic", "create", "events"))
+    ok(cli(broker.bootstrap, "topic create events"))
     assert partition_counts(broker)["events"] == 1
 
-    out = ok(kwire(broker.bootstrap, "topic", "describe", "orders"))
+    out = ok(cli(broker.bootstrap, "topic describe orders"))
     header = describe_headers(out)["orders"]
     assert header["PartitionCount"] == "3" and header["ReplicationFactor"] == "1"
     assert header["Configs"] == "cleanup.policy=compact,retention.ms=60000"
@@ -95,23 +85,15 @@ def test_create_describe_alter_add_partitions_delete(broker) -> None:
     ]
 
     # Every topic, in name order, a header and a table each.
-    out = ok(kwire(broker.bootstrap, "topic", "describe"))
+    out = ok(cli(broker.bootstrap, "topic describe"))
     assert list(describe_headers(out)) == ["events", "orders"]
     assert describe_headers(out)["events"]["Configs"] == ""
     assert [len(t) for t in parse_tables(out)] == [1, 3]
 
     out = ok(
-        kwire(
+        cli(
             broker.bootstrap,
-            "topic",
-            "alter",
-            "orders",
-            "--config",
-            "retention.ms=120000",
-            "--config",
-            "max.message.bytes=2000",
-            "--delete-config",
-            "cleanup.policy",
+            "topic alter orders --config retention.ms=120000 --config max.message.bytes=2000 --delete-config cleanup.policy",
         )
     )
     assert out == "Completed updating config for topic orders.\n"
@@ -120,20 +102,20 @@ def test_create_describe_alter_add_partitions_delete(broker) -> None:
         "max.message.bytes": "2000",
     }
 
-    out = ok(kwire(broker.bootstrap, "topic", "add-partitions", "orders", "--partitions", "5"))
+    out = ok(cli(broker.bootstrap, "topic add-partitions orders --partitions 5"))
     assert out == "Topic orders has 5 partitions.\n"
     assert partition_counts(broker)["orders"] == 5
-    assert len(parse_table(ok(kwire(broker.bootstrap, "topic", "describe", "orders")))) == 5
+    assert len(parse_table(ok(cli(broker.bootstrap, "topic describe orders")))) == 5
 
-    out = ok(kwire(broker.bootstrap, "topic", "delete", "orders", "events"))
+    out = ok(cli(broker.bootstrap, "topic delete orders events"))
     assert out == "Deleted topic orders.\nDeleted topic events.\n"
     assert not {"orders", "events"} & set(partition_counts(broker))
-    assert ok(kwire(broker.bootstrap, "topic", "list")) == ""
+    assert ok(cli(broker.bootstrap, "topic list")) == ""
 
 
 def test_list_one_name_per_line_and_exclude_internal(broker) -> None:
     for name in ("b-topic", "a-topic"):
-        ok(kwire(broker.bootstrap, "topic", "create", name))
+        ok(cli(broker.bootstrap, "topic create", name))
     # A committed offset brings __consumer_offsets into being.
     producer = Producer({"bootstrap.servers": broker.bootstrap})
     producer.produce("a-topic", b"v")
@@ -145,18 +127,16 @@ def test_list_one_name_per_line_and_exclude_internal(broker) -> None:
         consumer.commit(offsets=[TopicPartition("a-topic", 0, 1)], asynchronous=False)
     finally:
         consumer.close()
-    assert ok(kwire(broker.bootstrap, "topic", "list")) == "__consumer_offsets\na-topic\nb-topic\n"
-    assert (
-        ok(kwire(broker.bootstrap, "topic", "list", "--exclude-internal")) == "a-topic\nb-topic\n"
-    )
-    out = ok(kwire(broker.bootstrap, "topic", "describe", "--exclude-internal"))
+    assert ok(cli(broker.bootstrap, "topic list")) == "__consumer_offsets\na-topic\nb-topic\n"
+    assert ok(cli(broker.bootstrap, "topic list --exclude-internal")) == "a-topic\nb-topic\n"
+    out = ok(cli(broker.bootstrap, "topic describe --exclude-internal"))
     assert list(describe_headers(out)) == ["a-topic", "b-topic"]
 
 
 def test_errors_from_the_broker_exit_1(broker) -> None:
-    ok(kwire(broker.bootstrap, "topic", "create", "t", "--partitions", "2"))
-    failed(kwire(broker.bootstrap, "topic", "create", "t"), 1, "topic t: TOPIC_ALREADY_EXISTS")
-    assert ok(kwire(broker.bootstrap, "topic", "create", "t", "--if-not-exists")) == ""
+    ok(cli(broker.bootstrap, "topic create t --partitions 2"))
+    failed(cli(broker.bootstrap, "topic create t"), 1, "topic t: TOPIC_ALREADY_EXISTS")
+    assert ok(cli(broker.bootstrap, "topic create t --if-not-exists")) == ""
     for args in (
         ["describe", "nope"],
         ["describe", "t", "nope"],
@@ -164,41 +144,41 @@ def test_errors_from_the_broker_exit_1(broker) -> None:
         ["add-partitions", "nope", "--partitions", "3"],
         ["delete", "nope"],
     ):
-        failed(kwire(broker.bootstrap, "topic", *args), 1, "topic nope: UNKNOWN_TOPIC_OR_PART")
+        failed(cli(broker.bootstrap, "topic", *args), 1, "topic nope: UNKNOWN_TOPIC_OR_PART")
     # Every named topic is tried: the existing one goes, the absent one fails the run.
-    result = kwire(broker.bootstrap, "topic", "delete", "nope", "t")
+    result = cli(broker.bootstrap, "topic delete nope t")
     failed(result, 1, "topic nope: UNKNOWN_TOPIC_OR_PART")
     assert result.stdout == "Deleted topic t.\n"
-    assert ok(kwire(broker.bootstrap, "topic", "delete", "nope", "--if-exists")) == ""
-    ok(kwire(broker.bootstrap, "topic", "create", "t", "--partitions", "2"))
+    assert ok(cli(broker.bootstrap, "topic delete nope --if-exists")) == ""
+    ok(cli(broker.bootstrap, "topic create t --partitions 2"))
 
     # Bad config values: the broker's INVALID_CONFIG message, and nothing changes.
     failed(
-        kwire(broker.bootstrap, "topic", "create", "u", "--config", "retention.ms=soon"),
+        cli(broker.bootstrap, "topic create u --config retention.ms=soon"),
         1,
         "topic u: INVALID_CONFIG",
         "retention.ms",
     )
     assert "u" not in partition_counts(broker)
     failed(
-        kwire(broker.bootstrap, "topic", "alter", "t", "--config", "cleanup.policy=sometimes"),
+        cli(broker.bootstrap, "topic alter t --config cleanup.policy=sometimes"),
         1,
         "topic t: INVALID_CONFIG",
         "cleanup.policy",
     )
     failed(
-        kwire(broker.bootstrap, "topic", "alter", "t", "--config", "no.such.config=1"),
+        cli(broker.bootstrap, "topic alter t --config no.such.config=1"),
         1,
         "topic t: INVALID_CONFIG",
     )
     assert dynamic_configs(broker, "t") == {}
     failed(
-        kwire(broker.bootstrap, "topic", "add-partitions", "t", "--partitions", "1"),
+        cli(broker.bootstrap, "topic add-partitions t --partitions 1"),
         1,
         "topic t: INVALID_PARTITIONS",
     )
     failed(
-        kwire(broker.bootstrap, "topic", "create", "v", "--replication-factor", "3"),
+        cli(broker.bootstrap, "topic create v --replication-factor 3"),
         1,
         "topic v: INVALID_REPLICATION_FACTOR",
     )
@@ -206,19 +186,13 @@ def test_errors_from_the_broker_exit_1(broker) -> None:
 
 
 def test_bad_arguments_exit_2(broker) -> None:
+    failed(cli(broker.bootstrap, "topic create t --partitions x"), 2, "invalid int value")
+    failed(cli(broker.bootstrap, "topic create t --config retention.ms"), 2, "key=value")
+    failed(cli(broker.bootstrap, "topic alter t"), 2, "--config or --delete-config")
+    failed(cli(broker.bootstrap, "topic add-partitions t"), 2, "--partitions")
+    failed(cli(broker.bootstrap, "topic frobnicate"), 2, "invalid choice")
     failed(
-        kwire(broker.bootstrap, "topic", "create", "t", "--partitions", "x"), 2, "invalid int value"
-    )
-    failed(
-        kwire(broker.bootstrap, "topic", "create", "t", "--config", "retention.ms"), 2, "key=value"
-    )
-    failed(kwire(broker.bootstrap, "topic", "alter", "t"), 2, "--config or --delete-config")
-    failed(kwire(broker.bootstrap, "topic", "add-partitions", "t"), 2, "--partitions")
-    failed(kwire(broker.bootstrap, "topic", "frobnicate"), 2, "invalid choice")
-    failed(
-        kwire(
-            broker.bootstrap, "topic", "list", "--command-config", "/nonexistent/client.properties"
-        ),
+        cli(broker.bootstrap, "topic list --command-config /nonexistent/client.properties"),
         2,
         "cannot read /nonexistent/client.properties",
     )
