@@ -238,7 +238,9 @@ def run_describe(args: argparse.Namespace) -> int:
             continue
         _warn_state(name, state)
         if args.members:
-            print_table(MEMBERS_COLUMNS, _member_rows(name, description))
+            members = _member_rows(name, description)
+            if members:  # an empty group: only the stderr line, as Kafka's tool
+                print_table(MEMBERS_COLUMNS, members)
             continue
         committed = committed_offsets(admin, name, args.timeout)
         rows = _offset_rows(admin, name, description, committed, args.timeout)
