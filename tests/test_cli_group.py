@@ -10,12 +10,23 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import closed_bootstrap, failed, kwire, ok, parse_table, parse_tables, run_cli
+from cli_helpers import (
+    closed_bootstrap,
+    failed,
+    kwire,
+    ok,
+    parse_table,
+    parse_tables,
+    run_cli,
+    write_properties,
+)
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from security_harness import Certificates, SecureListeners
 
 TIMEOUT = 30
 TOPIC = "orders"
@@ -153,7 +164,8 @@ def test_describe_offsets_and_lag_of_an_empty_group(broker) -> None:
     assert describe_rows(broker, "billing")[1] == offsets_row("billing", 1, "20", 25, "5", None)
 
     # --members: none; --state: Empty, no members, the coordinator is broker 0.
-    assert describe_rows(broker, "billing", "--members") == []
+    result = kwire(broker.bootstrap, "group", "describe", "billing", "--members")
+    assert ok(result) == "" and "Consumer group 'billing' has no active members." in result.stderr
     assert state_row(broker, "billing") == {
         "GROUP": "billing", "COORDINATOR (ID)": f"127.0.0.1:{broker.port} (0)",
         "ASSIGNMENT-STRATEGY": "-", "STATE": "Empty", "#MEMBERS": "0",
@@ -449,3 +461,37 @@ def test_delete_offsets(broker) -> None:
             {"TOPIC": TOPIC, "PARTITION": "1", "STATUS": "Error: GROUP_SUBSCRIBED_TO_TOPIC"}
         ]
         assert committed(broker, "live") == {(TOPIC, 1): 9}
+
+
+def test_over_sasl_ssl_with_command_config(broker_factory, tmp_path: Path) -> None:
+    """Both clients behind the subcommands (confluent-kafka's, and kwire's own for
+    OffsetDelete) take TLS and SASL from a Java client's --command-config file."""
+    listeners = SecureListeners(Certificates(tmp_path / "certs"))
+    broker = broker_factory()
+    broker.stop()
+    broker.overrides.update(listeners.overrides(broker.port))
+    broker.start()
+    prepare_topic(broker)
+    commit_offsets_only(broker, "g", {0: 4, 1: 5})
+    config = write_properties(
+        tmp_path / "client.properties",
+        {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "PLAIN",
+            "sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            'username="alice" password="alice-secret";',
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(listeners.certs.ca_file),
+        },
+    )
+    secure = [
+        "--bootstrap-server",
+        listeners.bootstrap("SASL_SSL"),
+        "--command-config",
+        str(config),
+    ]
+    out = ok(run_cli("group", "describe", "g", *secure))
+    assert [row["CURRENT-OFFSET"] for row in parse_table(out)] == ["4", "5"]
+    out = ok(run_cli("group", "delete-offsets", "--group", "g", "--topic", f"{TOPIC}:1", *secure))
+    assert parse_table(out) == [{"TOPIC": TOPIC, "PARTITION": "1", "STATUS": "Successful"}]
+    assert committed(broker, "g") == {(TOPIC, 0): 4}
