@@ -235,3 +235,12 @@ def print_table(
     for row in rows:
         table.add_row(*("-" if cell is None else str(cell) for cell in row))
     stdout_console().print(table)
+
+
+def admin_request(context: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+    """Send an admin request. confluent-kafka checks it first (an empty name, a count out
+    of range) with ValueError: a usage error naming `context`, not a traceback."""
+    try:
+        return method(*args, **kwargs)
+    except ValueError as e:
+        raise CliError(f"{context}: {e}", EXIT_USAGE) from None
