@@ -208,7 +208,14 @@ def test_acl_create_list_delete(broker_factory) -> None:
         for t in ("TOPIC", "GROUP")
     }
     assert rows(out) == denied
-    ok(cli(b, "acl create --allow-principal User:alice --cluster --operation DescribeConfigs"))
+    # A repeated option makes one ACL, not an error.
+    ok(
+        cli(
+            b,
+            "acl create --allow-principal User:alice --allow-principal User:alice --cluster "
+            "--operation DescribeConfigs --operation describe-configs",
+        )
+    )
     ok(
         cli(
             b,
@@ -357,6 +364,8 @@ def test_user_set_list_describe_delete(broker) -> None:
     )
     failed(cli(b, "user set carol --mechanism SCRAM-SHA-256"), 2, "--password")
     failed(cli(b, "user delete carol"), 2, "--mechanism")
+    failed(cli(b, "user set carol --mechanism SCRAM-SHA-256 --password ''"), 2, "cannot be empty")
+    failed(cli(b, "user describe ''"), 2, "'user' cannot be empty")
     assert set(scram_users(b)) == {"alice", "bob"}
 
 

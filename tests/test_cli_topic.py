@@ -196,7 +196,17 @@ def test_bad_arguments_exit_2(broker) -> None:
         2,
         "cannot read /nonexistent/client.properties",
     )
+    # What confluent-kafka refuses before sending: a usage error, not a traceback.
+    for line, message in (
+        ("topic create t --partitions -5", "num_partitions out of expected range"),
+        ("topic describe ''", "Empty topic name"),
+        ("topic alter '' --config retention.ms=1", "topic : Invalid ConfigResource"),
+    ):
+        assert "Traceback" not in failed(cli(broker.bootstrap, line), 2, message)
     assert "t" not in partition_counts(broker)
+    # A topic named twice is described once.
+    ok(cli(broker.bootstrap, "topic create t"))
+    assert len(parse_table(ok(cli(broker.bootstrap, "topic describe t t")))) == 1
 
 
 def test_unreachable_bootstrap_exits_3() -> None:

@@ -15,6 +15,7 @@ from kwire.cli.common import (
     CliError,
     add_connection_args,
     admin_client,
+    admin_request,
     print_table,
     result,
 )
@@ -184,8 +185,12 @@ def run_create(args: argparse.Namespace) -> int:
             resources, principals, operations
         )
     ]
+    # A repeated option makes one ACL (confluent-kafka refuses duplicates).
+    bindings = list(dict.fromkeys(bindings))
     admin = admin_client(args)
-    futures = admin.create_acls(bindings, request_timeout=args.timeout)
+    futures = admin_request(
+        "create ACLs", admin.create_acls, bindings, request_timeout=args.timeout
+    )
     for binding in bindings:
         result(futures[binding], f"acl {_describe(binding)}", args.timeout)
     print_table(ACL_COLUMNS, (_row(b) for b in bindings), title="Created ACLs")
@@ -214,7 +219,7 @@ def _filters(args: argparse.Namespace, principals: list[str]) -> list[Any]:
         host = (args.allow_host + args.deny_host + args.host or [None])[0]
         who = [(None, host, AclPermissionType.ANY)]
     operations = args.operation or ["ANY"]
-    return [
+    filters = [
         AclBindingFilter(
             resource_type, name, pattern_type, principal, host, AclOperation[operation], permission
         )
@@ -222,13 +227,16 @@ def _filters(args: argparse.Namespace, principals: list[str]) -> list[Any]:
             resources, who, operations
         )
     ]
+    return list(dict.fromkeys(filters))
 
 
 def run_list(args: argparse.Namespace) -> int:
     admin = admin_client(args)
     found: dict[Any, None] = {}
     for acl_filter in _filters(args, args.principal):
-        future = admin.describe_acls(acl_filter, request_timeout=args.timeout)
+        future = admin_request(
+            "describe ACLs", admin.describe_acls, acl_filter, request_timeout=args.timeout
+        )
         found.update(dict.fromkeys(result(future, "describe ACLs", args.timeout)))
     print_table(ACL_COLUMNS, sorted(_row(b) for b in found))
     return EXIT_OK
@@ -242,7 +250,7 @@ def run_delete(args: argparse.Namespace) -> int:
         )
     admin = admin_client(args)
     filters = _filters(args, [])
-    futures = admin.delete_acls(filters, request_timeout=args.timeout)
+    futures = admin_request("delete ACLs", admin.delete_acls, filters, request_timeout=args.timeout)
     deleted: dict[Any, None] = {}
     for acl_filter in filters:
         deleted.update(dict.fromkeys(result(futures[acl_filter], "delete ACLs", args.timeout)))

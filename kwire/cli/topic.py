@@ -13,6 +13,7 @@ from kwire.cli.common import (
     CliError,
     add_connection_args,
     admin_client,
+    admin_request,
     kafka_error,
     parse_config_pairs,
     print_table,
@@ -97,8 +98,12 @@ def run_create(args: argparse.Namespace) -> int:
         replication_factor=args.replication_factor,
         config=config,
     )
-    future = admin.create_topics(
-        [new], operation_timeout=args.timeout, request_timeout=args.timeout
+    future = admin_request(
+        f"topic {args.name}",
+        admin.create_topics,
+        [new],
+        operation_timeout=args.timeout,
+        request_timeout=args.timeout,
     )[args.name]
     try:
         result(future, f"topic {args.name}", args.timeout)
@@ -121,10 +126,15 @@ def run_describe(args: argparse.Namespace) -> int:
     from confluent_kafka import TopicCollection
 
     admin = admin_client(args)
-    names = args.names or _topic_names(admin, args)
+    names = list(dict.fromkeys(args.names)) or _topic_names(admin, args)
     if not names:
         return EXIT_OK
-    futures = admin.describe_topics(TopicCollection(names), request_timeout=args.timeout)
+    futures = admin_request(
+        "describe topics",
+        admin.describe_topics,
+        TopicCollection(names),
+        request_timeout=args.timeout,
+    )
     configs = topic_configs(admin, names, args.timeout)
     first = True
     for name in names:
@@ -176,7 +186,9 @@ def topic_configs(admin: Any, names: list[str], timeout: float) -> dict[str, dic
     from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
 
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
-    futures = admin.describe_configs(resources, request_timeout=timeout)
+    futures = admin_request(
+        "describe configs", admin.describe_configs, resources, request_timeout=timeout
+    )
     configs: dict[str, dict[str, str]] = {}
     for resource in resources:
         entries = result(futures[resource], f"topic {resource.name}", timeout)
@@ -209,7 +221,12 @@ def run_alter(args: argparse.Namespace) -> int:
     ]
     admin = admin_client(args)
     resource = ConfigResource(ResourceType.TOPIC, args.name, incremental_configs=entries)
-    futures = admin.incremental_alter_configs([resource], request_timeout=args.timeout)
+    futures = admin_request(
+        f"topic {args.name}",
+        admin.incremental_alter_configs,
+        [resource],
+        request_timeout=args.timeout,
+    )
     result(futures[resource], f"topic {args.name}", args.timeout)
     print(f"Completed updating config for topic {args.name}.")
     return EXIT_OK
@@ -220,8 +237,12 @@ def run_delete(args: argparse.Namespace) -> int:
 
     admin = admin_client(args)
     names = list(dict.fromkeys(args.names))
-    futures = admin.delete_topics(
-        names, operation_timeout=args.timeout, request_timeout=args.timeout
+    futures = admin_request(
+        "delete topics",
+        admin.delete_topics,
+        names,
+        operation_timeout=args.timeout,
+        request_timeout=args.timeout,
     )
     # Every topic is tried; the exit code says whether any failed.
     code = EXIT_OK
@@ -241,7 +262,9 @@ def run_add_partitions(args: argparse.Namespace) -> int:
     from confluent_kafka.admin import NewPartitions
 
     admin = admin_client(args)
-    futures = admin.create_partitions(
+    futures = admin_request(
+        f"topic {args.name}",
+        admin.create_partitions,
         [NewPartitions(args.name, args.partitions)],
         operation_timeout=args.timeout,
         request_timeout=args.timeout,

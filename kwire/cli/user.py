@@ -12,6 +12,7 @@ from kwire.cli.common import (
     CliError,
     add_connection_args,
     admin_client,
+    admin_request,
     print_table,
     report,
     result,
@@ -63,10 +64,17 @@ def run_describe(args: argparse.Namespace) -> int:
     code = EXIT_OK
     descriptions: list[Any] = []
     if not names:
-        future = admin.describe_user_scram_credentials(request_timeout=args.timeout)
+        future = admin_request(
+            "describe users", admin.describe_user_scram_credentials, request_timeout=args.timeout
+        )
         descriptions = list(result(future, "describe users", args.timeout).values())
     else:
-        futures = admin.describe_user_scram_credentials(names, request_timeout=args.timeout)
+        futures = admin_request(
+            "describe users",
+            admin.describe_user_scram_credentials,
+            names,
+            request_timeout=args.timeout,
+        )
         for name in names:
             try:
                 descriptions.append(result(futures[name], f"user {name}", args.timeout))
@@ -87,7 +95,12 @@ def run_set(args: argparse.Namespace) -> int:
     admin = admin_client(args)
     info = ScramCredentialInfo(_mechanism(args.mechanism), args.iterations)
     upsertion = UserScramCredentialUpsertion(args.name, info, args.password.encode())
-    futures = admin.alter_user_scram_credentials([upsertion], request_timeout=args.timeout)
+    futures = admin_request(
+        f"user {args.name}",
+        admin.alter_user_scram_credentials,
+        [upsertion],
+        request_timeout=args.timeout,
+    )
     result(futures[args.name], f"user {args.name}", args.timeout)
     print(f"Completed updating config for user {args.name}.")
     return EXIT_OK
@@ -98,7 +111,12 @@ def run_delete(args: argparse.Namespace) -> int:
 
     admin = admin_client(args)
     deletion = UserScramCredentialDeletion(args.name, _mechanism(args.mechanism))
-    futures = admin.alter_user_scram_credentials([deletion], request_timeout=args.timeout)
+    futures = admin_request(
+        f"user {args.name}",
+        admin.alter_user_scram_credentials,
+        [deletion],
+        request_timeout=args.timeout,
+    )
     result(futures[args.name], f"user {args.name}", args.timeout)
     print(f"Completed updating config for user {args.name}.")
     return EXIT_OK
