@@ -8,7 +8,6 @@ import argparse
 import datetime
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from kwire.cli.common import (
@@ -185,15 +184,6 @@ def run_list(args: argparse.Namespace) -> int:
     return EXIT_FAILED if listing.errors else EXIT_OK
 
 
-@dataclass
-class GroupOffsets:
-    """One group as `describe` shows it: its description and committed offsets."""
-
-    description: Any
-    state: str
-    committed: dict[tuple[str, int], int]
-
-
 def run_describe(args: argparse.Namespace) -> int:
     if bool(args.groups) == args.all_groups:
         raise CliError("group describe needs GROUP names or --all-groups", EXIT_USAGE)
@@ -249,6 +239,12 @@ def run_describe(args: argparse.Namespace) -> int:
     return code
 
 
+def describe_group(admin: Any, group: str, timeout: float) -> Any:
+    """DescribeGroups of one group: its ConsumerGroupDescription (state Dead: unknown)."""
+    futures = admin.describe_consumer_groups([group], request_timeout=timeout)
+    return result(futures[group], f"group {group}", timeout)
+
+
 def _warn_state(name: str, state: str) -> None:
     """What Kafka's tool says on stderr about a group without a stable membership."""
     if state == "Empty":
@@ -297,27 +293,41 @@ def committed_offsets(admin: Any, group: str, timeout: float) -> dict[tuple[str,
     offsets = {}
     for tp in answer.topic_partitions or ():
         if tp.error is not None:
-            raise CliError(f"group {group}: {tp.topic}-{tp.partition}: {tp.error.str()}")
+            raise CliError(
+                f"group {group}: {tp.topic}-{tp.partition}: {tp.error.name()}: {tp.error.str()}"
+            )
         if tp.offset >= 0:
             offsets[(tp.topic, tp.partition)] = tp.offset
     return offsets
 
 
 def log_offsets(
-    admin: Any, partitions: Iterable[tuple[str, int]], spec: Any, timeout: float
+    admin: Any,
+    partitions: Iterable[tuple[str, int]],
+    spec: Any,
+    timeout: float,
+    *,
+    lenient: bool = False,
 ) -> dict[tuple[str, int], int]:
     """ListOffsets for each partition with one OffsetSpec (earliest, latest, a time):
-    the offset found, -1 if none (no record at or after that time)."""
+    the offset found, -1 if none (no record at or after that time). A partition whose
+    lookup fails is a CliError, or (lenient) left out."""
     from confluent_kafka import TopicPartition
 
     wanted = {TopicPartition(topic, partition): spec for topic, partition in partitions}
     if not wanted:
         return {}
     futures = admin.list_offsets(wanted, request_timeout=timeout)
-    return {
-        (tp.topic, tp.partition): result(future, f"{tp.topic}-{tp.partition}", timeout).offset
-        for tp, future in futures.items()
-    }
+    offsets = {}
+    for tp, future in futures.items():
+        try:
+            offsets[(tp.topic, tp.partition)] = result(
+                future, f"{tp.topic}-{tp.partition}", timeout
+            ).offset
+        except CliError:
+            if not lenient:
+                raise
+    return offsets
 
 
 def _offset_rows(
@@ -340,7 +350,8 @@ def _offset_rows(
         for partition in assigned:
             owner[partition] = member
     partitions = sorted(set(committed) | set(owner))
-    ends = log_offsets(admin, partitions, OffsetSpec.latest(), timeout)
+    # A partition without a log end (its topic deleted since the commit) shows "-".
+    ends = log_offsets(admin, partitions, OffsetSpec.latest(), timeout, lenient=True)
     rows: list[tuple[Any, ...]] = []
     for partition in partitions:
         current = committed.get(partition)
@@ -421,11 +432,7 @@ def run_reset_offsets(args: argparse.Namespace) -> int:
 
     group = args.group
     admin = admin_client(args)
-    description = result(
-        admin.describe_consumer_groups([group], request_timeout=args.timeout)[group],
-        f"group {group}",
-        args.timeout,
-    )
+    description = describe_group(admin, group, args.timeout)
     state = state_name(description.state)
     if state not in RESETTABLE_STATES:
         raise CliError(
@@ -528,11 +535,7 @@ def run_delete_offsets(args: argparse.Namespace) -> int:
 
     group = args.group
     admin = admin_client(args)
-    description = result(
-        admin.describe_consumer_groups([group], request_timeout=args.timeout)[group],
-        f"group {group}",
-        args.timeout,
-    )
+    description = describe_group(admin, group, args.timeout)
     if state_name(description.state) == "Dead":
         raise CliError(
             f"group {group}: GROUP_ID_NOT_FOUND: Consumer group '{group}' does not exist."
