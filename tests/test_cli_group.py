@@ -495,3 +495,25 @@ def test_over_sasl_ssl_with_command_config(broker_factory, tmp_path: Path) -> No
     out = ok(run_cli("group", "delete-offsets", "--group", "g", "--topic", f"{TOPIC}:1", *secure))
     assert parse_table(out) == [{"TOPIC": TOPIC, "PARTITION": "1", "STATUS": "Successful"}]
     assert committed(broker, "g") == {(TOPIC, 0): 4}
+
+
+def test_describe_offsets_of_a_deleted_topic(broker) -> None:
+    """An offset whose topic is gone has no log end: "-", and the other rows stand."""
+    prepare_topic(broker)
+    client = admin(broker)
+    client.create_topics([NewTopic("gone", num_partitions=1)])["gone"].result(TIMEOUT)
+    consumer = Consumer(consumer_config(broker, "g"))
+    try:
+        consumer.commit(
+            offsets=[TopicPartition("gone", 0, 0), TopicPartition(TOPIC, 0, 3)], asynchronous=False
+        )
+    finally:
+        consumer.close()
+    client.delete_topics(["gone"])["gone"].result(TIMEOUT)
+    rows = describe_rows(broker, "g")
+    gone = {**offsets_row("g", 0, "0", 0, "-", None), "TOPIC": "gone", "LOG-END-OFFSET": "-"}
+    # kwire keeps the offset (Kafka's broker drops it with the topic): both are right here.
+    assert rows in (
+        [gone, offsets_row("g", 0, "3", 10, "7", None)],
+        [offsets_row("g", 0, "3", 10, "7", None)],
+    )
