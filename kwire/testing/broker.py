@@ -163,7 +163,9 @@ class Broker:
         """Start the broker and wait until it listens (BrokerStartError otherwise)."""
         if self.running:
             return self
-        args = [self.python, "-m", "kwire", "serve"]
+        # -P: the kwire installed in this environment, never a `kwire` directory that
+        # happens to be in the current one.
+        args = [self.python, "-P", "-m", "kwire", "serve"]
         for key, value in self._overrides().items():
             args += ["--override", f"{key}={value}"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
