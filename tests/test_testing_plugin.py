@@ -223,6 +223,27 @@ def test_cluster_survives_a_killed_broker_and_takes_it_back() -> None:
 
 # ----------------------------------------------------- the plugin, from a project of its own
 
+
+def test_the_plugin_imports_no_broker_or_client_library() -> None:
+    """It is loaded in every pytest run where kwire is installed: the standard library only."""
+    code = (
+        "import sys, time\n"
+        "import pytest\n"
+        "began = time.perf_counter()\n"
+        "import kwire.testing.plugin\n"
+        "took = time.perf_counter() - began\n"
+        "heavy = ['trio', 'kio', 'confluent_kafka', 'kazoo', 'hypercorn', 'kwire.broker', 'urllib.request']\n"
+        "print(took)\n"
+        "print(*[m for m in heavy if m in sys.modules])\n"
+    )
+    took, loaded = subprocess.run(
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split("\n")[:2]
+    print(f"import kwire.testing.plugin after pytest: {float(took) * 1000:.1f} ms")
+    assert loaded == ""
+    assert float(took) < 0.5
+
+
 USER_PYPROJECT = """\
 [project]
 name = "kwire-user-example"
