@@ -244,3 +244,20 @@ def admin_request(context: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         return method(*args, **kwargs)
     except ValueError as e:
         raise CliError(f"{context}: {e}", EXIT_USAGE) from None
+
+
+def require_cluster_describe(admin: Any, args: argparse.Namespace, context: str) -> None:
+    """Refuse, as the broker would, a request that needs DESCRIBE on the cluster when the
+    principal lacks it (DescribeCluster's authorized operations, which a broker computes
+    as all of them without an authorizer). The broker's own refusal is mishandled by
+    librdkafka: DescribeAcls' is dropped (an empty list), DescribeUserScramCredentials'
+    crashes the process (librdkafka 2.x frees a stack copy of the error message)."""
+    from confluent_kafka.admin import AclOperation
+
+    future = admin.describe_cluster(
+        include_authorized_operations=True, request_timeout=args.timeout
+    )
+    description = result(future, context, args.timeout)
+    # None: no operation at all (an empty set; the field is requested, Kafka always sends it).
+    if AclOperation.DESCRIBE not in (description.authorized_operations or ()):
+        raise CliError(f"{context}: CLUSTER_AUTHORIZATION_FAILED: Cluster authorization failed.")
