@@ -445,6 +445,10 @@ def test_acl_and_user_over_sasl_with_command_config(broker_factory, tmp_path: Pa
         },
     ) == {("User:carol", "*", "DESCRIBE", "ALLOW", "TOPIC", "shared", "LITERAL")}
 
+    # alice (no ACL) may not see ACLs or credentials: exit 1 naming Kafka's error
+    # (librdkafka alone shows no ACLs, and crashes on DescribeUserScramCredentials' refusal).
+    for line in ("acl list", "user list", "user describe carol"):
+        failed(cli(sasl, line, *as_alice), 1, "CLUSTER_AUTHORIZATION_FAILED")
     # Neither alice nor carol may change ACLs, credentials or topics they have no ACL for.
     failed(
         cli(sasl, "acl create --allow-principal User:alice --topic shared", *as_alice),

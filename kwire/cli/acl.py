@@ -17,6 +17,7 @@ from kwire.cli.common import (
     admin_client,
     admin_request,
     print_table,
+    require_cluster_describe,
     result,
 )
 
@@ -232,6 +233,7 @@ def _filters(args: argparse.Namespace, principals: list[str]) -> list[Any]:
 
 def run_list(args: argparse.Namespace) -> int:
     admin = admin_client(args)
+    require_cluster_describe(admin, args, "describe ACLs")
     found: dict[Any, None] = {}
     for acl_filter in _filters(args, args.principal):
         future = admin_request(

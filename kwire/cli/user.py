@@ -15,6 +15,7 @@ from kwire.cli.common import (
     admin_request,
     print_table,
     report,
+    require_cluster_describe,
     result,
 )
 
@@ -60,6 +61,7 @@ def _mechanism_name(mechanism: Any) -> str:
 
 def run_describe(args: argparse.Namespace) -> int:
     admin = admin_client(args)
+    require_cluster_describe(admin, args, "describe users")
     names = list(dict.fromkeys(args.names))
     code = EXIT_OK
     descriptions: list[Any] = []
