@@ -179,6 +179,10 @@ async def serve_http(
     config.graceful_timeout = 1.0
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(serve, app or HttpApp(broker), config)
+        # The web console's lag history: sampled while the listener serves.
+        from kwire.http.console import sample_lag_history
+
+        await nursery.start(sample_lag_history, broker)
         task_status.started([_bound(b) for b in binds])
 
 
