@@ -34,7 +34,14 @@ from kwire.cluster.metadata_image import (
 )
 from kwire.config import TOPIC_CONFIGS, BrokerConfig, ConfigError, validate_topic_configs
 from kwire.coordinator.producer_state import CompletedTxn, ProducerStateManager
-from kwire.entity_configs import EntityConfigStore, LocalEntityConfigs
+from kwire.dynamic_config import (
+    CLEANER_KEYS,
+    LOG_CONFIG_KEYS,
+    BrokerConfigStore,
+    LocalBrokerConfigs,
+    layers_of,
+)
+from kwire.entity_configs import DEFAULT_ENTITY, EntityConfigStore, LocalEntityConfigs
 from kwire.errors import KafkaError
 from kwire.log.background import (
     flush_in_thread,
@@ -395,6 +402,12 @@ class Broker:
         # (SCRAM credentials, quotas), ACLs, and what enforces them. In a cluster the
         # cluster node sets the stores (ZooKeeper's) before any request is served.
         self.entity_configs: EntityConfigStore = LocalEntityConfigs(self.log_dir)
+        # Dynamic broker configs (kwire.dynamic_config): a file here, ZooKeeper's in a
+        # cluster (the cluster node swaps it in); applied at each change, and the
+        # parts that read a config once are told (reconfigure, reconfigurables).
+        self.broker_configs: BrokerConfigStore = LocalBrokerConfigs(self.log_dir)
+        self.broker_configs.subscribe(self.dynamic_configs_changed)
+        self.reconfigurables: list[Callable[[set[str]], None]] = []
         self.acl_store: AclStore | None = None
         self.authorizer: AclAuthorizer | None = None
         self.quotas: ClientQuotaManager | None = None
@@ -434,6 +447,8 @@ class Broker:
 
     def open(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if not self.in_cluster:
+            self.apply_dynamic_configs()  # before the logs open with their LogConfigs
         clean_marker = self.log_dir / CLEAN_SHUTDOWN_FILE
         self._clean_logs = _read_clean_marker(clean_marker)
         clean = self._clean_logs is not None or clean_marker.exists()
@@ -683,6 +698,32 @@ class Broker:
             shutil.rmtree(path, ignore_errors=True)
             deleted += 1
         return deleted
+
+    def dynamic_configs_changed(self, entity: str) -> None:
+        if entity in (DEFAULT_ENTITY, str(self.broker_id)):
+            self.apply_dynamic_configs()
+
+    def apply_dynamic_configs(self) -> None:
+        """The store's dynamic configs become the broker's, without a restart."""
+        default, own = layers_of(self.broker_configs, self.broker_id)
+        changed = self.config.update_dynamic(default, own)
+        if not changed:
+            return
+        log.info("dynamic broker configs changed: %s", ", ".join(sorted(changed)))
+        if changed & LOG_CONFIG_KEYS:
+            # Kafka's DynamicLogConfig: every log without an override takes the new default.
+            for topic in self.topics.values():
+                log_config = topic.log_config()
+                for partition in topic.partitions:
+                    if partition is not None:
+                        partition.log.config = log_config
+        if changed & CLEANER_KEYS and self.log_cleaner is not None:
+            self.log_cleaner.reconfigure(self.config)
+        for reconfigure in list(self.reconfigurables):
+            try:
+                reconfigure(changed)
+            except Exception:
+                log.exception("applying dynamic broker configs failed")
 
     def apply_topic_configs(self, topic: Topic, configs: dict[str, str]) -> None:
         """A topic's overrides as ZooKeeper holds them (/config/topics/<topic>)."""

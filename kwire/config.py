@@ -8,10 +8,11 @@ how DescribeConfigs reports their source.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +321,32 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
     ]
 }
 
+# The broker configs Kafka 3.9 updates at run time (DynamicBrokerConfig.AllDynamicConfigs)
+# that kwire has: AlterConfigs on a BROKER resource may set them (kwire.dynamic_config),
+# DescribeConfigs reports them read_only=false. Of a synonym group only the first is
+# dynamic (log.retention.ms, not log.retention.hours), as in Kafka.
+DYNAMIC_BROKER_CONFIGS: frozenset[str] = frozenset({
+    # DynamicLogConfig: the broker defaults of topic configs.
+    "log.segment.bytes", "log.roll.ms", "log.index.size.max.bytes", "log.index.interval.bytes",
+    "log.flush.interval.messages", "log.flush.interval.ms", "log.retention.bytes",
+    "log.retention.ms", "message.max.bytes", "log.cleaner.delete.retention.ms",
+    "log.cleaner.min.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms",
+    "log.segment.delete.delay.ms", "log.cleaner.min.cleanable.ratio", "log.cleanup.policy",
+    "unclean.leader.election.enable", "min.insync.replicas", "compression.type",
+    "log.message.timestamp.type", "log.message.timestamp.difference.max.ms",
+    "log.message.timestamp.before.max.ms", "log.message.timestamp.after.max.ms",
+    # LogCleaner.ReconfigurableConfigs.
+    "log.cleaner.threads", "log.cleaner.dedupe.buffer.size", "log.cleaner.io.buffer.load.factor",
+    "log.cleaner.io.max.bytes.per.second", "log.cleaner.backoff.ms",
+    # SocketServer and the thread pools (cluster-wide, as Kafka allows).
+    "max.connections", "max.connections.per.ip", "max.connections.per.ip.overrides",
+    "num.io.threads", "num.network.threads",
+    # DynamicProducerStateManagerConfig.
+    "producer.id.expiration.ms",
+})
+for _name in DYNAMIC_BROKER_CONFIGS:
+    BROKER_CONFIGS[_name] = replace(BROKER_CONFIGS[_name], read_only=False)
+
 # Names Kafka accepts that we read nowhere: no warning for them.
 _KNOWN_UNUSED = {
     "socket.send.buffer.bytes",
@@ -431,6 +458,10 @@ class BrokerConfig:
         # listener.name.<listener>.<key> settings: (LISTENER, key) -> text.
         self._listener_values: dict[tuple[str, str], str] = {}
         self._values: dict[str, Any] = {name: d.default for name, d in BROKER_CONFIGS.items()}
+        # Dynamic broker configs (kwire.dynamic_config), as text: the cluster-wide
+        # defaults and this broker's own, which win over them and over the static ones.
+        self._dynamic_default: dict[str, str] = {}
+        self._dynamic_broker: dict[str, str] = {}
         for key, text in (values or {}).items():
             self.set(key, text)
 
@@ -476,6 +507,50 @@ class BrokerConfig:
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
+
+    @property
+    def static_configs(self) -> Mapping[str, str]:
+        """What server.properties and --override gave (STATIC_BROKER_CONFIG)."""
+        return self._given
+
+    @property
+    def dynamic_default_configs(self) -> Mapping[str, str]:
+        return self._dynamic_default
+
+    @property
+    def dynamic_broker_configs(self) -> Mapping[str, str]:
+        return self._dynamic_broker
+
+    def with_dynamic(self, default: Mapping[str, str], broker: Mapping[str, str]) -> BrokerConfig:
+        """A copy with these dynamic layers (to validate a change before making it)."""
+        other = copy.copy(self)
+        other._values = dict(self._values)
+        other.update_dynamic(default, broker)
+        return other
+
+    def update_dynamic(self, default: Mapping[str, str], broker: Mapping[str, str]) -> set[str]:
+        """Replace both dynamic layers (validated by kwire.dynamic_config; a value that
+        no longer parses is skipped, as Kafka ignores invalid stored ones). Returns the
+        keys whose effective value changed. Precedence, as Kafka's: this broker's dynamic
+        value, the cluster-wide dynamic default, the static value, the default."""
+        keys = set(self._dynamic_default) | set(self._dynamic_broker) | set(default) | set(broker)
+        self._dynamic_default, self._dynamic_broker = dict(default), dict(broker)
+        changed: set[str] = set()
+        for key in keys:
+            definition = BROKER_CONFIGS.get(key)
+            if definition is None:
+                continue  # a custom config: stored and described, read by nothing
+            value = definition.default
+            for layer in (self._given, self._dynamic_default, self._dynamic_broker):
+                if key in layer:
+                    try:
+                        value = definition.parse(layer[key])
+                    except (ValueError, TypeError):
+                        log.error("ignoring invalid value %r of broker config %s", layer[key], key)
+            if value != self._values[key]:
+                self._values[key] = value
+                changed.add(key)
+        return changed
 
     def is_given(self, key: str) -> bool:
         return key in self._given

@@ -28,6 +28,7 @@ import trio
 
 from kwire.broker import Broker
 from kwire.config import BrokerConfig
+from kwire.dynamic_config import CONNECTION_KEYS
 from kwire.handlers import PendingAnswer, RequestContext, dispatch
 from kwire.log.segment import FileRegion
 from kwire.protocol.apis import API_TABLE, load_all_handlers, serves_inline
@@ -396,6 +397,7 @@ class KafkaServer:
         self.max_connections: int = config["max.connections"]
         self.max_connections_per_ip: int = config["max.connections.per.ip"]
         self.max_connections_per_ip_overrides = _resolve_ip_overrides(config.max_connections_per_ip_overrides)
+        broker.reconfigurables.append(self.reconfigure)
         idle_ms = config["connections.max.idle.ms"]
         self.connections_max_idle = idle_ms / 1000 if idle_ms >= 0 else None
         self.closed_since_trim = 0
@@ -497,6 +499,23 @@ class KafkaServer:
             self.open_connections -= 1
             self.connection_closed.set()
             self.connection_closed = trio.Event()
+
+    def reconfigure(self, changed: set[str]) -> None:
+        """Dynamic max.connections* (kwire.dynamic_config): new connections are admitted
+        by the new limits; an acceptor waiting under the old max.connections looks again."""
+        if not changed & CONNECTION_KEYS:
+            return
+        config = self.broker.config
+        self.max_connections = config["max.connections"]
+        self.max_connections_per_ip = config["max.connections.per.ip"]
+        try:
+            self.max_connections_per_ip_overrides = _resolve_ip_overrides(
+                config.max_connections_per_ip_overrides
+            )
+        except OSError as e:
+            log.error("max.connections.per.ip.overrides: cannot resolve a host (%s); kept the old", e)
+        self.connection_closed.set()
+        self.connection_closed = trio.Event()
 
     def _admit(self, ip: str) -> str | None:
         """Why a new connection from `ip` must be closed at once, or None to serve it."""

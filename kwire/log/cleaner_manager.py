@@ -405,6 +405,9 @@ class LogCleaner:
         self._checkpoint_lock = trio.Lock()
         # The plans whose clean() runs in a thread now (aborted at shutdown).
         self._plans_in_flight: dict[int, CleaningPlan] = {}
+        # The workers' nursery while running, and the workers by index (reconfigure).
+        self._nursery: trio.Nursery | None = None
+        self._workers: dict[int, _Worker] = {}
 
     @classmethod
     def from_config(
@@ -437,11 +440,38 @@ class LogCleaner:
 
         return _Worker(OffsetMap(self.offset_map_capacity), name)
 
+    def reconfigure(self, config: Any) -> None:
+        """Dynamic log.cleaner.* (Kafka's LogCleaner.reconfigure): the new rate, backoff
+        and map size from each worker's next pass; more workers start at once, extra
+        ones stop after the pass they are in."""
+        self.threads = max(1, config["log.cleaner.threads"])
+        self.backoff_ms = config["log.cleaner.backoff.ms"]
+        self.dedupe_buffer_size = config["log.cleaner.dedupe.buffer.size"]
+        self.io_buffer_load_factor = config["log.cleaner.io.buffer.load.factor"]
+        self.io_max_bytes_per_second = config["log.cleaner.io.max.bytes.per.second"]
+        self._capacity = None
+        logger.info(
+            "log cleaner reconfigured: %d thread(s), %d offsets per map, backoff %d ms",
+            self.threads,
+            self.offset_map_capacity,
+            self.backoff_ms,
+        )
+        if self._nursery is not None:
+            for index in range(self.threads):
+                if index not in self._workers:
+                    self._start_worker(index)
+        self.wake()
+
+    def _start_worker(self, index: int) -> None:
+        assert self._nursery is not None
+        worker = self._new_worker(f"cleaner-{index}")
+        self._workers[index] = worker
+        self._nursery.start_soon(self._work, worker, index, name=worker.name)
+
     # ---- running ----------------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The workers, until cancelled."""
-        workers = [self._new_worker(f"cleaner-{i}") for i in range(self.threads)]
         logger.info(
             "starting the log cleaner: %d thread(s), %d offsets per map, backoff %d ms",
             self.threads,
@@ -449,12 +479,14 @@ class LogCleaner:
             self.backoff_ms,
         )
         async with trio.open_nursery() as nursery:
-            for worker in workers:
-                nursery.start_soon(self._work, worker, name=worker.name)
+            self._nursery = nursery
+            for index in range(self.threads):
+                self._start_worker(index)
             task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
+                self._nursery = None
                 # Shutting down: the passes in their threads stop at their next batch
                 # (a thread cannot be cancelled, and the workers wait for theirs).
                 for plan in list(self._plans_in_flight.values()):
@@ -465,8 +497,13 @@ class LogCleaner:
         self._wakeup.set()
         self._wakeup = trio.Event()
 
-    async def _work(self, worker: _Worker) -> None:
+    async def _work(self, worker: _Worker, index: int) -> None:
         while True:
+            if index >= self.threads:
+                del self._workers[index]  # fewer threads now (reconfigure)
+                return
+            if worker.offset_map.capacity != self.offset_map_capacity:
+                worker = self._workers[index] = self._new_worker(worker.name)
             # Taken before looking: a wake() while looking is not lost.
             wakeup = self._wakeup
             try:
