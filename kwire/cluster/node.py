@@ -34,6 +34,7 @@ from kwire.cluster.zk import (
     ZkTimeout,
     ZookeeperError,
 )
+from kwire.cluster.zk_broker_configs import ZkBrokerConfigs
 from kwire.cluster.zk_metadata import ZkMirror, ZkMirrorReader
 from kwire.cluster.zk_security import ZkAclStore, ZkEntityConfigs
 from kwire.errors import KafkaError, StartupError
@@ -65,6 +66,10 @@ class ClusterNode:
         self.acl_store = ZkAclStore(self.session)
         broker.entity_configs = self.entity_configs
         broker.acl_store = self.acl_store
+        # Dynamic broker configs: /config/brokers/<id> and /config/brokers/<default>.
+        self.broker_configs = ZkBrokerConfigs(self.session, self.broker_id)
+        broker.broker_configs = self.broker_configs
+        self.broker_configs.subscribe(broker.dynamic_configs_changed)
         self.controller = Controller(
             self.session, self.mirror, self.broker_id, unclean=self._unclean_election_enabled
         )
@@ -101,6 +106,8 @@ class ClusterNode:
                 self._nursery = nursery
                 await self._create_persistent_paths()
                 await self._check_cluster_id()
+                # Applied before any replica opens its log with the broker's defaults.
+                await nursery.start(self.broker_configs.run)
                 await nursery.start(self.replicas.run)
                 config = self.broker.config
                 await nursery.start(
@@ -196,7 +203,11 @@ class ClusterNode:
     async def _read_events(self) -> None:
         async for event in self.session.events:
             if isinstance(event, WatchEvent):
-                if not (self.entity_configs.on_watch(event) or self.acl_store.on_watch(event)):
+                if not (
+                    self.entity_configs.on_watch(event)
+                    or self.acl_store.on_watch(event)
+                    or self.broker_configs.on_watch(event)
+                ):
                     self.reader.on_watch(event)
             elif isinstance(event, SessionEvent):
                 await self._session_state(event.state)
@@ -231,6 +242,7 @@ class ClusterNode:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.entity_configs.resync)
                 nursery.start_soon(self.acl_store.resync)
+                nursery.start_soon(self.broker_configs.resync)
                 await self.reader.resync()
             await self._elect_if_vacant()
         except (ZkTimeout, ZookeeperError) as e:
