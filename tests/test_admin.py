@@ -561,13 +561,16 @@ def test_alter_configs_replaces_overrides_and_survives_restart(broker) -> None:
             KafkaError.UNKNOWN_TOPIC_OR_PART,
         )
     assert overrides() == expected
-    # Broker configs are static here.
-    broker_resource = ConfigResource("broker", "0", set_config={"log.retention.ms": "1000"})
+    # A broker config that cannot change at run time keeps Kafka's refusal (the
+    # dynamic ones: tests/test_dynamic_configs.py).
+    broker_resource = ConfigResource("broker", "0", set_config={"log.dirs": "/elsewhere"})
     with pytest.warns(DeprecationWarning):
         result = outcome(
             a.alter_configs([broker_resource], request_timeout=TIMEOUT)[broker_resource]
         )
-    assert_error(result, KafkaError.INVALID_REQUEST, "Cannot update these configs dynamically")
+    assert_error(
+        result, KafkaError.INVALID_REQUEST, "Cannot update these configs dynamically: Set(log.dirs)"
+    )
 
 
 def test_incremental_alter_configs_and_restart(broker) -> None:

@@ -2,13 +2,15 @@
 
 The listed configs become the topic's overrides and every other override is
 removed (set semantics). The new configs reach the partition logs and persist
-with the topic metadata. This broker has no dynamic broker configs: a broker
-resource that tries to change one is refused with Kafka's INVALID_REQUEST
-"Cannot update these configs dynamically".
+with the topic metadata. On a BROKER resource (this broker's id, or "" for the
+cluster-wide defaults) the listed configs become its dynamic broker configs, with
+the same set semantics (kwire.dynamic_config): keys Kafka cannot change at run time
+are refused with its INVALID_REQUEST "Cannot update these configs dynamically".
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -17,12 +19,16 @@ from kio.schema.errors import ErrorCode
 
 from kwire.broker import Broker, KafkaError, topic_name_error
 from kwire.config import ConfigError, validate_topic_configs
+from kwire.dynamic_config import DynamicConfigError, entity_of, is_sensitive, validate
+from kwire.entity_configs import DEFAULT_ENTITY
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.handlers.describe_configs import BROKER, TOPIC, config_resource_refused
 from kwire.protocol.apis import api
 from kwire.protocol.messages import make, response_module
 from kwire.security.acl import AclOperation
+
+log = logging.getLogger(__name__)
 
 
 def check_resources(resources: Iterable[Any]) -> dict[int, KafkaError]:
@@ -47,8 +53,9 @@ def refuse_null_values(names: list[str]) -> None:
         )
 
 
-def refuse_broker_changes(broker: Broker, name: str, changed: list[str]) -> None:
-    """Broker resources: the name must be this broker or ""; nothing can change."""
+def broker_entity(broker: Broker, name: str) -> str:
+    """The dynamic configs a BROKER resource names: this broker's ("0") or the
+    cluster-wide defaults ("<default>", for ""); another broker's are refused."""
     if name:
         try:
             node_id = int(name)
@@ -61,11 +68,25 @@ def refuse_broker_changes(broker: Broker, name: str, changed: list[str]) -> None
                 ErrorCode.invalid_request,
                 f"Unexpected broker id, expected {broker.broker_id}, but received {name}",
             )
-    if changed:
-        raise KafkaError(
-            ErrorCode.invalid_request,
-            f"Cannot update these configs dynamically: Set({', '.join(changed)})",
-        )
+    return entity_of(name)
+
+
+def set_broker_configs(
+    broker: Broker, name: str, configs: Mapping[str, str], validate_only: bool
+) -> Awaitable[None] | None:
+    """Validate a broker resource's complete new dynamic configs, as Kafka's
+    DynamicBrokerConfig.validate; the returned awaitable stores them (a file, or
+    ZooKeeper), and every broker they concern applies them from there."""
+    entity = broker_entity(broker, name)
+    try:
+        validate(broker.config, configs, per_broker=entity != DEFAULT_ENTITY)
+    except DynamicConfigError as e:
+        raise KafkaError(ErrorCode.invalid_request, str(e)) from None
+    if validate_only:
+        return None
+    log.info("Updating %s with new configuration: %s", f"broker {name}" if name else "brokers",
+             ",".join(f"{k}={'(redacted)' if is_sensitive(k) else v}" for k, v in configs.items()))
+    return broker.broker_configs.set(entity, dict(configs))
 
 
 def set_topic_overrides(
@@ -103,7 +124,7 @@ def _alter(broker: Broker, resource: Any, validate_only: bool) -> Awaitable[None
     if resource.resource_type == TOPIC:
         return set_topic_overrides(broker, resource.resource_name, configs, validate_only)
     elif resource.resource_type == BROKER:
-        refuse_broker_changes(broker, resource.resource_name, list(configs))
+        return set_broker_configs(broker, resource.resource_name, configs, validate_only)
     else:
         raise unknown_resource_type(resource.resource_type)
     return None

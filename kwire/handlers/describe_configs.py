@@ -1,10 +1,13 @@
 """DescribeConfigs (key 32): topic and broker configs, with value, source and synonyms.
 
 A topic config's value is its override if it has one (source TOPIC_CONFIG), else
-the broker default that stands in for it (STATIC_BROKER_CONFIG when the operator
-set that broker config, DEFAULT_CONFIG otherwise). Synonyms list, most specific
-first, every place the value could come from: the override, the broker keys that
-were set, and their defaults. CreateTopics (v5+) answers with the same entries.
+the broker default that stands in for it: a dynamic broker config
+(DYNAMIC_BROKER_CONFIG, DYNAMIC_DEFAULT_BROKER_CONFIG), the one the operator set
+(STATIC_BROKER_CONFIG), or DEFAULT_CONFIG. Synonyms list, most specific first, every
+place the value could come from: the override, the broker keys that were set
+dynamically or statically, and their defaults. Broker configs the same way; the ""
+broker resource lists the cluster-wide dynamic defaults only. Sensitive values
+(passwords) are never given. CreateTopics (v5+) answers with the same entries.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from kio.schema.errors import ErrorCode
 
 from kwire.broker import Broker, KafkaError, topic_name_error
 from kwire.config import BROKER_CONFIGS, INT_MAX, TOPIC_CONFIGS, BrokerConfig, format_config_value
+from kwire.dynamic_config import is_sensitive
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
@@ -45,6 +49,7 @@ STATIC_BROKER_CONFIG = 4
 DEFAULT_CONFIG = 5
 
 # DescribeConfigsResponse.ConfigType ids.
+UNKNOWN_TYPE = 0
 BOOLEAN, STRING, INT, SHORT, LONG, DOUBLE, LIST, CLASS, PASSWORD = range(1, 10)
 
 # Kafka's ConfigDef types of the topic configs (LogConfig).
@@ -98,6 +103,9 @@ _BROKER_CONFIG_TYPES: dict[str, int] = {
     "log.retention.hours": INT,
     "log.cleanup.policy": LIST,
     "offsets.topic.replication.factor": SHORT,
+    "ssl.keystore.password": PASSWORD,
+    "ssl.key.password": PASSWORD,
+    "ssl.truststore.password": PASSWORD,
 }
 
 # Broker configs that stand for one another, in Kafka's order of precedence.
@@ -137,18 +145,34 @@ def broker_config_type(name: str) -> int:
     return STRING
 
 
+def _default_text(key: str) -> str | None:
+    definition = BROKER_CONFIGS.get(key)
+    return None if definition is None else _text(definition.default)
+
+
 def _broker_synonyms(
-    config: BrokerConfig, keys: Iterable[str]
+    config: BrokerConfig, keys: Iterable[str], *, per_broker: bool = True
 ) -> list[tuple[str, str | None, int]]:
-    """Where the broker keys' values come from: those the operator set, then defaults."""
+    """Where the broker keys' values come from, in Kafka's order (configSynonyms): this
+    broker's dynamic configs, the cluster-wide dynamic defaults, the static configs,
+    then the defaults. Without `per_broker` (the "" resource) this broker's own are left
+    out. Sensitive values are never given."""
     keys = list(keys)
+    layers: list[tuple[Mapping[str, str], int]] = []
+    if per_broker:
+        layers.append((config.dynamic_broker_configs, DYNAMIC_BROKER_CONFIG))
+    layers.append((config.dynamic_default_configs, DYNAMIC_DEFAULT_BROKER_CONFIG))
+    layers.append((config.static_configs, STATIC_BROKER_CONFIG))
     synonyms = [
-        (key, _text(config[key]), STATIC_BROKER_CONFIG) for key in keys if config.is_given(key)
+        (key, None if is_sensitive(key) else layer[key], source)
+        for layer, source in layers
+        for key in keys
+        if key in layer
     ]
     synonyms += [
-        (key, _text(BROKER_CONFIGS[key].default), DEFAULT_CONFIG)
+        (key, None if is_sensitive(key) else _default_text(key), DEFAULT_CONFIG)
         for key in keys
-        if BROKER_CONFIGS[key].default is not None
+        if key in BROKER_CONFIGS and BROKER_CONFIGS[key].default is not None
     ]
     return synonyms
 
@@ -162,15 +186,11 @@ def topic_config_entries(config: BrokerConfig, overrides: Mapping[str, Any]) -> 
         synonyms = _broker_synonyms(config, keys)
         if name in overrides:
             value = _text(overrides[name])
-            source = TOPIC_CONFIG
             synonyms.insert(0, (name, value, TOPIC_CONFIG))
         else:
             value = _text(config.topic_default(name))
-            source = (
-                STATIC_BROKER_CONFIG
-                if config.topic_default_source_is_static(name)
-                else DEFAULT_CONFIG
-            )
+        # As Kafka: the source is the first synonym's (a dynamic broker default included).
+        source = synonyms[0][2] if synonyms else DEFAULT_CONFIG
         entries.append(
             ConfigEntry(
                 name, value, source, TOPIC_CONFIG_TYPES.get(name, STRING), synonyms=synonyms
@@ -179,26 +199,40 @@ def topic_config_entries(config: BrokerConfig, overrides: Mapping[str, Any]) -> 
     return entries
 
 
-def broker_config_entries(config: BrokerConfig) -> list[ConfigEntry]:
-    """This broker's configs; none is dynamic, so all are read-only."""
+def broker_config_entries(config: BrokerConfig, *, per_broker: bool = True) -> list[ConfigEntry]:
+    """This broker's configs (per_broker), or only the cluster-wide dynamic defaults
+    (the "" resource), as Kafka's createBrokerConfigEntry. The dynamic ones are not
+    read-only; custom dynamic configs (names kwire does not know) are listed too, with
+    no value, as Kafka lists a config whose type it does not know."""
+    if per_broker:
+        names = set(BROKER_CONFIGS) | set(config.dynamic_default_configs)
+        names |= set(config.dynamic_broker_configs)
+    else:
+        names = set(config.dynamic_default_configs)
     entries = []
-    for name in sorted(BROKER_CONFIGS):
-        definition = BROKER_CONFIGS[name]
+    for name in sorted(names):
+        definition = BROKER_CONFIGS.get(name)
         group = next((keys for keys in _BROKER_SYNONYMS.values() if name in keys), [name])
-        synonyms = _broker_synonyms(config, group)
+        synonyms = _broker_synonyms(config, group, per_broker=per_broker)
         # As Kafka: only the synonyms from this key on (log.retention.hours does not
         # list log.retention.ms), and the source is the first of them.
         while synonyms and synonyms[0][0] != name:
             synonyms.pop(0)
+        if per_broker:
+            value = _text(config[name]) if definition is not None else None
+        else:
+            value = config.dynamic_default_configs[name]
+        sensitive = is_sensitive(name)
         entries.append(
             ConfigEntry(
                 name,
-                _text(config[name]),
+                None if sensitive else value,
                 synonyms[0][2] if synonyms else DEFAULT_CONFIG,
-                broker_config_type(name),
-                read_only=definition.read_only,
+                broker_config_type(name) if definition is not None else UNKNOWN_TYPE,
+                read_only=definition.read_only if definition is not None else False,
+                is_sensitive=sensitive,
                 synonyms=synonyms,
-                documentation=definition.doc or None,
+                documentation=(definition.doc or None) if definition is not None else None,
             )
         )
     return entries
@@ -233,8 +267,8 @@ def describe_resource(broker: Broker, resource_type: int, name: str) -> list[Con
         return topic_config_entries(broker.config, overrides)
     if resource_type == BROKER:
         check_broker_resource(broker, name)
-        # "" asks for the cluster-wide dynamic defaults, and there are none.
-        return broker_config_entries(broker.config) if name else []
+        # "" asks for the cluster-wide dynamic defaults only.
+        return broker_config_entries(broker.config, per_broker=bool(name))
     if resource_type == BROKER_LOGGER:
         raise KafkaError(
             ErrorCode.invalid_request, "BROKER_LOGGER resources are not supported by this broker"

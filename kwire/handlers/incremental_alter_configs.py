@@ -1,9 +1,13 @@
-"""IncrementalAlterConfigs (key 44): SET, DELETE, APPEND, SUBTRACT on topic configs.
+"""IncrementalAlterConfigs (key 44): SET, DELETE, APPEND, SUBTRACT on topic configs
+and on dynamic broker configs.
 
 Each operation changes one override and leaves the others; APPEND and SUBTRACT
 work on list configs only (cleanup.policy), starting from the effective value
 when the topic has no override. The result is validated as a whole, then
-applied to the partition logs and persisted, unless validate_only.
+applied to the partition logs and persisted, unless validate_only. On a BROKER
+resource (this broker's id, or "" for the cluster-wide defaults) the operations
+change its stored dynamic configs, as Kafka's prepareIncrementalConfigs
+(kwire.dynamic_config), validated and applied as AlterConfigs does.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from kio.schema.errors import ErrorCode
 
 from kwire.broker import Broker, KafkaError
 from kwire.config import TOPIC_CONFIGS, format_config_value
+from kwire.dynamic_config import InvalidConfigError, incremental, stored_configs_to_apply
+from kwire.entity_configs import DEFAULT_ENTITY
 from kwire.handlers import RequestContext
 from kwire.handlers.alter_configs import (
     alter_resources,
-    refuse_broker_changes,
+    broker_entity,
     refuse_null_values,
+    set_broker_configs,
     set_topic_overrides,
     unknown_resource_type,
 )
@@ -78,12 +85,17 @@ def _alter(broker: Broker, resource: Any, validate_only: bool) -> Awaitable[None
         overrides = apply_operations(broker, resource.resource_name, resource.configs)
         return set_topic_overrides(broker, resource.resource_name, overrides, validate_only)
     elif resource.resource_type == BROKER:
-        # Deleting a dynamic config that cannot exist changes nothing.
-        refuse_broker_changes(
-            broker,
-            resource.resource_name,
-            [c.name for c in resource.configs if c.config_operation != DELETE],
+        entity = broker_entity(broker, resource.resource_name)
+        # From the stored configs Kafka would apply (fromPersistentProps).
+        current = stored_configs_to_apply(
+            broker.broker_configs.get(entity), per_broker=entity != DEFAULT_ENTITY
         )
+        operations = [(c.name, c.config_operation, c.value) for c in resource.configs]
+        try:
+            configs = incremental(current, operations)
+        except InvalidConfigError as e:
+            raise KafkaError(ErrorCode.invalid_config, str(e)) from None
+        return set_broker_configs(broker, resource.resource_name, configs, validate_only)
     elif resource.resource_type == BROKER_LOGGER:
         raise KafkaError(
             ErrorCode.invalid_request, "BROKER_LOGGER resources are not supported by this broker"
