@@ -54,6 +54,7 @@ from kwire.log.cleaner_manager import LogCleaner
 from kwire.log.log import DELETE_DIR_SUFFIX, LogConfig, PartitionLog, delete_dir_path
 from kwire.log.txn_index import AbortedTxn, AbortedTxnIndex, marker_type, read_marker_type
 from kwire.protocol.records import BatchHeader, set_log_append_time
+from kwire.stats import BrokerStats
 
 if TYPE_CHECKING:
     from kwire.cluster.node import ClusterNode
@@ -385,6 +386,8 @@ class Broker:
         self._next_producer_id = 0
         self._producer_id_block_end = 0
         self.started_ms = now_ms()
+        # Counters for /metrics (kwire.metrics exports them at scrape time).
+        self.stats = BrokerStats()
         # Group coordinator and other services attach themselves here.
         self.services: dict[str, Any] = {}
         # Listener name -> port actually bound (a configured port 0 picks one).

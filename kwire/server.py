@@ -390,6 +390,7 @@ class KafkaServer:
         limit = config.queued_max_request_bytes
         self.memory_pool = MemoryPool(limit) if limit is not None else None
         self.connections: set[Connection] = set()
+        broker.services["kafka_server"] = self  # /metrics counts its connections (kwire.metrics)
         # Accepted and not yet closed (max.connections), and an event set at each close.
         self.open_connections = 0
         self.connection_closed = trio.Event()

@@ -4,10 +4,18 @@ GET /metrics after confluent-kafka traffic, and a cluster's replication metrics.
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from conftest import BrokerProcess, free_port
 from kio.schema.errors import ErrorCode
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.metrics_core import Metric
 
 from kwire.broker import Broker
 from kwire.config import BrokerConfig
@@ -75,3 +83,137 @@ def test_consumer_group_lags_from_committed_offsets_and_high_watermarks(tmp_path
     _append(broker, "t", 1, 5)
     assert [g.lag for g in consumer_group_lags(broker) if g.partition == 1] == [5]
     broker.close()
+
+
+# ---- a real broker: GET /metrics after confluent-kafka traffic --------------------------------
+
+DOCUMENTED = {
+    # name as the parser gives it (counters without _total) -> type, labels
+    "kwire_messages_in": ("counter", {"topic"}),
+    "kwire_bytes_in": ("counter", {"topic"}),
+    "kwire_bytes_out": ("counter", {"topic"}),
+    "kwire_requests": ("counter", {"api", "error"}),
+    "kwire_request_latency_seconds": ("histogram", {"api"}),
+    "kwire_partition_log_end_offset": ("gauge", {"topic", "partition"}),
+    "kwire_partition_high_watermark": ("gauge", {"topic", "partition"}),
+    "kwire_partition_log_start_offset": ("gauge", {"topic", "partition"}),
+    "kwire_partition_size_bytes": ("gauge", {"topic", "partition"}),
+    "kwire_under_replicated_partitions": ("gauge", set()),
+    "kwire_isr_shrinks": ("counter", set()),
+    "kwire_isr_expands": ("counter", set()),
+    "kwire_consumer_group_lag": ("gauge", {"group", "topic", "partition"}),
+    "kwire_group_rebalances": ("counter", set()),
+    "kwire_connections": ("gauge", {"listener"}),
+}
+
+
+def scrape(url: str) -> dict[str, Metric]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=TIMEOUT) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def values(family: Metric, sample_name: str | None = None) -> dict[tuple[tuple[str, str], ...], float]:
+    """Sample values by their sorted labels (of one sample name: a histogram has several)."""
+    name = sample_name or family.name + ("_total" if family.type == "counter" else "")
+    return {tuple(sorted(s.labels.items())): s.value for s in family.samples if s.name == name}
+
+
+def one(family: Metric, **labels: str) -> float:
+    return values(family)[tuple(sorted(labels.items()))]
+
+
+def health(url: str) -> int:
+    """GET /health's status, once the HTTP listener is up (it starts after the Kafka ones)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=TIMEOUT) as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def log_bytes(data_dir: Path, topic: str) -> int:
+    """The record batch bytes of a topic's segments on disk: what produce appended."""
+    return sum(f.stat().st_size for f in data_dir.glob(f"{topic}-*/*.log"))
+
+
+def test_metrics_after_produce_and_consume(broker_factory: Callable[..., BrokerProcess]) -> None:
+    http_port = free_port()
+    broker = broker_factory({"http.listeners": f"http://127.0.0.1:{http_port}"})
+    url = f"http://127.0.0.1:{http_port}"
+    assert health(url) == 200
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for future in admin.create_topics([NewTopic("m1", 1, 1), NewTopic("m2", 2, 1)]).values():
+        future.result(timeout=TIMEOUT)
+    # m1: 30 records of 100 bytes; m2: 12 to partition 0 and 8 to partition 1, of 1000.
+    counts = {("m1", 0): 30, ("m2", 0): 12, ("m2", 1): 8}
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "acks": "all"})
+    for (topic, partition), count in counts.items():
+        for i in range(count):
+            size = 100 if topic == "m1" else 1000
+            producer.produce(topic, value=bytes([i % 256]) * size, partition=partition)
+    assert producer.flush(TIMEOUT) == 0
+
+    consumer = Consumer({
+        "bootstrap.servers": broker.bootstrap, "group.id": "mg", "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
+    })
+    consumer.subscribe(["m1", "m2"])
+    got = 0
+    deadline = time.monotonic() + TIMEOUT
+    while got < sum(counts.values()) and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            got += 1
+    assert got == sum(counts.values())
+    committed = {("m1", 0): 10, ("m2", 0): 12}  # m2-1 left uncommitted
+    consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in committed.items()], asynchronous=False)
+    try:
+        metrics = scrape(url)
+        for name, (kind, labels) in DOCUMENTED.items():
+            assert name in metrics, name
+            assert metrics[name].type == kind, name
+            for sample in metrics[name].samples:
+                assert set(sample.labels) - {"le"} == labels, (name, sample)
+        assert "process_cpu_seconds" in metrics and "process_resident_memory_bytes" in metrics
+
+        for topic in ("m1", "m2"):
+            records = sum(n for (t, _), n in counts.items() if t == topic)
+            assert one(metrics["kwire_messages_in"], topic=topic) == records
+            assert one(metrics["kwire_bytes_in"], topic=topic) == log_bytes(broker.data_dir, topic) > records * 100
+            # Every batch was read at least once.
+            assert one(metrics["kwire_bytes_out"], topic=topic) >= log_bytes(broker.data_dir, topic)
+        for (topic, partition), count in counts.items():
+            key = {"topic": topic, "partition": str(partition)}
+            assert one(metrics["kwire_partition_log_end_offset"], **key) == count
+            assert one(metrics["kwire_partition_high_watermark"], **key) == count
+            assert one(metrics["kwire_partition_log_start_offset"], **key) == 0
+        lags = values(metrics["kwire_consumer_group_lag"])
+        assert {k: v for k, v in lags.items() if ("group", "mg") in k} == {
+            (("group", "mg"), ("partition", str(p)), ("topic", t)): counts[t, p] - o for (t, p), o in committed.items()
+        }
+        assert one(metrics["kwire_group_rebalances"]) >= 1
+        assert one(metrics["kwire_connections"], listener="PLAINTEXT") >= 2  # producer, consumer
+
+        requests = values(metrics["kwire_requests"])
+        for api in ("Produce", "Fetch", "Metadata", "OffsetCommit", "JoinGroup"):
+            assert requests.get((("api", api), ("error", "NONE")), 0) >= 1, api
+        latency = metrics["kwire_request_latency_seconds"]
+        for api in ("Produce", "Fetch"):
+            answered = sum(v for k, v in requests.items() if ("api", api) in k)
+            assert values(latency, "kwire_request_latency_seconds_count")[(("api", api),)] == answered
+            buckets = {k: v for k, v in values(latency, "kwire_request_latency_seconds_bucket").items() if ("api", api) in k}
+            assert buckets[(("api", api), ("le", "+Inf"))] == answered
+            assert values(latency, "kwire_request_latency_seconds_sum")[(("api", api),)] > 0
+        assert one(metrics["kwire_under_replicated_partitions"]) == 0
+        assert one(metrics["kwire_isr_shrinks"]) == 0
+    finally:
+        consumer.close()

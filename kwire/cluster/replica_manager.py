@@ -272,6 +272,12 @@ class ReplicaManager:
                 partition.advance_high_watermark()
                 partition.wake_waiters()
             log.info("%s-%d: ISR %s -> %s (%s)", topic, index, list(old), list(new_isr), reason)
+            # The replica manager's IsrShrinksPerSec / IsrExpandsPerSec (kwire.metrics).
+            stats = self.broker.stats
+            if len(new_isr) < len(old):
+                stats.isr_shrinks += 1
+            elif len(new_isr) > len(old):
+                stats.isr_expands += 1
         finally:
             replication.isr_write_pending = False
 

@@ -196,8 +196,11 @@ class Group:
         persist: Persist = _no_persist,
         *,
         new_member_id: Callable[[str], str] | None = None,
+        on_rebalance: Callable[[], object] | None = None,
     ) -> None:
         self.group_id = group_id
+        # Told of each rebalance begun (the coordinator's count, kwire_group_rebalances_total).
+        self.on_rebalance = on_rebalance
         self.config = config
         self.persist = persist
         self._new_member_id = new_member_id or (lambda prefix: f"{prefix}-{uuid.uuid4()}")
@@ -645,6 +648,8 @@ class Group:
             self.group_id, self.state, self.generation_id,
         )
         self.transition_to(GroupState.PREPARING_REBALANCE, now)
+        if self.on_rebalance is not None:
+            self.on_rebalance()
         self._try_complete_join(now)
 
     def _try_complete_join(self, now: int) -> None:

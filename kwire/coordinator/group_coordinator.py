@@ -150,6 +150,8 @@ class GroupCoordinator:
         self.retention_ms: int = config["offsets.retention.minutes"] * 60_000
         self.retention_check_interval_ms: int = config["offsets.retention.check.interval.ms"]
         self.groups: dict[str, Group] = {}
+        # Rebalances begun in the groups coordinated here (kwire_group_rebalances_total).
+        self.rebalances = 0
         # TxnOffsetCommit offsets (stored, replicated) whose transaction has no marker
         # yet: producer id -> group -> partition -> offset. The marker on the group's
         # partition commits or drops them (complete_transactional_offsets).
@@ -546,7 +548,10 @@ class GroupCoordinator:
         return loaded
 
     def _new_group(self, group_id: str, now: int) -> Group:
-        return Group(group_id, self.config, now, self._persist_group)
+        return Group(group_id, self.config, now, self._persist_group, on_rebalance=self._rebalance_begun)
+
+    def _rebalance_begun(self) -> None:
+        self.rebalances += 1
 
     # ---- request checks ------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRODUCE_KEY = 0
+UNKNOWN_SERVER_ERROR = -1
 API_VERSIONS_KEY = 18
 # APIs no request quota applies to: the SASL exchange, ApiVersions, and the cluster's
 # own requests (Kafka exempts cluster actions).
@@ -70,6 +71,9 @@ class RequestContext:
     # Set by quota enforcement: the answer's throttle_time_ms, and how long the
     # connection is muted after the answer is sent (KIP-219).
     throttle_time_ms: int = 0
+    # The answer's error code for kwire_requests_total: the top-level one, or where a
+    # handler answers per partition (produce, fetch), the first partition's error.
+    error: int = 0
 
 
 class PendingAnswer:
@@ -88,7 +92,28 @@ Answer = bytes | list[bytes | FileRegion] | None
 
 async def dispatch(context: RequestContext, frame: bytearray) -> Answer | PendingAnswer:
     """Serve one request frame: the response frame, as bytes or as bytes and file
-    regions to send in order; None when the request expects no answer (acks=0)."""
+    regions to send in order; None when the request expects no answer (acks=0).
+    Counted in the broker's stats (kwire.metrics) once answered: a waiting answer when
+    it completes (Kafka's TotalTimeMs includes the wait)."""
+    stats = getattr(context.broker, "stats", None)  # None: tests of dispatch alone
+    if stats is None:
+        return await _dispatch(context, frame)
+    started = time.perf_counter()
+    answer = await _dispatch(context, frame)
+    if isinstance(answer, PendingAnswer):
+        pending = answer
+
+        async def complete() -> Answer:
+            done = await pending.complete()
+            stats.request_done(context.api_key, context.error, time.perf_counter() - started)
+            return done
+
+        return PendingAnswer(complete)
+    stats.request_done(context.api_key, context.error, time.perf_counter() - started)
+    return answer
+
+
+async def _dispatch(context: RequestContext, frame: bytearray) -> Answer | PendingAnswer:
     api_key, api_version, correlation_id = peek_api(frame)
     api = API_TABLE.get(api_key)
     if api is None or not api.serves(api_version):
@@ -142,9 +167,12 @@ async def dispatch(context: RequestContext, frame: bytearray) -> Answer | Pendin
     started = time.perf_counter() if timed else 0.0
     try:
         response = await handle(context, request)
+        if not context.error:
+            context.error = getattr(response, "error_code", 0)
     except CloseConnection:
         raise
     except Exception as e:
+        context.error = UNKNOWN_SERVER_ERROR
         return _frame(correlation_id, flexible and api_key != API_VERSIONS_KEY,
                       encode(_failed(api_key, api_version, request, e)))
     if timed:

@@ -48,6 +48,9 @@ class PartitionResult:
     last_stable_offset: int = -1
     log_start_offset: int = -1
     aborted_transactions: list[tuple[int, int]] | None = None
+    # Of the records read: their topic and bytes (kwire_bytes_out_total).
+    topic_name: str = ""
+    size: int = 0
 
     def changed(self) -> bool:
         w = self.wanted
@@ -169,6 +172,8 @@ def read_partitions(
             continue
         if read.size:
             result.records = read.regions
+            result.topic_name = partition.topic.name
+            result.size = read.size
             if isolation_level == READ_COMMITTED:
                 # Aborted transactions overlapping what is returned, from the
                 # partition's own index (Kafka's .txnindex).
@@ -283,6 +288,8 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             if session is not None:
                 cache.remove(session.session_id)  # a full fetch's session begins with its data
             return encode_fetch_response(version, throttle_ms, ErrorCode.none, INVALID_SESSION_ID, ())
+    if replica_id < 0:
+        count_fetched(ctx, results)
     for result in results:
         w = result.wanted
         w.high_watermark = result.high_watermark
@@ -298,6 +305,17 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         version, 0, ErrorCode.none, session_id, _by_topic(answer, by_id, hints),
         node_endpoints=hints.node_endpoints() if hints is not None else (),
     )
+
+
+def count_fetched(ctx: RequestContext, results: list[PartitionResult]) -> None:
+    """A consumer's answer in the broker's stats: bytes per topic (Kafka's BytesOutPerSec,
+    which leaves followers' fetches to the replication metrics) and the first error."""
+    bytes_out = ctx.broker.stats.bytes_out
+    for result in results:
+        if result.size:
+            bytes_out[result.topic_name] += result.size
+        elif result.error and not ctx.error:
+            ctx.error = result.error
 
 
 def authorize_fetch(

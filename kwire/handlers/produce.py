@@ -120,6 +120,8 @@ def produce_to_partition(
         return PartitionProduceResult(
             index, e.error_code, -1, log_start_offset=partition.log_start_offset, error_message=e.message
         )
+    # Kafka's MessagesInPerSec / BytesInPerSec: records and batch bytes appended.
+    broker.stats.produced(topic_name, partition.log_end_offset - base_offset, len(records))
     result = PartitionProduceResult(index, ErrorCode.none, base_offset, log_append_time, partition.log_start_offset)
     if acks == -1 and partition.replication is not None and replication_waits is not None:
         replication_waits.append(ReplicationWait(result, partition, partition.log_end_offset))
@@ -176,12 +178,23 @@ async def handle(ctx: RequestContext, request: ProduceRequest) -> EncodedBody | 
 
         async def replicated() -> EncodedBody:
             await wait_for_replication(waits, request.timeout_ms)
+            ctx.error = first_error(topics)
             return encode_produce_response(
                 version, topics, throttle_time_ms=throttle_ms, node_endpoints=leader_hints(ctx, topics)
             )
 
         return PendingAnswer(replicated)
+    ctx.error = first_error(topics)
     return encode_produce_response(version, topics, throttle_time_ms=throttle_ms, node_endpoints=leader_hints(ctx, topics))
+
+
+def first_error(topics: list[tuple[str, list[PartitionProduceResult]]]) -> int:
+    """The first partition's error of an answer, for kwire_requests_total."""
+    for _, results in topics:
+        for result in results:
+            if result.error_code:
+                return result.error_code
+    return 0
 
 
 def produce_throttle(ctx: RequestContext, request: ProduceRequest) -> int:
