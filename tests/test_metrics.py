@@ -3,6 +3,7 @@ GET /metrics after confluent-kafka traffic, and a cluster's replication metrics.
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
 import urllib.request
@@ -10,12 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import trio
+from cluster_harness import KwireCluster, wait_until
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from conftest import BrokerProcess, free_port
 from kio.schema.errors import ErrorCode
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from kwire.broker import Broker
 from kwire.config import BrokerConfig
@@ -115,7 +117,9 @@ def scrape(url: str) -> dict[str, Metric]:
     return {family.name: family for family in text_string_to_metric_families(text)}
 
 
-def values(family: Metric, sample_name: str | None = None) -> dict[tuple[tuple[str, str], ...], float]:
+def values(
+    family: Metric, sample_name: str | None = None
+) -> dict[tuple[tuple[str, str], ...], float]:
     """Sample values by their sorted labels (of one sample name: a histogram has several)."""
     name = sample_name or family.name + ("_total" if family.type == "counter" else "")
     return {tuple(sorted(s.labels.items())): s.value for s in family.samples if s.name == name}
@@ -162,10 +166,15 @@ def test_metrics_after_produce_and_consume(broker_factory: Callable[..., BrokerP
             producer.produce(topic, value=bytes([i % 256]) * size, partition=partition)
     assert producer.flush(TIMEOUT) == 0
 
-    consumer = Consumer({
-        "bootstrap.servers": broker.bootstrap, "group.id": "mg", "enable.auto.commit": False,
-        "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "mg",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 100,
+        }
+    )
     consumer.subscribe(["m1", "m2"])
     got = 0
     deadline = time.monotonic() + TIMEOUT
@@ -175,7 +184,9 @@ def test_metrics_after_produce_and_consume(broker_factory: Callable[..., BrokerP
             got += 1
     assert got == sum(counts.values())
     committed = {("m1", 0): 10, ("m2", 0): 12}  # m2-1 left uncommitted
-    consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in committed.items()], asynchronous=False)
+    consumer.commit(
+        offsets=[TopicPartition(t, p, o) for (t, p), o in committed.items()], asynchronous=False
+    )
     try:
         metrics = scrape(url)
         for name, (kind, labels) in DOCUMENTED.items():
@@ -188,7 +199,11 @@ def test_metrics_after_produce_and_consume(broker_factory: Callable[..., BrokerP
         for topic in ("m1", "m2"):
             records = sum(n for (t, _), n in counts.items() if t == topic)
             assert one(metrics["kwire_messages_in"], topic=topic) == records
-            assert one(metrics["kwire_bytes_in"], topic=topic) == log_bytes(broker.data_dir, topic) > records * 100
+            assert (
+                one(metrics["kwire_bytes_in"], topic=topic)
+                == log_bytes(broker.data_dir, topic)
+                > records * 100
+            )
             # Every batch was read at least once.
             assert one(metrics["kwire_bytes_out"], topic=topic) >= log_bytes(broker.data_dir, topic)
         for (topic, partition), count in counts.items():
@@ -198,7 +213,8 @@ def test_metrics_after_produce_and_consume(broker_factory: Callable[..., BrokerP
             assert one(metrics["kwire_partition_log_start_offset"], **key) == 0
         lags = values(metrics["kwire_consumer_group_lag"])
         assert {k: v for k, v in lags.items() if ("group", "mg") in k} == {
-            (("group", "mg"), ("partition", str(p)), ("topic", t)): counts[t, p] - o for (t, p), o in committed.items()
+            (("group", "mg"), ("partition", str(p)), ("topic", t)): counts[t, p] - o
+            for (t, p), o in committed.items()
         }
         assert one(metrics["kwire_group_rebalances"]) >= 1
         assert one(metrics["kwire_connections"], listener="PLAINTEXT") >= 2  # producer, consumer
@@ -209,11 +225,96 @@ def test_metrics_after_produce_and_consume(broker_factory: Callable[..., BrokerP
         latency = metrics["kwire_request_latency_seconds"]
         for api in ("Produce", "Fetch"):
             answered = sum(v for k, v in requests.items() if ("api", api) in k)
-            assert values(latency, "kwire_request_latency_seconds_count")[(("api", api),)] == answered
-            buckets = {k: v for k, v in values(latency, "kwire_request_latency_seconds_bucket").items() if ("api", api) in k}
+            assert (
+                values(latency, "kwire_request_latency_seconds_count")[(("api", api),)] == answered
+            )
+            buckets = {
+                k: v
+                for k, v in values(latency, "kwire_request_latency_seconds_bucket").items()
+                if ("api", api) in k
+            }
             assert buckets[(("api", api), ("le", "+Inf"))] == answered
             assert values(latency, "kwire_request_latency_seconds_sum")[(("api", api),)] > 0
         assert one(metrics["kwire_under_replicated_partitions"]) == 0
         assert one(metrics["kwire_isr_shrinks"]) == 0
     finally:
         consumer.close()
+
+
+# ---- a 3-broker cluster: under-replicated partitions and ISR shrinks --------------------------
+
+READY_HTTP = re.compile(r"^kwire broker -?\d+ listening on .*\bhttp://127\.0\.0\.1:(\d+)", re.M)
+
+
+def http_url(broker: BrokerProcess) -> str:
+    """The HTTP listener of a broker started with http.listeners on port 0 (its ready line)."""
+    found = wait_until(
+        lambda: READY_HTTP.search(broker.log_path.read_text(errors="replace")),
+        TIMEOUT,
+        message="the ready line with the HTTP listener",
+    )
+    return f"http://127.0.0.1:{found.group(1)}"
+
+
+def test_under_replicated_and_isr_shrinks_when_a_follower_dies(
+    kwire_cluster_factory: Callable[..., KwireCluster],
+) -> None:
+    # The leader drops a follower silent for replica.lag.time.max.ms, long before the dead
+    # broker's ZooKeeper session expires (the controller's way of removing it).
+    cluster = kwire_cluster_factory(
+        3, {"http.listeners": "http://127.0.0.1:0", "replica.lag.time.max.ms": "1000"}
+    )
+    urls = {broker_id: http_url(cluster.broker(broker_id)) for broker_id in cluster.ids}
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    admin.create_topics([NewTopic("ur", 1, 3)])["ur"].result(timeout=TIMEOUT)
+
+    def partition() -> object:
+        metadata = admin.list_topics("ur", timeout=TIMEOUT).topics["ur"].partitions[0]
+        return metadata if metadata.leader > 0 and len(metadata.isrs) == 3 else None
+
+    state = wait_until(partition, TIMEOUT, message="ur-0 with a leader and all replicas in sync")
+    leader = state.leader
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for i in range(5):
+        producer.produce("ur", value=b"x%d" % i)
+    assert producer.flush(TIMEOUT) == 0
+    before = scrape(urls[leader])
+    assert one(before["kwire_under_replicated_partitions"]) == 0
+    assert one(before["kwire_partition_high_watermark"], topic="ur", partition="0") == 5
+    shrinks = one(before["kwire_isr_shrinks"])
+
+    follower = next(b for b in cluster.ids if b != leader)
+    cluster.kill(follower)
+    # As Kafka, a follower as far as the leader's log end is in sync however long it is
+    # silent: records written after its death leave it behind.
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "1"})
+    for i in range(3):
+        producer.produce("ur", value=b"y%d" % i)
+    assert producer.flush(TIMEOUT) == 0
+
+    def under_replicated() -> dict[str, Metric] | None:
+        metrics = scrape(urls[leader])
+        return metrics if one(metrics["kwire_under_replicated_partitions"]) > 0 else None
+
+    after = wait_until(
+        under_replicated, TIMEOUT, message="the leader counting ur-0 under-replicated"
+    )
+    assert one(after["kwire_isr_shrinks"]) >= shrinks + 1
+    assert one(after["kwire_messages_in"], topic="ur") == 8
+    # Followers count none of it: only partitions led there are under-replicated, and
+    # replicated batches are not produce requests.
+    other = next(b for b in cluster.ids if b not in (leader, follower))
+
+    def follower_caught_up() -> dict[str, Metric] | None:
+        metrics = scrape(urls[other])
+        return (
+            metrics
+            if one(metrics["kwire_partition_log_end_offset"], topic="ur", partition="0") == 8
+            else None
+        )
+
+    on_follower = wait_until(
+        follower_caught_up, TIMEOUT, message="the live follower at the leader's log end"
+    )
+    assert one(on_follower["kwire_under_replicated_partitions"]) == 0
+    assert "ur" not in {k[0][1] for k in values(on_follower["kwire_messages_in"])}
