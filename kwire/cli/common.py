@@ -261,3 +261,56 @@ def require_cluster_describe(admin: Any, args: argparse.Namespace, context: str)
     # None: no operation at all (an empty set; the field is requested, Kafka always sends it).
     if AclOperation.DESCRIBE not in (description.authorized_operations or ()):
         raise CliError(f"{context}: CLUSTER_AUTHORIZATION_FAILED: Cluster authorization failed.")
+
+
+def kafka_client(factory: Any, args: argparse.Namespace, config: Mapping[str, Any]) -> Any:
+    """A confluent-kafka Producer or Consumer (`factory`) known to reach the cluster,
+    else CliError: a configuration librdkafka refuses is a usage error (exit 2), no
+    broker answering exit 3."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    errors: list[str] = []
+
+    def error_cb(error: KafkaError) -> None:
+        if error.code() != KafkaError._ALL_BROKERS_DOWN:
+            errors.append(error.str())
+
+    try:
+        client = factory(client_config(args, error_cb=error_cb, **config))
+    except (KafkaException, ValueError, TypeError) as e:
+        reason = e.args[0].str() if e.args and isinstance(e.args[0], KafkaError) else str(e)
+        raise CliError(f"invalid client configuration: {reason}", EXIT_USAGE) from None
+    ensure_reachable(client, args, errors)
+    return client
+
+
+def topic_partitions(client: Any, topic: str, timeout: float) -> list[int]:
+    """The partition ids of `topic` (a Metadata request through a Producer or Consumer),
+    or CliError with Kafka's error name: UNKNOWN_TOPIC_OR_PART when it does not exist.
+    A topic being created (LEADER_NOT_AVAILABLE, no partitions yet) is waited for."""
+    import time
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = max(0.1, deadline - time.monotonic())
+        try:
+            info = client.list_topics(topic, timeout=remaining).topics.get(topic)
+        except KafkaException as e:
+            raise kafka_error(e, f"topic {topic}") from None
+        error = info.error if info is not None else None
+        if info is not None and error is None and info.partitions:
+            return sorted(info.partitions)
+        if error is not None and error.code() not in (
+            KafkaError.LEADER_NOT_AVAILABLE,
+            KafkaError._UNKNOWN_TOPIC,
+            KafkaError.UNKNOWN_TOPIC_OR_PART,
+        ):
+            raise CliError(f"topic {topic}: {error.name()}: {error.str()}")
+        if time.monotonic() >= deadline or (
+            error is not None and error.code() != KafkaError.LEADER_NOT_AVAILABLE
+        ):
+            name = error.name() if error is not None else "UNKNOWN_TOPIC_OR_PART"
+            raise CliError(f"topic {topic}: {name}: the topic does not exist")
+        time.sleep(0.1)
