@@ -344,7 +344,13 @@ DYNAMIC_BROKER_CONFIGS: frozenset[str] = frozenset({
     # DynamicProducerStateManagerConfig.
     "producer.id.expiration.ms",
 })
-for _name in DYNAMIC_BROKER_CONFIGS:
+# Kafka reports the TLS stores dynamic too, though only their listener.name.<l>. forms
+# may be set (kwire.dynamic_config).
+_SSL_STORE_CONFIGS = (
+    "ssl.keystore.type", "ssl.keystore.location", "ssl.keystore.password", "ssl.key.password",
+    "ssl.truststore.type", "ssl.truststore.location", "ssl.truststore.password",
+)
+for _name in (*DYNAMIC_BROKER_CONFIGS, *_SSL_STORE_CONFIGS):
     BROKER_CONFIGS[_name] = replace(BROKER_CONFIGS[_name], read_only=False)
 
 # Names Kafka accepts that we read nowhere: no warning for them.
@@ -490,6 +496,22 @@ class BrokerConfig:
             raise ConfigError(f"Invalid value {text!r} for configuration {key}: {e}") from None
         self._given[key] = text
 
+    def _update_listener_value(self, key: str) -> bool:
+        """listener.name.<l>.<key> from the layers (dynamic ones are the TLS stores,
+        kwire.dynamic_config); True if it changed."""
+        listener, _, rest = key[len(_LISTENER_PREFIX) :].partition(".")
+        slot = (listener.upper(), rest)
+        text = None
+        for layer in (self._given, self._dynamic_default, self._dynamic_broker):
+            text = layer.get(key, text)
+        if self._listener_values.get(slot) == text:
+            return False
+        if text is None:
+            self._listener_values.pop(slot, None)
+        else:
+            self._listener_values[slot] = text
+        return True
+
     @classmethod
     def load(cls, path: str | Path | None, overrides: Iterable[str] = ()) -> BrokerConfig:
         values: dict[str, str] = {}
@@ -525,6 +547,7 @@ class BrokerConfig:
         """A copy with these dynamic layers (to validate a change before making it)."""
         other = copy.copy(self)
         other._values = dict(self._values)
+        other._listener_values = dict(self._listener_values)
         other.update_dynamic(default, broker)
         return other
 
@@ -537,6 +560,10 @@ class BrokerConfig:
         self._dynamic_default, self._dynamic_broker = dict(default), dict(broker)
         changed: set[str] = set()
         for key in keys:
+            if key.startswith(_LISTENER_PREFIX):
+                if self._update_listener_value(key):
+                    changed.add(key)
+                continue
             definition = BROKER_CONFIGS.get(key)
             if definition is None:
                 continue  # a custom config: stored and described, read by nothing

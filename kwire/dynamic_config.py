@@ -6,8 +6,9 @@ defaults (resource name ""). Each broker's value of a config is, as Kafka's: its
 dynamic value, else the dynamic default, else the static one (server.properties,
 `--override`), else the default (BrokerConfig.update_dynamic).
 
-Only the keys Kafka updates at run time may be set (kwire.config.DYNAMIC_BROKER_CONFIGS);
-anything else is refused with Kafka's messages. Names kwire does not know are kept, as
+Only the keys Kafka updates at run time may be set (kwire.config.DYNAMIC_BROKER_CONFIGS,
+and per broker a TLS listener's PEM stores, `listener.name.<l>.ssl.keystore.location`
+...); anything else is refused with Kafka's messages. Names kwire does not know are kept, as
 Kafka keeps custom configs, and read by nothing.
 
 The first half of the module is sans-IO (validation, incremental operations, which
@@ -52,6 +53,11 @@ SSL_RECONFIGURABLE_CONFIGS = frozenset(
         "ssl.keystore.key",
         "ssl.truststore.certificates",
     }
+)
+# Of those, what a kwire listener reloads at run time: its PEM stores (the inline PEM
+# keys are not read by kwire; passwords would need Kafka's password.encoder.secret).
+LISTENER_TLS_STORE_CONFIGS = frozenset(
+    {"ssl.keystore.type", "ssl.keystore.location", "ssl.truststore.type", "ssl.truststore.location"}
 )
 # Listener configs Kafka allows at the cluster level too (ClusterLevelListenerConfigs).
 CLUSTER_LEVEL_LISTENER_CONFIGS = frozenset(
@@ -101,12 +107,26 @@ def _kafka_set(names: Iterable[str]) -> str:
 def is_sensitive(name: str) -> bool:
     """Values DescribeConfigs never returns: passwords (Kafka's PASSWORD type), JAAS
     configs, and names whose type is unknown (Kafka: sensitive to be safe)."""
-    base = (
-        name[len(LISTENER_PREFIX) :].partition(".")[2] if name.startswith(LISTENER_PREFIX) else name
-    )
+    parts = listener_config(name)
+    base = parts[1] if parts is not None else name
     if base.endswith(".password") or base.endswith("sasl.jaas.config"):
         return True
     return base not in BROKER_CONFIGS
+
+
+def listener_config(name: str) -> tuple[str, str] | None:
+    """(LISTENER, base key) of `listener.name.<listener>.<key>`, else None."""
+    if not name.startswith(LISTENER_PREFIX):
+        return None
+    listener, _, base = name[len(LISTENER_PREFIX) :].partition(".")
+    return (listener.upper(), base) if listener and base else None
+
+
+def tls_store_listener(name: str) -> str | None:
+    """The listener whose TLS stores this key sets (listener.name.<l>.ssl.keystore.location
+    ...), or None."""
+    parts = listener_config(name)
+    return parts[0] if parts is not None and parts[1] in LISTENER_TLS_STORE_CONFIGS else None
 
 
 def entity_of(resource_name: str) -> str:
@@ -149,7 +169,11 @@ def validate(config: BrokerConfig, props: Mapping[str, str], per_broker: bool) -
     """Kafka's DynamicBrokerConfig.validate: `props`, the complete new dynamic configs
     of this broker (per_broker) or of the cluster-wide default, against the broker's
     config. Returns the config as it would be; DynamicConfigError if refused."""
-    listener_keys = [k for k in props if k.startswith(LISTENER_PREFIX)]
+    tls_listeners = {
+        listener.name
+        for listener in config.listeners
+        if config.listener_protocol(listener.name) in ("SSL", "SASL_SSL")
+    }
     non_dynamic = [
         k
         for k in props
@@ -157,8 +181,18 @@ def validate(config: BrokerConfig, props: Mapping[str, str], per_broker: bool) -
         and k not in DYNAMIC_BROKER_CONFIGS
         and k not in SSL_RECONFIGURABLE_CONFIGS
     ]
-    # kwire reconfigures no listener at run time (its TLS stores are read at start-up).
-    non_dynamic += listener_keys
+    # Of the listener configs, kwire reloads a TLS listener's stores and nothing else.
+    listener_keys = []
+    for key in props:
+        parts = listener_config(key)
+        if (
+            parts is not None
+            and parts[0] in tls_listeners
+            and parts[1] in SSL_RECONFIGURABLE_CONFIGS
+        ):
+            listener_keys.append(key)
+        elif key.startswith(LISTENER_PREFIX):
+            non_dynamic.append(key)
     if non_dynamic:
         raise DynamicConfigError(
             f"Cannot update these configs dynamically: {_kafka_set(non_dynamic)}"
@@ -170,19 +204,53 @@ def validate(config: BrokerConfig, props: Mapping[str, str], per_broker: bool) -
             f"listener prefix: {_kafka_set(security)}"
         )
     for key, text in props.items():
-        definition = BROKER_CONFIGS.get(key)
+        parts = listener_config(key)
+        definition = BROKER_CONFIGS.get(parts[1] if parts is not None else key)
         if definition is None:
             continue  # custom configs are kept, as Kafka does
         try:
             definition.parse(text)
         except (ValueError, TypeError) as e:
             raise DynamicConfigError(f"Invalid value {text} for configuration {key}: {e}") from None
+    if not per_broker and listener_keys:
+        raise DynamicConfigError(
+            "Cannot update these configs at default cluster level, broker id must be "
+            f"specified: {_kafka_set(listener_keys)}"
+        )
+    passwords = [k for k in listener_keys if k.endswith(".password")]
+    if passwords:
+        # Kafka stores dynamic passwords encrypted with password.encoder.secret.
+        raise DynamicConfigError("Password encoder secret not configured")
+    unsupported = [k for k in listener_keys if tls_store_listener(k) is None]
+    if unsupported:
+        raise DynamicConfigError(
+            f"Cannot update these configs dynamically: {_kafka_set(unsupported)} "
+            "(kwire reloads a listener's PEM stores: ssl.keystore.location, ssl.truststore.location "
+            "and their types)"
+        )
     if per_broker:
         new = config.with_dynamic(config.dynamic_default_configs, props)
     else:
         new = config.with_dynamic(props, config.dynamic_broker_configs)
     _validate_reconfiguration(config, new)
+    for listener in sorted(
+        {k[len(LISTENER_PREFIX) :].partition(".")[0].upper() for k in listener_keys}
+    ):
+        check_tls_stores(new, listener)
     return new
+
+
+def check_tls_stores(config: BrokerConfig, listener: str) -> None:
+    """Kafka's SslFactory.validateReconfiguration: the listener's new stores load (the
+    files are read: a keystore that does not will never be served)."""
+    from kwire.security.tls import server_ssl_context
+
+    try:
+        server_ssl_context(config, listener)
+    except ConfigError as e:
+        raise DynamicConfigError(
+            f"Validation of dynamic config update of SSL keystore/truststore failed: {e}"
+        ) from None
 
 
 def _validate_reconfiguration(old: BrokerConfig, new: BrokerConfig) -> None:
@@ -235,8 +303,18 @@ def stored_configs_to_apply(props: Mapping[str, str], per_broker: bool) -> dict[
     for key, value in props.items():
         if key in BROKER_CONFIGS and key not in DYNAMIC_BROKER_CONFIGS:
             log.error("Non-dynamic configs configured in ZooKeeper will be ignored: Set(%s)", key)
-        elif key.startswith(LISTENER_PREFIX) or key in SSL_RECONFIGURABLE_CONFIGS:
-            log.error("Listener and security configs cannot be dynamic here, ignored: Set(%s)", key)
+        elif key in SSL_RECONFIGURABLE_CONFIGS:
+            log.error(
+                "Security configs can be dynamically updated only using listener prefix, "
+                "base configs will be ignored: Set(%s)",
+                key,
+            )
+        elif key.startswith(LISTENER_PREFIX) and not per_broker:
+            log.error(
+                "Per-broker configs defined at default cluster level will be ignored: Set(%s)", key
+            )
+        elif key.startswith(LISTENER_PREFIX) and tls_store_listener(key) is None:
+            log.error("Listener configs kwire cannot reload will be ignored: Set(%s)", key)
         else:
             kept[key] = value
     return kept

@@ -27,8 +27,8 @@ from typing import Any
 import trio
 
 from kwire.broker import Broker
-from kwire.config import BrokerConfig
-from kwire.dynamic_config import CONNECTION_KEYS
+from kwire.config import BrokerConfig, ConfigError
+from kwire.dynamic_config import CONNECTION_KEYS, tls_store_listener
 from kwire.handlers import PendingAnswer, RequestContext, dispatch
 from kwire.log.segment import FileRegion
 from kwire.protocol.apis import API_TABLE, load_all_handlers, serves_inline
@@ -502,11 +502,24 @@ class KafkaServer:
             self.connection_closed = trio.Event()
 
     def reconfigure(self, changed: set[str]) -> None:
-        """Dynamic max.connections* (kwire.dynamic_config): new connections are admitted
-        by the new limits; an acceptor waiting under the old max.connections looks again."""
+        """Dynamic broker configs (kwire.dynamic_config). max.connections*: new
+        connections are admitted by the new limits, an acceptor waiting under the old
+        max.connections looks again. A TLS listener's stores: new connections handshake
+        with the new context; those open keep theirs, as in Kafka."""
+        config = self.broker.config
+        reloaded = {name for key in changed if (name := tls_store_listener(key)) is not None}
+        for listener in sorted(reloaded):
+            if listener not in self.tls_contexts:
+                continue
+            from kwire.security.tls import server_ssl_context
+
+            try:
+                self.tls_contexts[listener] = server_ssl_context(config, listener)
+                log.info("listener %s: TLS keystore and truststore reloaded", listener)
+            except ConfigError as e:
+                log.error("listener %s: keeping the TLS stores in use: %s", listener, e)
         if not changed & CONNECTION_KEYS:
             return
-        config = self.broker.config
         self.max_connections = config["max.connections"]
         self.max_connections_per_ip = config["max.connections.per.ip"]
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +30,10 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewTopic,
 )
+from conftest import free_port
 from kio.schema.errors import ErrorCode
 from raw_client import RawClient
+from security_harness import Certificates
 
 from kwire import dynamic_config as dc
 from kwire.config import BrokerConfig
@@ -501,3 +504,73 @@ def test_precedence_validation_and_incremental_operations() -> None:
     # Stored keys that cannot be dynamic are dropped when applied, as Kafka does.
     assert dc.stored_configs_to_apply({"broker.id": "4", "log.retention.ms": "5"}, per_broker=True) == {
         "log.retention.ms": "5"}
+
+
+# ---- a TLS listener's stores --------------------------------------------------------------
+
+
+def served_common_name(port: int, ca_file: Path) -> str:
+    """The CN of the certificate the listener presents to a new connection."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
+        with context.wrap_socket(raw) as tls:
+            subject = dict(item for rdn in tls.getpeercert()["subject"] for item in rdn)
+    return subject["commonName"]
+
+
+def test_listener_keystore_reloads_without_a_restart(broker_factory, tmp_path) -> None:
+    certs = Certificates(tmp_path / "certs")
+
+    def keystore(name: str, common_name: str) -> Path:
+        cert = certs.ca.issue_cert("127.0.0.1", common_name=common_name)
+        path = certs.directory / name
+        # One PEM file: the private key, then the certificate chain (ssl.keystore.type=PEM).
+        path.write_bytes(cert.private_key_pem.bytes() + b"".join(p.bytes() for p in cert.cert_chain_pems))
+        return path
+
+    b = broker_factory({})
+    b.stop()  # again with an SSL listener beside the PLAINTEXT one the factory waits on
+    tls_port = free_port()
+    b.overrides.update({
+        "listeners": f"PLAINTEXT://127.0.0.1:{b.port},SSL://127.0.0.1:{tls_port}",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(certs.server_keystore),
+    })
+    b.start()
+    a = admin(b.bootstrap)
+    key = "listener.name.ssl.ssl.keystore.location"
+    assert served_common_name(tls_port, certs.ca_file) == "kwire-broker"
+
+    renewed = keystore("renewed.pem", "kwire-broker-2")
+    assert alter(a, "0", (key, str(renewed), SET)) is None
+    assert served_common_name(tls_port, certs.ca_file) == "kwire-broker-2"
+    entry = describe(b.port, "broker", "0")[key]
+    assert (entry.value, entry.source) == (str(renewed), DYNAMIC_BROKER_CONFIG)
+    assert entry.synonyms == [
+        (key, str(renewed), DYNAMIC_BROKER_CONFIG),
+        ("ssl.keystore.location", str(certs.server_keystore), STATIC_BROKER_CONFIG),
+        ("ssl.keystore.location", "", DEFAULT_CONFIG),
+    ]
+
+    # Renewed in place: naming the same file again reloads it (Kafka does too).
+    keystore("renewed.pem", "kwire-broker-3")
+    assert served_common_name(tls_port, certs.ca_file) == "kwire-broker-2"
+    assert alter(a, "0", (key, str(renewed), SET)) is None
+    assert served_common_name(tls_port, certs.ca_file) == "kwire-broker-3"
+
+    refusals = [
+        ("0", (key, str(tmp_path / "missing.pem"), SET),
+         "Validation of dynamic config update of SSL keystore/truststore failed"),
+        ("", (key, str(renewed), SET),
+         "Cannot update these configs at default cluster level, broker id must be specified"),
+        ("0", ("listener.name.ssl.ssl.key.password", "x", SET), "Password encoder secret not configured"),
+        ("0", ("listener.name.plaintext.ssl.keystore.location", str(renewed), SET),
+         "Cannot update these configs dynamically"),
+    ]
+    for broker_name, op, message in refusals:
+        assert_error(alter(a, broker_name, op), KafkaError.INVALID_REQUEST, message)
+    assert served_common_name(tls_port, certs.ca_file) == "kwire-broker-3"
+
+    b.restart()
+    assert served_common_name(tls_port, certs.ca_file) == "kwire-broker-3"

@@ -19,7 +19,13 @@ from kio.schema.errors import ErrorCode
 
 from kwire.broker import Broker, KafkaError, topic_name_error
 from kwire.config import ConfigError, validate_topic_configs
-from kwire.dynamic_config import DynamicConfigError, entity_of, is_sensitive, validate
+from kwire.dynamic_config import (
+    DynamicConfigError,
+    entity_of,
+    is_sensitive,
+    tls_store_listener,
+    validate,
+)
 from kwire.entity_configs import DEFAULT_ENTITY
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
@@ -86,7 +92,16 @@ def set_broker_configs(
         return None
     log.info("Updating %s with new configuration: %s", f"broker {name}" if name else "brokers",
              ",".join(f"{k}={'(redacted)' if is_sensitive(k) else v}" for k, v in configs.items()))
-    return broker.broker_configs.set(entity, dict(configs))
+    return _store(broker, entity, dict(configs))
+
+
+async def _store(broker: Broker, entity: str, configs: dict[str, str]) -> None:
+    await broker.broker_configs.set(entity, configs)
+    # Kafka's reloadUpdatedFilesWithoutConfigChange: naming a listener's stores again,
+    # unchanged, reloads them (a certificate renewed in place).
+    reload = {key for key in configs if tls_store_listener(key) is not None}
+    for reconfigure in list(broker.reconfigurables) if reload else ():
+        reconfigure(reload)
 
 
 def set_topic_overrides(

@@ -20,7 +20,7 @@ from kio.schema.errors import ErrorCode
 
 from kwire.broker import Broker, KafkaError, topic_name_error
 from kwire.config import BROKER_CONFIGS, INT_MAX, TOPIC_CONFIGS, BrokerConfig, format_config_value
-from kwire.dynamic_config import is_sensitive
+from kwire.dynamic_config import is_sensitive, listener_config
 from kwire.handlers import RequestContext
 from kwire.handlers.api_versions import NO_THROTTLE
 from kwire.protocol.apis import api
@@ -213,23 +213,32 @@ def broker_config_entries(config: BrokerConfig, *, per_broker: bool = True) -> l
     for name in sorted(names):
         definition = BROKER_CONFIGS.get(name)
         group = next((keys for keys in _BROKER_SYNONYMS.values() if name in keys), [name])
+        listener = listener_config(name)
+        if listener is not None and listener[1] in BROKER_CONFIGS:
+            # listener.name.<l>.<key>: the base key stands behind it (Kafka's synonyms).
+            definition = BROKER_CONFIGS[listener[1]]
+            group = [name, listener[1]]
         synonyms = _broker_synonyms(config, group, per_broker=per_broker)
         # As Kafka: only the synonyms from this key on (log.retention.hours does not
         # list log.retention.ms), and the source is the first of them.
         while synonyms and synonyms[0][0] != name:
             synonyms.pop(0)
-        if per_broker:
-            value = _text(config[name]) if definition is not None else None
-        else:
+        if not per_broker:
             value = config.dynamic_default_configs[name]
+        elif listener is not None:
+            value = config.listener_text(*listener)
+        else:
+            value = _text(config[name]) if definition is not None else None
         sensitive = is_sensitive(name)
         entries.append(
             ConfigEntry(
                 name,
                 None if sensitive else value,
                 synonyms[0][2] if synonyms else DEFAULT_CONFIG,
-                broker_config_type(name) if definition is not None else UNKNOWN_TYPE,
-                read_only=definition.read_only if definition is not None else False,
+                broker_config_type(definition.name) if definition is not None else UNKNOWN_TYPE,
+                # As Kafka: a listener-prefixed name is not among its dynamic configs.
+                read_only=listener is not None
+                or (definition.read_only if definition is not None else False),
                 is_sensitive=sensitive,
                 synonyms=synonyms,
                 documentation=(definition.doc or None) if definition is not None else None,
