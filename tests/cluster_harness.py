@@ -32,6 +32,7 @@ import pytest
 from conftest import BrokerProcess
 
 # The ZooKeeper launcher is kwire.testing's (users' Cluster() runs the same one).
+from kwire.testing.cluster import run_parallel
 from kwire.testing.zookeeper import (
     ZOOKEEPER_START_TIMEOUT,
     ZooKeeperServer,
@@ -255,7 +256,7 @@ class KwireCluster:
     def start(self) -> KwireCluster:
         """Start every broker not yet running, in parallel, each waited for until it
         answers ApiVersions (BrokerProcess.start)."""
-        _parallel([b.start for b in self.brokers.values() if b.process is None])
+        run_parallel([b.start for b in self.brokers.values() if b.process is None])
         return self
 
     def add_broker(self, overrides: dict[str, str] | None = None, start: bool = True) -> BrokerProcess:
@@ -302,30 +303,10 @@ class KwireCluster:
         def check(broker_id: int) -> None:
             results[broker_id] = self.brokers[broker_id].teardown_problems()
 
-        _parallel([lambda i=i: check(i) for i in self.brokers])
+        run_parallel([lambda i=i: check(i) for i in self.brokers])
         for proxy in self.proxies.values():
             proxy.close()
         return [f"[broker {i}] {p}" for i in sorted(results) for p in results[i]]
-
-
-def _parallel(calls: list[Callable[[], object]]) -> None:
-    """Run the calls in threads and wait for all; the first exception is raised after."""
-    errors: list[BaseException] = []
-
-    def run(call: Callable[[], object]) -> None:
-        try:
-            call()
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        # BrokerProcess bounds its own waits (start and stop timeouts).
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 # ----------------------------------------------------------------------------------- fixtures

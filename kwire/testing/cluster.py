@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from kwire.testing.broker import START_TIMEOUT, Broker
+from kwire.testing.broker import Broker
 from kwire.testing.zookeeper import ZooKeeperServer
 
 # Until every broker's Metadata names all N brokers and a controller.
@@ -115,7 +115,7 @@ class Cluster:
                 directory = self.directory / f"broker-{i + 1}"
                 self.brokers.append(Broker(config, directory=directory))
         try:
-            _parallel([b.start for b in self.brokers if not b.running])
+            run_parallel([b.start for b in self.brokers if not b.running])
             self.wait_for_brokers()
         except BaseException:
             self.stop()
@@ -147,7 +147,7 @@ class Cluster:
 
     def stop(self) -> None:
         """SIGTERM every broker (in parallel), then ZooKeeper if it is the cluster's own."""
-        _parallel([b.stop for b in self.brokers])
+        run_parallel([b.stop for b in self.brokers])
         if self._own_zookeeper is not None:
             self._own_zookeeper.stop()
 
@@ -203,9 +203,10 @@ def _recv_exactly(s: socket.socket, n: int) -> bytes:
     return bytes(data)
 
 
-def _parallel(calls: list[Callable[[], object]]) -> None:
+def run_parallel(calls: list[Callable[[], object]], timeout: float = 120.0) -> None:
     """Run the calls in threads and wait for all; the first exception is raised after.
-    Every call bounds its own waits (Broker's start and stop timeouts)."""
+    Each call should bound its own waits (Broker's start and stop timeouts do);
+    TimeoutError if one still runs after `timeout` seconds."""
     errors: list[BaseException] = []
 
     def run(call: Callable[[], object]) -> None:
@@ -217,7 +218,10 @@ def _parallel(calls: list[Callable[[], object]]) -> None:
     threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in calls]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + timeout
     for t in threads:
-        t.join(START_TIMEOUT * 3)
+        t.join(max(0.0, deadline - time.monotonic()))
     if errors:
         raise errors[0]
+    if any(t.is_alive() for t in threads):
+        raise TimeoutError(f"calls still running after {timeout:g}s: {calls}")

@@ -18,6 +18,7 @@ Cheap to load: the standard library and kwire.testing only (no trio, kio or Kafk
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -26,6 +27,7 @@ from kwire.testing.cluster import Cluster
 from kwire.testing.zookeeper import ZooKeeperServer, ZooKeeperUnavailable, zookeeper_missing
 
 INI_CONFIG = "kwire_broker_config"
+S = TypeVar("S", Broker, Cluster)
 CLUSTER_SIZE = 3
 
 
@@ -70,17 +72,22 @@ def _test_config(request: pytest.FixtureRequest) -> dict[str, object]:
     return config
 
 
+def _running(server: S) -> Iterator[S]:
+    """Start, yield to the test, stop (SIGTERM) whatever the test did."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def kwire_broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Broker]:
     """A kwire broker started for this test (data and log under pytest's temp dir)."""
-    broker = Broker(_test_config(request), directory=tmp_path_factory.mktemp("kwire-broker"))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    directory = tmp_path_factory.mktemp("kwire-broker")
+    yield from _running(Broker(_test_config(request), directory=directory))
 
 
 @pytest.fixture(scope="session")
@@ -88,12 +95,8 @@ def kwire_broker_session(
     pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Broker]:
     """One kwire broker for the whole session (ini overrides only: markers are per test)."""
-    broker = Broker(_ini_config(pytestconfig), directory=tmp_path_factory.mktemp("kwire-broker"))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    directory = tmp_path_factory.mktemp("kwire-broker")
+    yield from _running(Broker(_ini_config(pytestconfig), directory=directory))
 
 
 @pytest.fixture(scope="session")
@@ -127,8 +130,4 @@ def kwire_cluster(
         directory=tmp_path_factory.mktemp("kwire-cluster"),
         zookeeper=kwire_zookeeper,
     )
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _running(cluster)
