@@ -318,3 +318,21 @@ def test_under_replicated_and_isr_shrinks_when_a_follower_dies(
     )
     assert one(on_follower["kwire_under_replicated_partitions"]) == 0
     assert "ur" not in {k[0][1] for k in values(on_follower["kwire_messages_in"])}
+
+
+def test_health_503_while_the_zookeeper_connection_is_cut(
+    kwire_cluster_factory: Callable[..., KwireCluster],
+) -> None:
+    cluster = kwire_cluster_factory(
+        1,
+        {"http.listeners": "http://127.0.0.1:0", "zookeeper.session.timeout.ms": "6000"},
+        proxied=True,
+    )
+    url = http_url(cluster.broker(1))
+    assert health(url) == 200
+    cluster.proxy(1).cut()
+    wait_until(lambda: health(url) == 503, TIMEOUT, message="/health 503 without ZooKeeper")
+    with urllib.request.urlopen(f"{url}/metrics", timeout=TIMEOUT) as response:
+        assert response.status == 200  # metrics still answer: they are how one sees why
+    cluster.proxy(1).restore()
+    wait_until(lambda: health(url) == 200, TIMEOUT, message="/health 200 with ZooKeeper back")

@@ -68,12 +68,28 @@ Route = Callable[["Broker", HttpRequest], Awaitable[HttpResponse | None]]
 
 
 async def health(broker: Broker, request: HttpRequest) -> HttpResponse | None:
-    """GET /health: 200 while the broker serves (a load balancer's or an orchestrator's probe)."""
+    """GET /health: 200 while the broker serves (a load balancer's or an orchestrator's
+    probe); 503 with the reason while it shuts down, or in a cluster while it has no
+    ZooKeeper connection (its session lost or at risk: no ISR change, no registration)."""
     if request.path != "/health":
         return None
     if request.method not in ("GET", "HEAD"):
         return HttpResponse.error(405, "use GET")
-    return HttpResponse.json({"status": "ok", "broker_id": broker.broker_id})
+    body: dict[str, Any] = {"status": "ok", "broker_id": broker.broker_id}
+    reasons = []
+    server = getattr(broker, "services", {}).get("kafka_server")
+    if server is not None and server.draining:
+        reasons.append("shutting down")
+    cluster = getattr(broker, "cluster", None)
+    if cluster is not None:
+        connected = cluster.session.connected
+        body["zookeeper"] = "connected" if connected else "disconnected"
+        if not connected:
+            reasons.append("no ZooKeeper connection")
+    if reasons:
+        body.update(status="unavailable", reasons=reasons)
+        return HttpResponse.json(body, 503)
+    return HttpResponse.json(body)
 
 
 async def metrics(broker: Broker, request: HttpRequest) -> HttpResponse | None:
