@@ -256,7 +256,11 @@ class Broker:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> Broker:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # no `with` body, no __exit__: the temp dir would stay
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.close()

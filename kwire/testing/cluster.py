@@ -158,7 +158,11 @@ class Cluster:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> Cluster:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # no `with` body, no __exit__: the temp dir would stay
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.close()
