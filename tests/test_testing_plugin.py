@@ -340,6 +340,10 @@ def test_fixtures_in_a_separate_project_installed_with_pip(tmp_path: Path) -> No
     (project / "tests").mkdir(parents=True)
     (project / "pyproject.toml").write_text(USER_PYPROJECT)
     (project / "tests" / "test_x.py").write_text(USER_TESTS)
+    (project / "failing").mkdir()
+    (project / "failing" / "test_fails.py").write_text(
+        "def test_fails(kwire_broker):\n    assert False, 'on purpose'\n"
+    )
 
     # A venv seeing the system's packages; this environment's own (kwire's dependencies)
     # through a .pth: its kwire is an editable install, whose finder a .pth-added
@@ -387,6 +391,18 @@ def test_fixtures_in_a_separate_project_installed_with_pip(tmp_path: Path) -> No
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-3000:]
     # kwire_cluster skips, with its reason, where ZooKeeper is not installed.
     assert ("7 passed" if zookeeper_missing() is None else "6 passed, 1 skipped") in run.stdout
+    # A failed test's report shows the broker's log.
+    failed = subprocess.run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "failing"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=project,
+    )
+    assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert "kwire broker 0 log (" in failed.stdout and "kwire broker 0 listening on" in failed.stdout
+
     # pip records the entry point the plugin was loaded through.
     metadata = subprocess.run(
         [str(python), "-c",

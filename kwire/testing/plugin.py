@@ -9,6 +9,8 @@ brokers as fixtures.
   when java or Debian's zookeeper package is missing). One ZooKeeper serves the session; each
   cluster has its own chroot.
 
+A failed test's report shows the tail of each of its brokers' logs.
+
 Broker config overrides: the `kwire_broker_config` ini option (`key=value` lines, every
 broker) and `@pytest.mark.kwire(config={...})` on a test (its kwire_broker and kwire_cluster).
 
@@ -46,6 +48,29 @@ def pytest_configure(config: pytest.Config) -> None:
         "kwire(config=None): kwire broker config overrides (a dict of Kafka config names) "
         "for this test's kwire_broker and kwire_cluster",
     )
+
+
+# Of each broker's log, what a failed test's report shows.
+LOG_TAIL = 3000
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used a kwire fixture shows the brokers' log tails in its report."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or call.when == "teardown":
+        return
+    funcargs = getattr(item, "funcargs", {})
+    brokers: list[Broker] = []
+    for name in ("kwire_broker", "kwire_broker_session"):
+        if isinstance(funcargs.get(name), Broker):
+            brokers.append(funcargs[name])
+    if isinstance(funcargs.get("kwire_cluster"), Cluster):
+        brokers += funcargs["kwire_cluster"].brokers
+    for broker in brokers:
+        title = f"kwire broker {broker.broker_id} log ({broker.log_path})"
+        report.sections.append((title, broker.log_text(LOG_TAIL)))
 
 
 def _ini_config(config: pytest.Config) -> dict[str, str]:
