@@ -6,6 +6,10 @@ are plain ints in `broker.stats` (kwire.stats), so the produce and fetch paths p
 increment and nothing of prometheus-client. Each broker has its own registry: tests run
 several brokers in one process.
 
+A scrape reads the broker's state on the event loop (a snapshot of plain values, a few
+milliseconds for thousands of partitions) and formats the text in a worker thread, so
+that a large scrape does not hold up requests.
+
 Consumer group lag is not a Kafka broker metric (Kafka leaves it to clients and tools);
 here it covers the groups whose `__consumer_offsets` partition this broker leads, and of
 their committed partitions those this broker leads (where the high watermark is known).
@@ -13,11 +17,13 @@ their committed partitions those this broker leads (where the high watermark is 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING
 
+import trio
 from kio.schema.errors import ErrorCode
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,8 +46,9 @@ from kwire.stats import LATENCY_BUCKETS
 if TYPE_CHECKING:
     from kwire.broker import Broker
 
-# broker.services key of the broker's own CollectorRegistry.
+# broker.services keys of the broker's own CollectorRegistry and of its collector.
 REGISTRY = "metrics_registry"
+COLLECTOR = "metrics_collector"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +93,36 @@ def consumer_group_lags(broker: Broker) -> list[GroupLag]:
 
 
 def exposition(broker: Broker) -> tuple[bytes, str]:
-    """GET /metrics: the broker's metrics in Prometheus' text format, and its content type."""
-    return generate_latest(registry(broker)), CONTENT_TYPE_LATEST
+    """The broker's metrics in Prometheus' text format, and its content type (on the
+    event loop's thread: the snapshot reads the broker's state)."""
+    return render(broker, Snapshot.of(broker))
+
+
+async def exposition_in_thread(broker: Broker) -> tuple[bytes, str]:
+    """GET /metrics: `exposition`, with the text formatted in a worker thread."""
+    snapshot = Snapshot.of(broker)
+    return await trio.to_thread.run_sync(render, broker, snapshot)
+
+
+def render(broker: Broker, snapshot: Snapshot) -> tuple[bytes, str]:
+    """The text of `snapshot` and of the process collector (any thread)."""
+    found = registry(broker)
+    collector: BrokerCollector = broker.services[COLLECTOR]
+    with collector.lock:
+        collector.snapshot = snapshot
+        try:
+            return generate_latest(found), CONTENT_TYPE_LATEST
+        finally:
+            collector.snapshot = None
 
 
 def registry(broker: Broker) -> CollectorRegistry:
-    """The broker's registry, made on first use: its collectors and the process's."""
+    """The broker's registry, made on first use: its collector and the process's."""
     found = broker.services.get(REGISTRY)
     if found is None:
         found = broker.services[REGISTRY] = CollectorRegistry(auto_describe=False)
-        found.register(BrokerCollector(broker))
+        collector = broker.services[COLLECTOR] = BrokerCollector()
+        found.register(collector)
         ProcessCollector(registry=found)
     return found
 
@@ -118,146 +145,190 @@ def error_name(code: int) -> str:
         return f"UNKNOWN_ERROR_{code}"
 
 
-class BrokerCollector:
-    """Reads the broker's state and stats at scrape time (prometheus-client's custom
-    collector protocol: `collect` yields the metric families)."""
+@dataclass(slots=True)
+class Snapshot:
+    """What a scrape shows of the broker, as plain values (taken on the event loop)."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
+    messages_in: dict[str, int]
+    bytes_in: dict[str, int]
+    bytes_out: dict[str, int]
+    requests: dict[tuple[int, int], int]
+    # API key -> (count per bucket, the last +Inf; sum)
+    latency: dict[int, tuple[list[int], float]]
+    # (topic, partition, log end offset, high watermark, log start offset, size)
+    partitions: list[tuple[str, int, int, int, int, int]]
+    under_replicated: int
+    isr_shrinks: int
+    isr_expands: int
+    lags: list[GroupLag]
+    rebalances: int
+    connections: dict[str, int] = field(default_factory=dict)
 
-    def collect(self) -> Iterator[Metric]:
-        yield from self._topic_counters()
-        yield from self._requests()
-        yield from self._partitions()
-        yield from self._replication()
-        yield from self._groups()
-        yield self._connections()
-
-    def _topic_counters(self) -> Iterator[Metric]:
-        stats = self.broker.stats
-        for name, doc, counts in (
-            (
-                "kwire_messages_in",
-                "Records appended by produce requests (MessagesInPerSec).",
-                stats.messages_in,
-            ),
-            (
-                "kwire_bytes_in",
-                "Record batch bytes appended by produce requests (BytesInPerSec).",
-                stats.bytes_in,
-            ),
-            (
-                "kwire_bytes_out",
-                "Record bytes answered to consumer fetches (BytesOutPerSec).",
-                stats.bytes_out,
-            ),
-        ):
-            family = CounterMetricFamily(name, doc, labels=["topic"])
-            for topic, value in sorted(counts.items()):
-                family.add_metric([topic], value)
-            yield family
-
-    def _requests(self) -> Iterator[Metric]:
-        stats = self.broker.stats
-        requests = CounterMetricFamily(
-            "kwire_requests",
-            "Requests answered, by API and the error of the answer (its top-level error, else its first partition's).",
-            labels=["api", "error"],
-        )
-        for (api_key, error), value in sorted(stats.requests.items()):
-            requests.add_metric([api_name(api_key), error_name(error)], value)
-        yield requests
-        latency = HistogramMetricFamily(
-            "kwire_request_latency_seconds",
-            "From the request read to its answer queued for writing, waits included (TotalTimeMs).",
-            labels=["api"],
-        )
-        for api_key, histogram in sorted(stats.latency.items()):
-            cumulative = 0
-            buckets: list[tuple[str, float]] = []
-            for bound, count in zip(
-                (*LATENCY_BUCKETS, float("inf")), histogram.counts, strict=True
-            ):
-                cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            latency.add_metric([api_name(api_key)], buckets, histogram.total)
-        yield latency
-
-    def _partitions(self) -> Iterator[Metric]:
-        labels = ["topic", "partition"]
-        end = GaugeMetricFamily(
-            "kwire_partition_log_end_offset", "The replica's log end offset.", labels=labels
-        )
-        hw = GaugeMetricFamily(
-            "kwire_partition_high_watermark", "The replica's high watermark.", labels=labels
-        )
-        start = GaugeMetricFamily(
-            "kwire_partition_log_start_offset", "The replica's log start offset.", labels=labels
-        )
-        size = GaugeMetricFamily(
-            "kwire_partition_size_bytes", "Bytes of the replica's log segments.", labels=labels
-        )
-        for partition in list(self.broker.all_partitions()):
-            key = [partition.topic.name, str(partition.index)]
+    @classmethod
+    def of(cls, broker: Broker) -> Snapshot:
+        stats = broker.stats
+        partitions = []
+        under_replicated = 0
+        for partition in broker.all_partitions():
             log = partition.log
-            end.add_metric(key, log.log_end_offset)
-            hw.add_metric(key, log.high_watermark)
-            start.add_metric(key, log.log_start_offset)
-            size.add_metric(key, log.size_bytes)
-        yield from (end, hw, start, size)
-
-    def _replication(self) -> Iterator[Metric]:
-        broker = self.broker
-        under = 0
-        for partition in list(broker.all_partitions()):
+            partitions.append(
+                (
+                    partition.topic.name,
+                    partition.index,
+                    log.log_end_offset,
+                    log.high_watermark,
+                    log.log_start_offset,
+                    log.size_bytes,
+                )
+            )
             replication = partition.replication
             if (
                 replication is not None
                 and replication.is_leader
                 and len(replication.isr) < len(replication.replicas)
             ):
-                under += 1
+                under_replicated += 1
+        connections = {listener.name: 0 for listener in broker.config.listeners}
+        server = broker.services.get("kafka_server")
+        for connection in server.connections if server is not None else ():
+            connections[connection.listener_name] = connections.get(connection.listener_name, 0) + 1
+        coordinator = group_coordinator(broker)
+        return cls(
+            messages_in=dict(stats.messages_in),
+            bytes_in=dict(stats.bytes_in),
+            bytes_out=dict(stats.bytes_out),
+            requests=dict(stats.requests),
+            latency={k: (list(v.counts), v.total) for k, v in stats.latency.items()},
+            partitions=partitions,
+            under_replicated=under_replicated,
+            isr_shrinks=stats.isr_shrinks,
+            isr_expands=stats.isr_expands,
+            lags=consumer_group_lags(broker),
+            rebalances=coordinator.rebalances if coordinator is not None else 0,
+            connections=connections,
+        )
+
+
+class BrokerCollector:
+    """The metric families of the snapshot being rendered (prometheus-client's custom
+    collector protocol: `collect` yields them)."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        # One scrape at a time renders through the broker's registry.
+        self.lock = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        if snap is None:
+            return
+        yield from _topic_counters(snap)
+        yield from _requests(snap)
+        yield from _partitions(snap)
         yield GaugeMetricFamily(
             "kwire_under_replicated_partitions",
             "Partitions led here whose ISR is smaller than their replica set.",
-            value=under,
+            value=snap.under_replicated,
         )
         yield CounterMetricFamily(
             "kwire_isr_shrinks",
             "ISR shrinks of partitions led here (IsrShrinksPerSec).",
-            value=broker.stats.isr_shrinks,
+            value=snap.isr_shrinks,
         )
         yield CounterMetricFamily(
             "kwire_isr_expands",
             "ISR expansions of partitions led here (IsrExpandsPerSec).",
-            value=broker.stats.isr_expands,
+            value=snap.isr_expands,
         )
-
-    def _groups(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(
             "kwire_consumer_group_lag",
-            "High watermark minus committed offset, for the groups coordinated here and the partitions led here.",
+            "High watermark minus committed offset, for the groups coordinated here and the "
+            "partitions led here.",
             labels=["group", "topic", "partition"],
         )
-        for entry in consumer_group_lags(self.broker):
+        for entry in snap.lags:
             lag.add_metric([entry.group, entry.topic, str(entry.partition)], entry.lag)
         yield lag
-        coordinator = group_coordinator(self.broker)
         yield CounterMetricFamily(
             "kwire_group_rebalances",
             "Rebalances begun in the groups coordinated here (a group entering PreparingRebalance).",
-            value=coordinator.rebalances if coordinator is not None else 0,
+            value=snap.rebalances,
         )
-
-    def _connections(self) -> Metric:
-        broker = self.broker
-        counts = {listener.name: 0 for listener in broker.config.listeners}
-        server = broker.services.get("kafka_server")
-        for connection in list(server.connections) if server is not None else ():
-            counts[connection.listener_name] = counts.get(connection.listener_name, 0) + 1
-        family = GaugeMetricFamily(
+        connections = GaugeMetricFamily(
             "kwire_connections", "Open client connections, by listener.", labels=["listener"]
         )
-        for listener, value in sorted(counts.items()):
-            family.add_metric([listener], value)
-        return family
+        for listener, value in sorted(snap.connections.items()):
+            connections.add_metric([listener], value)
+        yield connections
+
+
+def _topic_counters(snap: Snapshot) -> Iterator[Metric]:
+    for name, doc, counts in (
+        (
+            "kwire_messages_in",
+            "Records appended by produce requests (MessagesInPerSec).",
+            snap.messages_in,
+        ),
+        (
+            "kwire_bytes_in",
+            "Record batch bytes appended by produce requests (BytesInPerSec).",
+            snap.bytes_in,
+        ),
+        (
+            "kwire_bytes_out",
+            "Record bytes answered to consumer fetches (BytesOutPerSec).",
+            snap.bytes_out,
+        ),
+    ):
+        family = CounterMetricFamily(name, doc, labels=["topic"])
+        for topic, value in sorted(counts.items()):
+            family.add_metric([topic], value)
+        yield family
+
+
+def _requests(snap: Snapshot) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "kwire_requests",
+        "Requests answered, by API and the error of the answer (its top-level error, else its "
+        "first partition's).",
+        labels=["api", "error"],
+    )
+    for (api_key, error), value in sorted(snap.requests.items()):
+        requests.add_metric([api_name(api_key), error_name(error)], value)
+    yield requests
+    latency = HistogramMetricFamily(
+        "kwire_request_latency_seconds",
+        "From the request read to its answer queued for writing, waits included (TotalTimeMs).",
+        labels=["api"],
+    )
+    for api_key, (counts, total) in sorted(snap.latency.items()):
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        latency.add_metric([api_name(api_key)], buckets, total)
+    yield latency
+
+
+def _partitions(snap: Snapshot) -> Iterator[Metric]:
+    labels = ["topic", "partition"]
+    end = GaugeMetricFamily(
+        "kwire_partition_log_end_offset", "The replica's log end offset.", labels=labels
+    )
+    hw = GaugeMetricFamily(
+        "kwire_partition_high_watermark", "The replica's high watermark.", labels=labels
+    )
+    start = GaugeMetricFamily(
+        "kwire_partition_log_start_offset", "The replica's log start offset.", labels=labels
+    )
+    size = GaugeMetricFamily(
+        "kwire_partition_size_bytes", "Bytes of the replica's log segments.", labels=labels
+    )
+    for topic, index, log_end, high_watermark, log_start, size_bytes in snap.partitions:
+        key = [topic, str(index)]
+        end.add_metric(key, log_end)
+        hw.add_metric(key, high_watermark)
+        start.add_metric(key, log_start)
+        size.add_metric(key, size_bytes)
+    yield from (end, hw, start, size)

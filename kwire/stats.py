@@ -62,10 +62,6 @@ class BrokerStats:
         self.isr_shrinks = 0
         self.isr_expands = 0
 
-    def produced(self, topic: str, records: int, size: int) -> None:
-        self.messages_in[topic] += records
-        self.bytes_in[topic] += size
-
     def request_done(self, api_key: int, error: int, seconds: float) -> None:
         self.requests[api_key, error] += 1
         latency = self.latency.get(api_key)

@@ -90,30 +90,18 @@ class PendingAnswer:
 Answer = bytes | list[bytes | FileRegion] | None
 
 
+def _answered(context: RequestContext, received: float) -> None:
+    """Count an answered request in the broker's stats (kwire.metrics): its API, error
+    and time since it was read (Kafka's TotalTimeMs, an acks=all wait included)."""
+    stats = getattr(context.broker, "stats", None)  # None: tests of dispatch alone
+    if stats is not None:
+        stats.request_done(context.api_key, context.error, time.perf_counter() - received)
+
+
 async def dispatch(context: RequestContext, frame: bytearray) -> Answer | PendingAnswer:
     """Serve one request frame: the response frame, as bytes or as bytes and file
-    regions to send in order; None when the request expects no answer (acks=0).
-    Counted in the broker's stats (kwire.metrics) once answered: a waiting answer when
-    it completes (Kafka's TotalTimeMs includes the wait)."""
-    stats = getattr(context.broker, "stats", None)  # None: tests of dispatch alone
-    if stats is None:
-        return await _dispatch(context, frame)
-    started = time.perf_counter()
-    answer = await _dispatch(context, frame)
-    if isinstance(answer, PendingAnswer):
-        pending = answer
-
-        async def complete() -> Answer:
-            done = await pending.complete()
-            stats.request_done(context.api_key, context.error, time.perf_counter() - started)
-            return done
-
-        return PendingAnswer(complete)
-    stats.request_done(context.api_key, context.error, time.perf_counter() - started)
-    return answer
-
-
-async def _dispatch(context: RequestContext, frame: bytearray) -> Answer | PendingAnswer:
+    regions to send in order; None when the request expects no answer (acks=0)."""
+    received = time.perf_counter()
     api_key, api_version, correlation_id = peek_api(frame)
     api = API_TABLE.get(api_key)
     if api is None or not api.serves(api_version):
@@ -173,6 +161,7 @@ async def _dispatch(context: RequestContext, frame: bytearray) -> Answer | Pendi
         raise
     except Exception as e:
         context.error = UNKNOWN_SERVER_ERROR
+        _answered(context, received)
         return _frame(correlation_id, flexible and api_key != API_VERSIONS_KEY,
                       encode(_failed(api_key, api_version, request, e)))
     if timed:
@@ -193,10 +182,14 @@ async def _dispatch(context: RequestContext, frame: bytearray) -> Answer | Pendi
                 raise
             except Exception as e:
                 response = _failed(api_key, api_version, request, e)
-            return _answer(response, api_key, api_version, request, correlation_id, flexible)
+            answer = _answer(response, api_key, api_version, request, correlation_id, flexible)
+            _answered(context, received)
+            return answer
 
         return PendingAnswer(complete)
-    return _answer(response, api_key, api_version, request, correlation_id, flexible)
+    answer = _answer(response, api_key, api_version, request, correlation_id, flexible)
+    _answered(context, received)
+    return answer
 
 
 def _with_throttle(response: Any, throttle_ms: int) -> Any:

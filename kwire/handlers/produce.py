@@ -121,7 +121,9 @@ def produce_to_partition(
             index, e.error_code, -1, log_start_offset=partition.log_start_offset, error_message=e.message
         )
     # Kafka's MessagesInPerSec / BytesInPerSec: records and batch bytes appended.
-    broker.stats.produced(topic_name, partition.log_end_offset - base_offset, len(records))
+    stats = broker.stats
+    stats.messages_in[topic_name] += partition.log_end_offset - base_offset
+    stats.bytes_in[topic_name] += len(records)
     result = PartitionProduceResult(index, ErrorCode.none, base_offset, log_append_time, partition.log_start_offset)
     if acks == -1 and partition.replication is not None and replication_waits is not None:
         replication_waits.append(ReplicationWait(result, partition, partition.log_end_offset))

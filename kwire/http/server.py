@@ -98,9 +98,9 @@ async def metrics(broker: Broker, request: HttpRequest) -> HttpResponse | None:
         return None
     if request.method not in ("GET", "HEAD"):
         return HttpResponse.error(405, "use GET")
-    from kwire.metrics import exposition
+    from kwire.metrics import exposition_in_thread
 
-    body, content_type = exposition(broker)
+    body, content_type = await exposition_in_thread(broker)
     return HttpResponse(200, body, content_type)
 
 
