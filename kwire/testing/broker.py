@@ -7,7 +7,6 @@ the HTTP listener with the admin endpoint on, so that faults can be injected
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import re
@@ -17,10 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from kwire.testing._processes import track, untrack
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -33,16 +33,6 @@ LISTENER = re.compile(r"^(?P<name>[A-Za-z0-9_]+)://(?P<host>\[[^\]]*\]|[^:]*):(?
 # Overrides every test broker gets unless the test sets them: consumer groups form at once
 # rather than after Kafka's 3 s wait for more members (Kafka's own test harnesses do the same).
 TEST_DEFAULTS: dict[str, str] = {"group.initial.rebalance.delay.ms": "0"}
-
-# Brokers still running when the interpreter exits are killed: a test that forgot stop()
-# must not leave a broker behind.
-_running: weakref.WeakSet[Broker] = weakref.WeakSet()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for broker in list(_running):
-        broker.kill()
 
 
 class BrokerStartError(RuntimeError):
@@ -175,7 +165,7 @@ class Broker:
             self.process = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
-        _running.add(self)
+        track(self.process)
         match = self._wait_for_ready_line(offset, began)
         self.start_seconds.append(time.monotonic() - began)
         self.broker_id = int(match["id"])
@@ -196,6 +186,7 @@ class Broker:
                 return match
             code = self.process.poll()
             if code is not None:
+                untrack(self.process)
                 self.process = None
                 raise BrokerStartError(
                     f"kwire broker exited with code {code} at start; log ({self.log_path}):\n"
@@ -231,7 +222,7 @@ class Broker:
             process.kill()
             code = process.wait(self.stop_timeout)
         self.process = None
-        _running.discard(self)
+        untrack(process)
         return code
 
     def kill(self) -> None:
@@ -242,7 +233,7 @@ class Broker:
                 process.kill()
             process.wait(self.stop_timeout)
             self.process = None
-        _running.discard(self)
+            untrack(process)
 
     def restart(self) -> Broker:
         """Stop (if running) and start again with the same data dir and ports."""

@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from kwire.testing._processes import track, untrack
+
 ZOOKEEPER_START_TIMEOUT = 30.0
 ZOOKEEPER_STOP_TIMEOUT = 10.0
 
@@ -126,10 +128,12 @@ class ZooKeeperServer:
             self.process = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
+        track(self.process)
         deadline = began + ZOOKEEPER_START_TIMEOUT
         while True:
             if self.process.poll() is not None:
                 code = self.process.returncode
+                untrack(self.process)
                 self.process = None
                 raise RuntimeError(
                     f"ZooKeeper exited with code {code} at start; log:\n{self.log_text()}"
@@ -160,6 +164,7 @@ class ZooKeeperServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             code = self.process.wait(ZOOKEEPER_STOP_TIMEOUT)
+        untrack(self.process)
         self.process = None
         return code
 
@@ -168,6 +173,7 @@ class ZooKeeperServer:
         if self.process is not None:
             self.process.kill()
             self.process.wait(ZOOKEEPER_STOP_TIMEOUT)
+            untrack(self.process)
             self.process = None
 
     def restart(self) -> ZooKeeperServer:
