@@ -89,6 +89,7 @@ class Progress:
         self.window_line = window_line
         self.bar: Any = None
         self.next_report = time.monotonic() + REPORT_INTERVAL
+        self.next_redraw = 0.0
         if sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import (
@@ -115,7 +116,8 @@ class Progress:
 
     def update(self, done: int) -> None:
         now = time.monotonic()
-        if self.bar is not None:
+        if self.bar is not None and now >= self.next_redraw:
+            self.next_redraw = now + 0.1  # rich redraws 10 times a second anyway
             self.bar.update(self.task, completed=done)
         if now >= self.next_report:
             self.next_report = now + REPORT_INTERVAL
@@ -228,7 +230,7 @@ def run_perf_produce(args: argparse.Namespace) -> int:
                 except KafkaException as e:
                     raise CliError(f"topic {args.topic}: {e.args[0].str()}") from None
             producer.poll(0)
-            if sent % 1000 == 0:
+            if sent % 64 == 0 or args.throughput > 0:
                 progress.update(len(stats.latencies))
         left = producer.flush(args.timeout + 5)
     finally:
