@@ -265,3 +265,28 @@ def test_bad_bootstrap_and_bad_arguments(broker: Any) -> None:
     failed(consume(broker, "t", "--offset", "later"), 2, "--offset expects")
     failed(consume(broker, "t", "--offset", "1", "--from-beginning"), 2, "cannot be used together")
     failed(consume(broker, "t", "--group", "g", "--offset", "1"), 2, "needs --partition")
+
+
+def test_ctrl_c_while_producing_reports_what_was_sent(broker: Any) -> None:
+    create_topic(broker, "typed")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kwire", "produce", "typed", "--bootstrap-server", broker.bootstrap],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        process.stdin.write(b"first\nsecond\n")
+        process.stdin.flush()  # stdin stays open: a user still typing
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "probe"})
+        deadline = time.monotonic() + TIMEOUT
+        while consumer.get_watermark_offsets(TopicPartition("typed", 0), timeout=TIMEOUT)[1] < 2:
+            assert time.monotonic() < deadline, "the two records never arrived"
+            time.sleep(0.1)
+        consumer.close()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(TIMEOUT) == 130
+    finally:
+        process.kill()
+        process.wait(TIMEOUT)
+    stderr = process.stderr.read().decode()
+    assert "Sent 2 records to typed." in stderr and "Traceback" not in stderr

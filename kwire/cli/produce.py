@@ -23,6 +23,8 @@ from kwire.cli.common import (
 
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 ACKS = ("0", "1", "all", "-1")
+# As a shell reports a process ended by SIGINT.
+EXIT_INTERRUPTED = 130
 # Failures reported one by one; past these, only counted.
 MAX_REPORTED_FAILURES = 10
 
@@ -147,29 +149,38 @@ def run_produce(args: argparse.Namespace) -> int:
         extra["headers"] = headers
 
     deliveries = Deliveries()
-    for line_number, line in enumerate(read_lines(sys.stdin.buffer), 1):
-        key: bytes | None = None
-        if separator is not None:
-            key, found, value = line.partition(separator)
-            if not found:
-                # kafka-console-producer.sh refuses such a line too.
-                deliveries.fail(f"line {line_number}", f"no key separator {args.key_separator!r}")
-                continue
-        else:
-            value = line
-        on_delivery = deliveries.callback(line_number)
-        while True:
-            try:
-                producer.produce(args.topic, value, key, on_delivery=on_delivery, **extra)
-                break
-            except BufferError:
-                # librdkafka's queue is full: serve callbacks until there is room.
-                producer.poll(0.1)
-            except KafkaException as e:
-                error = e.args[0]
-                deliveries.fail(f"record of line {line_number}", f"{error.name()}: {error.str()}")
-                break
-        producer.poll(0)
+    interrupted = False
+    try:
+        for line_number, line in enumerate(read_lines(sys.stdin.buffer), 1):
+            key: bytes | None = None
+            if separator is not None:
+                key, found, value = line.partition(separator)
+                if not found:
+                    # kafka-console-producer.sh refuses such a line too.
+                    deliveries.fail(
+                        f"line {line_number}", f"no key separator {args.key_separator!r}"
+                    )
+                    continue
+            else:
+                value = line
+            on_delivery = deliveries.callback(line_number)
+            while True:
+                try:
+                    producer.produce(args.topic, value, key, on_delivery=on_delivery, **extra)
+                    break
+                except BufferError:
+                    # librdkafka's queue is full: serve callbacks until there is room.
+                    producer.poll(0.1)
+                except KafkaException as e:
+                    error = e.args[0]
+                    deliveries.fail(
+                        f"record of line {line_number}", f"{error.name()}: {error.str()}"
+                    )
+                    break
+            producer.poll(0)
+    except KeyboardInterrupt:
+        # Ctrl-C while typing records: what was sent is still waited for and reported.
+        interrupted = True
     # Every record is done once its delivery is reported or message.timeout.ms has passed.
     left = producer.flush(args.timeout + 5)
     if left:
@@ -180,4 +191,4 @@ def run_produce(args: argparse.Namespace) -> int:
         print(f"kwire: {deliveries.failed} records failed; sent {summary}", file=sys.stderr)
         return EXIT_FAILED
     print(f"Sent {summary}.", file=sys.stderr)
-    return EXIT_OK
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
