@@ -290,3 +290,10 @@ def test_ctrl_c_while_producing_reports_what_was_sent(broker: Any) -> None:
         process.wait(TIMEOUT)
     stderr = process.stderr.read().decode()
     assert "Sent 2 records to typed." in stderr and "Traceback" not in stderr
+
+
+def test_help_texts() -> None:
+    for sub in (["produce"], ["consume"], ["perf", "produce"], ["perf", "consume"], ["dump-log"]):
+        assert "usage: kwire" in ok(run_cli(*sub, "--help"))
+    # kcat's %-tokens survive argparse's own %-formatting of help texts.
+    assert "%k key, %s value" in " ".join(ok(run_cli("consume", "--help")).split())

@@ -76,7 +76,7 @@ def register(commands: Any) -> None:
         metavar="FMT",
         help="kcat's tokens: %%t topic, %%p partition, %%o offset, %%k key, %%s value, "
         "%%T timestamp (ms), %%h headers (k=v,..), %%K/%%S key/value length, \\n \\t "
-        f"(default {DEFAULT_FORMAT!r})",
+        "(default: %%s\\n)",
     )
     consume.add_argument(
         "--property",
