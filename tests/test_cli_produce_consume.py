@@ -297,3 +297,22 @@ def test_help_texts() -> None:
         assert "usage: kwire" in ok(run_cli(*sub, "--help"))
     # kcat's %-tokens survive argparse's own %-formatting of help texts.
     assert "%k key, %s value" in " ".join(ok(run_cli("consume", "--help")).split())
+
+
+def test_isolation_level(broker: Any) -> None:
+    from confluent_kafka import Producer
+
+    create_topic(broker, "txns")
+    for value, commit in ((b"committed", True), (b"aborted", False)):
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "t1"})
+        producer.init_transactions(TIMEOUT)
+        producer.begin_transaction()
+        producer.produce("txns", value)
+        assert producer.flush(TIMEOUT) == 0  # sent before an abort, which drops unsent ones
+        (producer.commit_transaction if commit else producer.abort_transaction)(TIMEOUT)
+    out = ok(consume(broker, "txns", "--from-beginning", "--format", "%o:%s\\n"))
+    assert out == "0:committed\n2:aborted\n"  # markers at 1 and 3 are never records
+    committed_only = ok(
+        consume(broker, "txns", "--from-beginning", "--isolation-level", "read_committed")
+    )
+    assert committed_only == "committed\n"
