@@ -110,13 +110,41 @@ def test_partition_acks_and_the_other_tokens(broker: Any) -> None:
     )
     assert out == "parts:2:0:a:-1:1\t%\nparts:2:1:b:-1:1\t%\nparts:2:2:c:-1:1\t%\n"
     # --offset N on a partition; %T is the record's timestamp in ms.
-    out = ok(consume(broker, "parts", "--partition", "2", "--offset", "1", "--format", "%s\\n"))
+    out = ok(
+        consume(
+            broker,
+            "parts",
+            "--partition",
+            "2",
+            "--offset",
+            "1",
+            "--max-messages",
+            "2",
+            "--format",
+            "%s\\n",
+        )
+    )
     assert out == "b\nc\n"
-    out = ok(consume(broker, "parts", "--partition", "1", "--offset", "0", "--format", "[%s]%S %T"))
+    out = ok(
+        consume(
+            broker,
+            "parts",
+            "--partition",
+            "1",
+            "--offset",
+            "0",
+            "--max-messages",
+            "1",
+            "--format",
+            "[%s]%S %T",
+        )
+    )
     value, timestamp = out.split(" ")
     assert value == "[]0" and before - 1000 <= int(timestamp) <= time.time() * 1000
     # Without --group or --partition: every partition.
-    out = ok(consume(broker, "parts", "--from-beginning", "--format", "%p%s "))
+    out = ok(
+        consume(broker, "parts", "--from-beginning", "--max-messages", "5", "--format", "%p%s ")
+    )
     assert sorted(out.split()) == ["0x", "1", "2a", "2b", "2c"]
 
 
@@ -310,7 +338,9 @@ def test_isolation_level(broker: Any) -> None:
         producer.produce("txns", value)
         assert producer.flush(TIMEOUT) == 0  # sent before an abort, which drops unsent ones
         (producer.commit_transaction if commit else producer.abort_transaction)(TIMEOUT)
-    out = ok(consume(broker, "txns", "--from-beginning", "--format", "%o:%s\\n"))
+    out = ok(
+        consume(broker, "txns", "--from-beginning", "--max-messages", "2", "--format", "%o:%s\\n")
+    )
     assert out == "0:committed\n2:aborted\n"  # markers at 1 and 3 are never records
     committed_only = ok(
         consume(broker, "txns", "--from-beginning", "--isolation-level", "read_committed")
