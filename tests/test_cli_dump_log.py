@@ -170,3 +170,19 @@ def test_error_paths(tmp_path: Path) -> None:
     empty.write_bytes(b"")
     assert batch_lines(ok(run_cli("dump-log", str(empty)))) == []
     failed(run_cli("dump-log"), 2, "required")
+
+
+def test_an_index_entry_off_its_batch(broker: Any, tmp_path: Path) -> None:
+    segment = write_segment(broker)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(segment, copy / segment.name)
+    index = bytearray(segment.with_suffix(".index").read_bytes())
+    assert ok(run_cli("dump-log", str(segment.with_suffix(".index"))))
+    # The second entry's position (bytes 12-15) one byte off: no batch starts there.
+    position = int.from_bytes(index[12:16], "big")
+    index[12:16] = (position + 1).to_bytes(4, "big")
+    (copy / segment.with_suffix(".index").name).write_bytes(index)
+    result = run_cli("dump-log", str(copy / segment.with_suffix(".index").name))
+    failed(result, 1, "Mismatches in :", "no batch starts there")
+    assert f"position: {position + 1}" in result.stdout

@@ -266,29 +266,29 @@ def _print_records(
 # --- .index and .timeindex -----------------------------------------------------------
 
 
-def _segment_batch_offsets(index_path: Path) -> dict[int, int] | None:
-    """Base offset of the batch at each position of the segment next to an index, or
-    None if there is no such segment."""
-    from kwire.protocol.records import LOG_OVERHEAD
+def _segment_batch_offsets(index_path: Path) -> dict[int, tuple[int, int]] | None:
+    """(base offset, last offset) of the batch at each position of the segment next to
+    an index, or None if there is no such segment."""
+    from kwire.protocol.records import BATCH_HEADER_SIZE, LOG_OVERHEAD, parse_batch_header
 
     log_path = index_path.with_name(index_path.name.split(".")[0] + LOG_SUFFIX)
     if not log_path.exists():
         return None
-    batches: dict[int, int] = {}
+    batches: dict[int, tuple[int, int]] = {}
     with _mapped(log_path) as data:
         position = 0
-        while len(data) - position >= LOG_OVERHEAD:
-            base_offset, batch_length = _BASE_AND_LENGTH.unpack_from(data, position)
-            batches[position] = base_offset
-            if batch_length <= 0:
+        while len(data) - position >= BATCH_HEADER_SIZE:
+            header = parse_batch_header(data, position)
+            batches[position] = (header.base_offset, header.last_offset)
+            if header.batch_length <= 0:
                 break
-            position += batch_length + LOG_OVERHEAD
+            position += header.batch_length + LOG_OVERHEAD
     return batches
 
 
 def dump_offset_index(path: Path) -> bool:
     """Print the entries of an offset index; whether each points at the start of the
-    batch with its offset (kwire indexes a batch by its base offset)."""
+    batch holding its offset (as its base offset, kwire's, or its last, Kafka's)."""
     from kwire.log.index import OffsetIndex
 
     base = _base_offset(path)
@@ -304,8 +304,10 @@ def dump_offset_index(path: Path) -> bool:
             break  # zero-filled space after the last entry, as Kafka stops there
         offset = base + relative
         print(f"offset: {offset} position: {position}")
-        if batches is not None and batches.get(position) != offset:
-            mismatches.append((offset, batches.get(position)))
+        # kwire indexes a batch by its base offset, Kafka by its last: either holds.
+        found = batches.get(position) if batches is not None else None
+        if batches is not None and (found is None or offset not in found):
+            mismatches.append((offset, found[0] if found else None))
     if mismatches:
         print(f"Mismatches in :{path}", file=sys.stderr)
         for offset, found in mismatches:
