@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import site
 import statistics
 import subprocess
@@ -213,6 +214,8 @@ def run_one(label: str, source: Path, workload: str, messages: int, rep: int, wo
             if scraper.failures:
                 result.error = (result.error + "; " if result.error else "") + f"scrape failed: {scraper.failures[0]}"
         broker.stop()
+        # A run's log is up to a GB: only the broker's own log is kept.
+        shutil.rmtree(base / "data", ignore_errors=True)
     return result
 
 
