@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from conftest import BrokerProcess, free_port
 from kio.schema.errors import ErrorCode
+from prometheus_client.parser import text_string_to_metric_families
 
 TIMEOUT = 30
 
@@ -122,6 +123,16 @@ def test_not_leader_on_two_produces_is_retried_and_delivered_once(
     assert _produce(producer, b"retried") is None
     assert admin_broker.faults() == []  # both injected errors were answered
     assert _values(admin_broker.bootstrap, "t", 2) == [b"before", b"retried"]
+    # The injected answers are counted in /metrics as the error they carried.
+    with urllib.request.urlopen(admin_broker.url + "/metrics", timeout=TIMEOUT) as answer:
+        families = {f.name: f for f in text_string_to_metric_families(answer.read().decode())}
+    counted = {
+        (s.labels["api"], s.labels["error"]): s.value
+        for s in families["kwire_requests"].samples
+        if s.name == "kwire_requests_total"
+    }
+    assert counted[("Produce", "NOT_LEADER_OR_FOLLOWER")] == 2
+    assert counted[("Produce", "NONE")] == 2
 
 
 def test_retries_disabled_delivery_error_is_the_injected_code(admin_broker: AdminBroker) -> None:

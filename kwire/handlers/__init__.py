@@ -73,7 +73,8 @@ class RequestContext:
     throttle_time_ms: int = 0
     # The answer's error code for kwire_requests_total: the top-level one, or where a
     # handler answers per partition (produce, fetch), the first partition's error.
-    error: int = 0
+    # None until known: a handler that sets it spares dispatch the look-up.
+    error: int | None = None
 
 
 class PendingAnswer:
@@ -95,7 +96,7 @@ def _answered(context: RequestContext, received: float) -> None:
     and time since it was read (Kafka's TotalTimeMs, an acks=all wait included)."""
     stats = getattr(context.broker, "stats", None)  # None: tests of dispatch alone
     if stats is not None:
-        stats.request_done(context.api_key, context.error, time.perf_counter() - received)
+        stats.request_done(context.api_key, context.error or 0, time.perf_counter() - received)
 
 
 async def dispatch(context: RequestContext, frame: bytearray) -> Answer | PendingAnswer:
@@ -147,6 +148,8 @@ async def dispatch(context: RequestContext, frame: bytearray) -> Answer | Pendin
         if fault is not None:
             injected = await _inject(fault, api_key, api_version, request)
             if injected is not None:
+                context.error = int(fault.error)
+                _answered(context, received)
                 return _answer(injected, api_key, api_version, request, correlation_id, flexible)
     quotas = broker.quotas if broker is not None else None  # None: tests of dispatch alone
     # request_percentage quotas measure the time handlers run; those of APIs that wait
@@ -155,7 +158,7 @@ async def dispatch(context: RequestContext, frame: bytearray) -> Answer | Pendin
     started = time.perf_counter() if timed else 0.0
     try:
         response = await handle(context, request)
-        if not context.error:
+        if context.error is None:
             context.error = getattr(response, "error_code", 0)
     except CloseConnection:
         raise

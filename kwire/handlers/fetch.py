@@ -311,11 +311,13 @@ def count_fetched(ctx: RequestContext, results: list[PartitionResult]) -> None:
     """A consumer's answer in the broker's stats: bytes per topic (Kafka's BytesOutPerSec,
     which leaves followers' fetches to the replication metrics) and the first error."""
     bytes_out = ctx.broker.stats.bytes_out
+    error = 0
     for result in results:
         if result.size:
             bytes_out[result.topic_name] += result.size
-        elif result.error and not ctx.error:
-            ctx.error = result.error
+        elif result.error and not error:
+            error = result.error
+    ctx.error = error
 
 
 def authorize_fetch(
