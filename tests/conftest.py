@@ -31,7 +31,7 @@ import pytest
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
-# kwire/cli.py logs "%(asctime)s %(levelname)s %(name)s: %(message)s"; a line that does
+# kwire/cli/__init__.py logs "%(asctime)s %(levelname)s %(name)s: %(message)s"; a line that does
 # not start like this (a traceback, stdout) belongs to the record before it.
 LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) ")
 BAD_LEVELS = ("ERROR", "CRITICAL")
