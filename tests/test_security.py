@@ -37,11 +37,12 @@ def secure(broker_factory, certs):
     """(broker, listeners): a broker with PLAINTEXT, SSL, SASL_PLAINTEXT and SASL_SSL."""
 
     def make(**options: object):
-        listeners = SecureListeners(certs, **options)
         broker = broker_factory({})
         # Restarted with the secure listeners beside its PLAINTEXT one (the factory
-        # picks that port and waits on it).
+        # picks that port and waits on it). Their ports are picked only now: picked
+        # before the first start, one was once taken meanwhile (EADDRINUSE in CI).
         broker.stop()
+        listeners = SecureListeners(certs, **options)
         broker.overrides.update(listeners.overrides(broker.port))
         broker.start()
         return broker, listeners
