@@ -3,7 +3,7 @@
 `kwire serve` runs a broker; every other subcommand is a client of any Kafka-compatible
 cluster (kwire or not), as Kafka's own tools are: `kwire topic`, `kwire group`,
 `kwire produce`, `kwire consume`, `kwire cluster`, `kwire acl`, `kwire user`,
-`kwire dump-log`, `kwire perf`. Each lives in its own module here, which registers its
+`kwire dump-log`, `kwire perf`, `kwire mirror`. Each lives in its own module here, which registers its
 parser with `register(commands)` and imports its client library only when run, so
 that `kwire serve` starts fast.
 
@@ -36,6 +36,7 @@ SUBCOMMAND_MODULES = (
     "user",
     "dump_log",
     "perf",
+    "mirror",
 )
 
 

@@ -16,6 +16,7 @@ is loaded in every pytest run of an environment where kwire is installed.
 
 from kwire.testing.broker import AdminError, Broker, BrokerStartError
 from kwire.testing.cluster import Cluster
+from kwire.testing.mirror import Mirror, MirrorStartError, mirror_properties
 from kwire.testing.zookeeper import ZooKeeperServer, ZooKeeperUnavailable
 
 __all__ = [
@@ -23,6 +24,9 @@ __all__ = [
     "Broker",
     "BrokerStartError",
     "Cluster",
+    "Mirror",
+    "MirrorStartError",
     "ZooKeeperServer",
     "ZooKeeperUnavailable",
+    "mirror_properties",
 ]

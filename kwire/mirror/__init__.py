@@ -1,0 +1,10 @@
+"""`kwire mirror`: MirrorMaker 2 between Kafka-compatible clusters (kwire or not).
+
+- kwire.mirror.config: the MM2 properties file, flows and their settings (no I/O);
+- kwire.mirror.policy: remote and internal topic names (DefaultReplicationPolicy,
+  IdentityReplicationPolicy);
+- kwire.mirror.offsets: offset syncs, checkpoints, stored progress and the translation of
+  group offsets (no I/O);
+- kwire.mirror.flow: one flow through confluent-kafka clients;
+- kwire.mirror.runner: every enabled flow in one loop, until stopped.
+"""

@@ -1,0 +1,1075 @@
+"""One replication flow, `source->target`, through confluent-kafka clients (librdkafka):
+the I/O half of the mirror. What to write and when (offset syncs, translation, the record
+formats) is decided in kwire.mirror.offsets, without I/O.
+
+Copying: a Consumer assigned to every partition of the mirrored topics (no consumer group,
+as MM2's source tasks) reads committed records; a Producer writes each to the same
+partition of the remote topic with its key, value, headers and timestamp. Progress, the
+offset of the last record copied per partition, is stored in the target's
+`mm2-offsets.<source>.internal` in Kafka Connect's format:
+
+- at-least-once (default): every offset.flush.interval.ms, after the producer has flushed,
+  so what is stored has been acknowledged by the target; a crash copies again what came
+  after the last store.
+- exactly-once (`exactly.once.support=enabled`): each polled batch is one transaction of a
+  transactional producer holding the records and their progress together, so a crash
+  aborts both. A restarted mirror fences its predecessor (init_transactions) and reads the
+  progress read_committed.
+
+Offset syncs go to the source's `mm2-offset-syncs.<target>.internal` before the progress
+they describe is stored, so that no translation can be missing for stored progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from kwire.mirror.config import Flow
+from kwire.mirror.metrics import MirrorMetrics
+from kwire.mirror.offsets import (
+    Checkpoint,
+    MalformedRecord,
+    OffsetSync,
+    OffsetSyncStore,
+    PartitionSyncState,
+    decode_source_offset,
+    source_offset_key,
+    source_offset_value,
+)
+
+log = logging.getLogger("kwire.mirror")
+
+# Records taken from the consumer per poll (and per transaction with exactly-once).
+BATCH_SIZE = 5000
+POLL_TIMEOUT = 0.1
+# How long an admin request or a flush may take before the flow retries later.
+REQUEST_TIMEOUT = 15.0
+RETRY_BACKOFF = 5.0
+
+
+class MirrorError(Exception):
+    """The flow cannot go on (a fenced transactional producer, a refused configuration)."""
+
+
+class FlowRunner:
+    """Copies one flow. `start()` once, then `step()` in a loop (it does the periodic work
+    when due), then `close()`. Single-threaded: librdkafka's callbacks run inside poll and
+    flush, on the calling thread."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        metrics: MirrorMetrics,
+        should_stop: Callable[[], bool],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.flow = flow
+        self.metrics = metrics
+        self.should_stop = should_stop
+        self.clock = clock
+        self.exactly_once = flow.exactly_once
+        policy = flow.policy
+        self.offsets_topic = policy.offsets_topic(flow.source)
+        self.offset_syncs_topic = policy.offset_syncs_topic(flow.target)
+        self.checkpoints_topic = policy.checkpoints_topic(flow.source)
+        self.emit_offset_syncs = flow.flag("emit.offset-syncs.enabled")
+        self.emit_checkpoints = flow.flag("emit.checkpoints.enabled") and self.emit_offset_syncs
+        self.sync_group_offsets = flow.flag("sync.group.offsets.enabled") and self.emit_checkpoints
+        self.max_offset_lag = flow.integer("offset.lag.max")
+        self._labels = (flow.source, flow.target)
+
+        # source topic -> remote topic, for the topics being copied
+        self.remote: dict[str, str] = {}
+        self.source_of: dict[str, str] = {}
+        self.partition_counts: dict[str, int] = {}
+        # (source topic, partition) -> offset of the last record stored as copied
+        self.stored: dict[tuple[str, int], int] = {}
+        # ... acknowledged by the target (at-least-once) but maybe not stored yet
+        self.delivered: dict[tuple[str, int], int] = {}
+        # ... read from the source and handed to the producer
+        self.read_upto: dict[tuple[str, int], int] = {}
+        self.failed: set[tuple[str, int]] = set()
+        self.sync_states: dict[tuple[str, int], PartitionSyncState] = {}
+        self.pending_syncs: list[OffsetSync] = []
+        self.sync_store = OffsetSyncStore()
+        # group -> {(remote topic, partition): checkpoint} last written
+        self.checkpoints: dict[str, dict[tuple[str, int], Checkpoint]] = {}
+        self.copied_records = 0
+        self._batch_records: dict[str, list[int]] = {}
+        self._newest_timestamp_ms = 0
+
+        self.consumer: Any = None
+        self.producer: Any = None
+        self.aux_producer: Any = None
+        self.sync_producer: Any = None
+        self.sync_consumer: Any = None
+        self.source_admin: Any = None
+        self.target_admin: Any = None
+
+        now = clock()
+        self._due: dict[str, float] = {
+            "commit": now + flow.integer("offset.flush.interval.ms") / 1000,
+            "refresh_topics": now + flow.seconds("refresh.topics.interval.seconds"),
+            "sync_configs": now + flow.seconds("sync.topic.configs.interval.seconds"),
+            "checkpoints": now + flow.seconds("emit.checkpoints.interval.seconds"),
+            "sync_groups": now + flow.seconds("sync.group.offsets.interval.seconds"),
+            "progress": now + flow.seconds("progress.log.interval.seconds"),
+        }
+        self._progress_mark = (now, 0)
+
+    # ---------------------------------------------------------------- clients
+
+    def _client_config(self, side: str, role: str, **fixed: Any) -> dict[str, Any]:
+        from kwire.cli.common import librdkafka_config
+
+        clients = self.flow.source_clients if side == "source" else self.flow.target_clients
+        config: dict[str, Any] = {"client.id": f"kwire-mirror-{self.flow.name}-{role}"}
+        config.update(librdkafka_config(clients[role]))
+        # librdkafka's own log lines repeat what error_cb reports (and the mirror logs).
+        config.setdefault("log_level", 0)
+        config["error_cb"] = partial(self._client_error, side)
+        config.update(fixed)
+        return config
+
+    def _client_error(self, side: str, error: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if error.fatal():
+            log.error("%s: %s cluster: fatal: %s", self.flow.name, side, error.str())
+        elif error.code() not in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+            log.warning("%s: %s cluster: %s", self.flow.name, side, error.str())
+
+    def _make(self, factory: Any, side: str, role: str, **fixed: Any) -> Any:
+        from confluent_kafka import KafkaException
+
+        try:
+            return factory(self._client_config(side, role, **fixed))
+        except (KafkaException, ValueError, TypeError) as e:
+            reason = e.args[0].str() if e.args and hasattr(e.args[0], "str") else str(e)
+            cluster = self.flow.source if side == "source" else self.flow.target
+            raise MirrorError(f"{self.flow.name}: {cluster} {role} settings: {reason}") from None
+
+    # ---------------------------------------------------------------- start
+
+    def start(self) -> None:
+        """Create the clients, wait for both clusters, make the internal topics, fence a
+        previous instance (exactly-once), read the stored progress and assign the topics."""
+        from confluent_kafka import Consumer, Producer
+        from confluent_kafka.admin import AdminClient
+
+        flow = self.flow
+        self.source_admin = self._make(AdminClient, "source", "admin")
+        self.target_admin = self._make(AdminClient, "target", "admin")
+        self._wait_for(self.source_admin, flow.source)
+        self._wait_for(self.target_admin, flow.target)
+        if self.should_stop():
+            return
+
+        self._ensure_internal_topics()
+        producer_settings: dict[str, Any] = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        }
+        if self.exactly_once:
+            producer_settings["transactional.id"] = f"kwire-mirror-{flow.name}"
+        self.producer = self._make(Producer, "target", "producer", **producer_settings)
+        self.aux_producer = self._make(
+            Producer, "target", "producer", **{"enable.idempotence": True, "acks": "all"}
+        )
+        if self.emit_offset_syncs:
+            self.sync_producer = self._make(
+                Producer, "source", "producer", **{"enable.idempotence": True, "acks": "all"}
+            )
+        if self.exactly_once:
+            self._retrying(
+                "fence the previous mirror",
+                lambda: self.producer.init_transactions(REQUEST_TIMEOUT),
+            )
+        self._load_stored_offsets()
+        self.consumer = self._make(
+            Consumer,
+            "source",
+            "consumer",
+            **{
+                "group.id": f"kwire-mirror-{flow.name}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            },
+        )
+        if self.emit_checkpoints:
+            self.sync_consumer = self._make(
+                Consumer,
+                "source",
+                "consumer",
+                **{
+                    "group.id": f"kwire-mirror-{flow.name}-offset-syncs",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                },
+            )
+            from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+            self.sync_consumer.assign(
+                [TopicPartition(self.offset_syncs_topic, 0, OFFSET_BEGINNING)]
+            )
+        self.refresh_topics()
+        if self.flow.flag("sync.topic.configs.enabled"):
+            self.sync_topic_configs()
+
+    def _wait_for(self, admin: Any, alias: str) -> None:
+        """Block until the cluster answers a Metadata request (or the mirror is stopped)."""
+        from confluent_kafka import KafkaException
+
+        waited = False
+        while not self.should_stop():
+            try:
+                admin.list_topics(timeout=REQUEST_TIMEOUT)
+                if waited:
+                    log.info("%s: cluster %s is reachable", self.flow.name, alias)
+                return
+            except KafkaException as e:
+                log.warning(
+                    "%s: waiting for cluster %s: %s", self.flow.name, alias, e.args[0].str()
+                )
+                waited = True
+                self._sleep(RETRY_BACKOFF)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.should_stop() and time.monotonic() < deadline:
+            time.sleep(min(0.2, deadline - time.monotonic()))
+
+    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+        from confluent_kafka import KafkaException
+
+        while True:
+            try:
+                return call()
+            except KafkaException as e:
+                error = e.args[0]
+                if error.fatal() or not error.retriable():
+                    raise MirrorError(f"{self.flow.name}: cannot {what}: {error.str()}") from None
+                if self.should_stop():
+                    raise MirrorError(f"{self.flow.name}: stopped before it could {what}") from None
+                log.warning("%s: cannot %s yet: %s", self.flow.name, what, error.str())
+                self._sleep(RETRY_BACKOFF)
+
+    def _ensure_internal_topics(self) -> None:
+        from confluent_kafka.admin import NewTopic
+
+        flow = self.flow
+        compact = {"cleanup.policy": "compact"}
+        self._create_topics(
+            self.target_admin,
+            flow.target,
+            [
+                NewTopic(
+                    self.offsets_topic,
+                    flow.integer("offset.storage.partitions", minimum=1),
+                    int(flow.get("offset.storage.replication.factor")),
+                    config=compact,
+                )
+            ],
+            required=True,
+        )
+        if self.emit_offset_syncs:
+            self._create_topics(
+                self.source_admin,
+                flow.source,
+                [
+                    NewTopic(
+                        self.offset_syncs_topic,
+                        1,
+                        int(flow.get("offset-syncs.topic.replication.factor")),
+                        config=compact,
+                    )
+                ],
+                required=True,
+            )
+        if self.emit_checkpoints:
+            self._create_topics(
+                self.target_admin,
+                flow.target,
+                [
+                    NewTopic(
+                        self.checkpoints_topic,
+                        1,
+                        int(flow.get("checkpoints.topic.replication.factor")),
+                        config=compact,
+                    )
+                ],
+                required=True,
+            )
+
+    def _create_topics(
+        self, admin: Any, alias: str, topics: list[Any], required: bool
+    ) -> list[str]:
+        """Create what does not exist yet; back the names that exist now. A refusal of an
+        internal topic (required) stops the mirror with Kafka's reason."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        if not topics:
+            return []
+        exist = []
+        futures = admin.create_topics(topics, request_timeout=REQUEST_TIMEOUT)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=REQUEST_TIMEOUT + 5)
+                exist.append(name)
+                log.info("%s: created %s on %s", self.flow.name, name, alias)
+            except KafkaException as e:
+                error = e.args[0]
+                if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    exist.append(name)
+                    continue
+                message = f"{self.flow.name}: cannot create {name} on {alias}: {error.name()}: {error.str()}"
+                if required:
+                    raise MirrorError(message) from None
+                log.error("%s", message)
+            except Exception as e:  # a timeout: retried at the next refresh
+                log.warning("%s: cannot create %s on %s yet: %s", self.flow.name, name, alias, e)
+        return exist
+
+    def _read_to_end(self, consumer: Any, partitions: list[Any]) -> Iterable[Any]:
+        """Every record of `partitions` up to their current end (librdkafka's
+        partition-EOF events, which also come after a trailing transaction marker)."""
+        from confluent_kafka import KafkaError
+
+        remaining = {(tp.topic, tp.partition) for tp in partitions}
+        consumer.assign(partitions)
+        deadline = time.monotonic() + 4 * REQUEST_TIMEOUT
+        while remaining:
+            if time.monotonic() > deadline:
+                raise MirrorError(
+                    f"{self.flow.name}: could not read {sorted(remaining)} to the end "
+                    f"within {4 * REQUEST_TIMEOUT:g} s"
+                )
+            if self.should_stop():
+                raise MirrorError(f"{self.flow.name}: stopped while reading its stored offsets")
+            for message in consumer.consume(1000, 0.5):
+                error = message.error()
+                if error is None:
+                    yield message
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    remaining.discard((message.topic(), message.partition()))
+                else:
+                    log.warning("%s: reading stored offsets: %s", self.flow.name, error.str())
+
+    def _load_stored_offsets(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        metadata = self.target_admin.list_topics(self.offsets_topic, timeout=REQUEST_TIMEOUT)
+        topic = metadata.topics.get(self.offsets_topic)
+        count = len(topic.partitions) if topic is not None and topic.error is None else 0
+        if count == 0:
+            raise MirrorError(
+                f"{self.flow.name}: {self.offsets_topic} has no partitions on {self.flow.target}"
+            )
+        reader = self._make(
+            Consumer,
+            "target",
+            "consumer",
+            **{
+                "group.id": f"kwire-mirror-{self.flow.name}-offsets",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                # an empty partition's end is known after one fetch wait: keep it short
+                "fetch.wait.max.ms": 10,
+            },
+        )
+        try:
+            partitions = [
+                TopicPartition(self.offsets_topic, p, OFFSET_BEGINNING) for p in range(count)
+            ]
+            for message in self._read_to_end(reader, partitions):
+                decoded = decode_source_offset(message.key(), message.value())
+                if decoded is None:
+                    continue
+                (cluster, topic_name, partition), offset = decoded
+                if cluster != self.flow.source:
+                    continue
+                if offset is None:
+                    self.stored.pop((topic_name, partition), None)
+                else:
+                    self.stored[(topic_name, partition)] = offset
+        finally:
+            reader.close()
+        log.info(
+            "%s: %d partitions have stored progress in %s",
+            self.flow.name,
+            len(self.stored),
+            self.offsets_topic,
+        )
+
+    # ---------------------------------------------------------------- topics
+
+    def refresh_topics(self) -> None:
+        """Pick up new matching topics and partitions: create or grow their remote topics,
+        then assign their partitions from the stored progress (or the beginning)."""
+        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.admin import NewPartitions, NewTopic
+
+        flow = self.flow
+        try:
+            source_topics = self.source_admin.list_topics(timeout=REQUEST_TIMEOUT).topics
+            target_topics = self.target_admin.list_topics(timeout=REQUEST_TIMEOUT).topics
+        except KafkaException as e:
+            log.warning("%s: cannot list topics: %s", flow.name, e.args[0].str())
+            return
+        wanted = {
+            name: len(meta.partitions)
+            for name, meta in source_topics.items()
+            if meta.error is None and meta.partitions and flow.replicates_topic(name)
+        }
+        new_topics = []
+        grown = []
+        for name, count in sorted(wanted.items()):
+            remote = flow.remote_topic(name)
+            existing = target_topics.get(remote)
+            if existing is None or existing.error is not None:
+                configs = (
+                    self._topic_configs(name) if flow.flag("sync.topic.configs.enabled") else {}
+                )
+                new_topics.append(
+                    NewTopic(remote, count, int(flow.get("replication.factor")), config=configs)
+                )
+            elif len(existing.partitions) < count:
+                grown.append(NewPartitions(remote, count))
+        exist = self._create_topics(self.target_admin, flow.target, new_topics, required=False)
+        if grown:
+            for name, future in self.target_admin.create_partitions(
+                grown, request_timeout=REQUEST_TIMEOUT
+            ).items():
+                try:
+                    future.result(timeout=REQUEST_TIMEOUT + 5)
+                    log.info("%s: added partitions to %s on %s", flow.name, name, flow.target)
+                except Exception as e:
+                    log.warning("%s: cannot add partitions to %s: %s", flow.name, name, e)
+        missing = {new.topic for new in new_topics} - set(exist)
+        assign = []
+        for name, count in sorted(wanted.items()):
+            remote = flow.remote_topic(name)
+            if remote in missing:  # creation failed: retried at the next refresh
+                continue
+            previous = self.partition_counts.get(name, 0)
+            if count <= previous:
+                continue
+            self.remote[name] = remote
+            self.source_of[remote] = name
+            self.partition_counts[name] = count
+            for partition in range(previous, count):
+                key = (name, partition)
+                stored = self.stored.get(key)
+                start = stored + 1 if stored is not None else -2  # OFFSET_BEGINNING
+                assign.append(TopicPartition(name, partition, start))
+                if self.emit_offset_syncs:
+                    self.sync_states[key] = PartitionSyncState(self.max_offset_lag)
+        if assign:
+            self.consumer.incremental_assign(assign)
+            log.info(
+                "%s: copying %s",
+                flow.name,
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assign[:20])
+                + (f" and {len(assign) - 20} more" if len(assign) > 20 else ""),
+            )
+
+    def _topic_configs(self, topic: str) -> dict[str, str]:
+        """The source topic's configs set on it (not defaults), without the excluded ones."""
+        from confluent_kafka.admin import ConfigResource, ConfigSource
+
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        try:
+            entries = self.source_admin.describe_configs(
+                [resource], request_timeout=REQUEST_TIMEOUT
+            )[resource].result(timeout=REQUEST_TIMEOUT + 5)
+        except Exception as e:
+            log.warning("%s: cannot describe the configs of %s: %s", self.flow.name, topic, e)
+            return {}
+        return {
+            name: entry.value
+            for name, entry in entries.items()
+            if entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+            and entry.value is not None
+            and not entry.is_sensitive
+            and self.flow.syncs_config(name)
+        }
+
+    def sync_topic_configs(self) -> None:
+        """Set each remote topic's configs to its source topic's (the ones set there)."""
+        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+        resources = []
+        for name, remote in sorted(self.remote.items()):
+            configs = self._topic_configs(name)
+            if not configs:
+                continue
+            resources.append(
+                ConfigResource(
+                    ConfigResource.Type.TOPIC,
+                    remote,
+                    incremental_configs=[
+                        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+                        for key, value in sorted(configs.items())
+                    ],
+                )
+            )
+        if not resources:
+            return
+        futures = self.target_admin.incremental_alter_configs(
+            resources, request_timeout=REQUEST_TIMEOUT
+        )
+        for resource, future in futures.items():
+            try:
+                future.result(timeout=REQUEST_TIMEOUT + 5)
+            except Exception as e:
+                log.warning(
+                    "%s: cannot sync the configs of %s: %s", self.flow.name, resource.name, e
+                )
+
+    # ---------------------------------------------------------------- copying
+
+    def step(self) -> int:
+        """Copy one polled batch (one transaction with exactly-once); then whatever
+        periodic work is due. The number of records read back."""
+        copied = self._copy_batch()
+        self._periodic()
+        return copied
+
+    def _copy_batch(self) -> int:
+        messages = self.consumer.consume(BATCH_SIZE, POLL_TIMEOUT)
+        if not messages:
+            if self.producer is not None:
+                self.producer.poll(0)
+            return 0
+        if self.exactly_once:
+            self.producer.begin_transaction()
+        produce = self.producer.produce
+        delivered = self._delivered
+        read_upto = self.read_upto
+        batch_records = self._batch_records
+        first_offsets: dict[tuple[str, int], int] = {}
+        count = 0
+        newest = 0
+        for message in messages:
+            if message.error() is not None:
+                self._consume_error(message)
+                continue
+            topic = message.topic()
+            remote = self.remote.get(topic)
+            if remote is None:
+                continue
+            partition = message.partition()
+            offset = message.offset()
+            key = message.key()
+            value = message.value()
+            headers = message.headers()
+            timestamp_type, timestamp = message.timestamp()
+            if timestamp_type == 0:  # TIMESTAMP_NOT_AVAILABLE: the target's clock decides
+                timestamp = 0
+            elif timestamp > newest:
+                newest = timestamp
+            first_offsets.setdefault((topic, partition), offset)
+            self._produce(
+                produce,
+                remote,
+                value,
+                key,
+                partition,
+                timestamp,
+                headers,
+                partial(delivered, offset),
+            )
+            read_upto[(topic, partition)] = offset
+            size = (len(key) if key else 0) + (len(value) if value else 0)
+            if headers:
+                size += sum(len(k) + (len(v) if v else 0) for k, v in headers)
+            totals = batch_records.get(topic)
+            if totals is None:
+                batch_records[topic] = [1, size]
+            else:
+                totals[0] += 1
+                totals[1] += size
+            count += 1
+        if newest:
+            self._newest_timestamp_ms = newest
+        if self.exactly_once:
+            self._commit_transaction(first_offsets)
+        else:
+            self.producer.poll(0)
+        return count
+
+    def _produce(self, produce: Any, *args: Any) -> None:
+        topic, value, key, partition, timestamp, headers, callback = args
+        while True:
+            try:
+                produce(
+                    topic,
+                    value,
+                    key,
+                    partition=partition,
+                    timestamp=timestamp,
+                    headers=headers,
+                    on_delivery=callback,
+                )
+                return
+            except BufferError:
+                # The producer's queue is full: let the target acknowledge some.
+                self.producer.poll(0.1)
+
+    def _consume_error(self, message: Any) -> None:
+        error = message.error()
+        log.warning(
+            "%s: reading %s[%s]: %s",
+            self.flow.name,
+            message.topic(),
+            message.partition(),
+            error.str(),
+        )
+
+    def _delivered(self, upstream_offset: int, error: Any, message: Any) -> None:
+        key = (self.source_of[message.topic()], message.partition())
+        if error is not None:
+            if key not in self.failed:
+                log.warning(
+                    "%s: %s[%d] offset %d not written to %s: %s",
+                    self.flow.name,
+                    key[0],
+                    key[1],
+                    upstream_offset,
+                    self.flow.target,
+                    error.str(),
+                )
+            self.failed.add(key)
+            return
+        if key in self.failed:
+            return
+        self.delivered[key] = upstream_offset
+        state = self.sync_states.get(key)
+        if state is not None and state.update(upstream_offset, message.offset()):
+            self.pending_syncs.append(OffsetSync(key[0], key[1], upstream_offset, message.offset()))
+
+    def _account_batch(self) -> None:
+        """Count the records acknowledged since the last call in the metrics."""
+        source, target = self._labels
+        for topic, (records, size) in self._batch_records.items():
+            self.metrics.records.labels(source, target, topic).inc(records)
+            self.metrics.bytes.labels(source, target, topic).inc(size)
+            self.copied_records += records
+        self._batch_records.clear()
+        if self._newest_timestamp_ms:
+            self.metrics.latency.labels(source, target).set(
+                max(0.0, time.time() - self._newest_timestamp_ms / 1000)
+            )
+
+    def _write_offset_syncs(self, progress: bool) -> bool:
+        """Send the pending offset syncs (and with `progress` the last copied pair of each
+        partition) to the source and wait for them; False if they could not be written."""
+        if self.sync_producer is None:
+            return True
+        if progress:
+            for (topic, partition), state in self.sync_states.items():
+                pair = state.flush()
+                if pair is not None:
+                    self.pending_syncs.append(OffsetSync(topic, partition, *pair))
+        if not self.pending_syncs:
+            return True
+        errors: list[Any] = []
+
+        def delivered(error: Any, _message: Any) -> None:
+            if error is not None:
+                errors.append(error)
+
+        for sync in self.pending_syncs:
+            self._produce_aux(
+                self.sync_producer, self.offset_syncs_topic, sync.value(), sync.key(), delivered
+            )
+        syncs = len(self.pending_syncs)
+        self.pending_syncs.clear()
+        remaining = self.sync_producer.flush(REQUEST_TIMEOUT)
+        if errors or remaining:
+            log.warning(
+                "%s: offset syncs not written to %s: %s",
+                self.flow.name,
+                self.flow.source,
+                errors[0].str() if errors else f"{remaining} still queued",
+            )
+            return False
+        self.metrics.offset_syncs.labels(*self._labels).inc(syncs)
+        return True
+
+    def _produce_aux(
+        self, producer: Any, topic: str, value: bytes, key: bytes, callback: Any
+    ) -> None:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=callback)
+                return
+            except BufferError:
+                producer.poll(0.1)
+
+    def _commit_transaction(self, first_offsets: dict[tuple[str, int], int]) -> None:
+        """Exactly-once: the batch's progress joins its records in the transaction; the
+        offset syncs are written before it commits. Any failure aborts the batch and
+        reads it again."""
+        from confluent_kafka import KafkaException
+
+        for key in first_offsets:
+            offset = self.read_upto[key]
+            self._produce(
+                self.producer.produce,
+                self.offsets_topic,
+                source_offset_value(offset),
+                source_offset_key(self.flow.source, *key),
+                -1,  # RD_KAFKA_PARTITION_UA: by key
+                0,
+                None,
+                None,
+            )
+        outcome = "aborted"
+        try:
+            remaining = self.producer.flush(REQUEST_TIMEOUT)
+            if (
+                remaining == 0
+                and not (self.failed & first_offsets.keys())
+                and self._write_offset_syncs(False)
+            ):
+                self.producer.commit_transaction(REQUEST_TIMEOUT)
+                outcome = "committed"
+        except KafkaException as e:
+            error = e.args[0]
+            if error.fatal():
+                raise MirrorError(
+                    f"{self.flow.name}: transactional producer: {error.str()}"
+                ) from None
+            log.warning("%s: transaction failed: %s", self.flow.name, error.str())
+        self.metrics.transactions.labels(*self._labels, outcome).inc()
+        if outcome == "committed":
+            for key in first_offsets:
+                self.stored[key] = self.read_upto[key]
+            self._account_batch()
+            return
+        try:
+            self.producer.abort_transaction(REQUEST_TIMEOUT)
+        except KafkaException as e:
+            error = e.args[0]
+            if error.fatal() or not error.retriable():
+                raise MirrorError(
+                    f"{self.flow.name}: cannot abort a transaction: {error.str()}"
+                ) from None
+        self._batch_records.clear()
+        self._rewind(first_offsets.keys())
+
+    def _rewind(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Read these partitions again from after their stored progress."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        self.metrics.restarts.labels(*self._labels).inc()
+        for key in keys:
+            stored = self.stored.get(key)
+            offset = stored + 1 if stored is not None else OFFSET_BEGINNING
+            self.read_upto.pop(key, None)
+            self.delivered.pop(key, None)
+            if stored is not None:
+                self.delivered[key] = stored
+            self.failed.discard(key)
+            if key in self.sync_states:
+                self.sync_states[key] = PartitionSyncState(self.max_offset_lag)
+            try:
+                self.consumer.seek(TopicPartition(key[0], key[1], offset))
+            except Exception as e:
+                log.warning("%s: cannot rewind %s[%d]: %s", self.flow.name, key[0], key[1], e)
+        self.pending_syncs = [
+            s for s in self.pending_syncs if (s.topic, s.partition) not in set(keys)
+        ]
+
+    def commit_offsets(self) -> None:
+        """At-least-once: store the progress the target has acknowledged, after the offset
+        syncs describing it. Partitions with a failed record are read again from there."""
+        if self.exactly_once:
+            self._write_offset_syncs(True)
+            return
+        remaining = self.producer.flush(REQUEST_TIMEOUT)
+        self._account_batch()
+        if remaining:
+            log.warning(
+                "%s: %d records not yet acknowledged by %s; progress stored up to before them",
+                self.flow.name,
+                remaining,
+                self.flow.target,
+            )
+        if not self._write_offset_syncs(True):
+            return
+        # A failed partition stores what was acknowledged before its failure.
+        changed = [
+            (key, offset)
+            for key, offset in self.delivered.items()
+            if self.stored.get(key) != offset
+        ]
+        errors: list[Any] = []
+
+        def delivered(error: Any, _message: Any) -> None:
+            if error is not None:
+                errors.append(error)
+
+        for key, offset in changed:
+            self._produce_aux(
+                self.aux_producer,
+                self.offsets_topic,
+                source_offset_value(offset),
+                source_offset_key(self.flow.source, *key),
+                delivered,
+            )
+        if changed:
+            left = self.aux_producer.flush(REQUEST_TIMEOUT)
+            if errors or left:
+                log.warning(
+                    "%s: progress not stored in %s: %s",
+                    self.flow.name,
+                    self.offsets_topic,
+                    errors[0].str() if errors else f"{left} records still queued",
+                )
+            else:
+                for key, offset in changed:
+                    self.stored[key] = offset
+        if self.failed and not remaining:
+            self._rewind(sorted(self.failed))
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _read_offset_syncs(self) -> None:
+        for message in self.sync_consumer.consume(10_000, 0):
+            if message.error() is not None:
+                continue
+            try:
+                self.sync_store.add(OffsetSync.decode(message.key(), message.value()))
+            except MalformedRecord as e:
+                log.warning("%s: skipping an offset sync: %s", self.flow.name, e)
+
+    def emit_group_checkpoints(self) -> None:
+        """Translate the committed offsets of the source's groups (those `groups` names)
+        for the topics this flow copies, and write the ones that changed as checkpoints."""
+        self._read_offset_syncs()
+        try:
+            listing = self.source_admin.list_consumer_groups(
+                request_timeout=REQUEST_TIMEOUT
+            ).result(timeout=REQUEST_TIMEOUT + 5)
+        except Exception as e:
+            log.warning("%s: cannot list the groups of %s: %s", self.flow.name, self.flow.source, e)
+            return
+        written = 0
+        for group in sorted(g.group_id for g in listing.valid):
+            if not self.flow.replicates_group(group):
+                continue
+            offsets = self._group_offsets(self.source_admin, group)
+            if offsets is None:
+                continue
+            latest = self.checkpoints.setdefault(group, {})
+            for (topic, partition), (offset, metadata) in offsets.items():
+                remote = self.remote.get(topic)
+                if remote is None or offset < 0:
+                    continue
+                downstream = self.sync_store.translate(topic, partition, offset)
+                if downstream is None:
+                    continue
+                checkpoint = Checkpoint(group, remote, partition, offset, downstream, metadata)
+                if latest.get((remote, partition)) == checkpoint:
+                    continue
+                self._produce_aux(
+                    self.aux_producer,
+                    self.checkpoints_topic,
+                    checkpoint.value(),
+                    checkpoint.key(),
+                    None,
+                )
+                latest[(remote, partition)] = checkpoint
+                written += 1
+        if written:
+            left = self.aux_producer.flush(REQUEST_TIMEOUT)
+            if left:
+                log.warning("%s: %d checkpoints not yet written", self.flow.name, left)
+            self.metrics.checkpoints.labels(*self._labels).inc(written)
+
+    def _group_offsets(
+        self, admin: Any, group: str
+    ) -> dict[tuple[str, int], tuple[int, str]] | None:
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        try:
+            futures = admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT
+            )
+            answer = futures[group].result(timeout=REQUEST_TIMEOUT + 5)
+        except Exception as e:
+            log.warning("%s: cannot read the offsets of group %s: %s", self.flow.name, group, e)
+            return None
+        return {
+            (tp.topic, tp.partition): (tp.offset, tp.metadata or "")
+            for tp in answer.topic_partitions
+            if tp.error is None
+        }
+
+    def sync_groups(self) -> None:
+        """Commit the translated offsets to the target's groups that have no active
+        member there, where they are ahead of what the group has committed on the target
+        (a group that moved on by itself is not rewound)."""
+        from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+
+        groups = sorted(group for group, latest in self.checkpoints.items() if latest)
+        if not groups:
+            return
+        try:
+            descriptions = self.target_admin.describe_consumer_groups(
+                groups, request_timeout=REQUEST_TIMEOUT
+            )
+        except Exception as e:
+            log.warning("%s: cannot describe groups on %s: %s", self.flow.name, self.flow.target, e)
+            return
+        synced = 0
+        for group in groups:
+            try:
+                state = descriptions[group].result(timeout=REQUEST_TIMEOUT + 5).state
+            except Exception as e:
+                log.warning(
+                    "%s: cannot describe group %s on %s: %s",
+                    self.flow.name,
+                    group,
+                    self.flow.target,
+                    e,
+                )
+                continue
+            if state not in (
+                ConsumerGroupState.EMPTY,
+                ConsumerGroupState.DEAD,
+                ConsumerGroupState.UNKNOWN,
+            ):
+                continue  # active on the target: its members own its offsets
+            target_offsets = self._group_offsets(self.target_admin, group)
+            if target_offsets is None:
+                continue
+            updates = []
+            for (remote, partition), checkpoint in sorted(self.checkpoints[group].items()):
+                current = target_offsets.get((remote, partition), (-1, ""))[0]
+                if current >= checkpoint.downstream_offset:
+                    continue
+                updates.append(
+                    TopicPartition(
+                        remote,
+                        partition,
+                        checkpoint.downstream_offset,
+                        metadata=checkpoint.metadata or None,
+                    )
+                )
+            if not updates:
+                continue
+            try:
+                self.target_admin.alter_consumer_group_offsets(
+                    [ConsumerGroupTopicPartitions(group, updates)], request_timeout=REQUEST_TIMEOUT
+                )[group].result(timeout=REQUEST_TIMEOUT + 5)
+                synced += len(updates)
+                log.info(
+                    "%s: group %s on %s moved to translated offsets: %s",
+                    self.flow.name,
+                    group,
+                    self.flow.target,
+                    ", ".join(f"{tp.topic}[{tp.partition}]={tp.offset}" for tp in updates[:10]),
+                )
+            except Exception as e:
+                log.warning(
+                    "%s: cannot commit translated offsets of %s: %s", self.flow.name, group, e
+                )
+        if synced:
+            self.metrics.group_offsets_synced.labels(*self._labels).inc(synced)
+
+    # ---------------------------------------------------------------- periodic
+
+    def _periodic(self) -> None:
+        now = self.clock()
+        due = self._due
+        flow = self.flow
+        if now >= due["commit"]:
+            self.commit_offsets()
+            due["commit"] = self.clock() + flow.integer("offset.flush.interval.ms") / 1000
+        if now >= due["refresh_topics"] and flow.flag("refresh.topics.enabled"):
+            self.refresh_topics()
+            due["refresh_topics"] = self.clock() + flow.seconds("refresh.topics.interval.seconds")
+        if now >= due["sync_configs"] and flow.flag("sync.topic.configs.enabled"):
+            self.sync_topic_configs()
+            due["sync_configs"] = self.clock() + flow.seconds("sync.topic.configs.interval.seconds")
+        if now >= due["checkpoints"] and self.emit_checkpoints:
+            self.emit_group_checkpoints()
+            due["checkpoints"] = self.clock() + flow.seconds("emit.checkpoints.interval.seconds")
+        if now >= due["sync_groups"] and self.sync_group_offsets:
+            self.sync_groups()
+            due["sync_groups"] = self.clock() + flow.seconds("sync.group.offsets.interval.seconds")
+        if now >= due["progress"]:
+            self.log_progress()
+            due["progress"] = self.clock() + flow.seconds("progress.log.interval.seconds")
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet read per partition: the source's high watermark (as of the
+        consumer's last fetch) minus the next offset to read."""
+        from confluent_kafka import TopicPartition
+
+        lags = {}
+        for topic, count in self.partition_counts.items():
+            for partition in range(count):
+                try:
+                    _low, high = self.consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), cached=True
+                    )
+                except Exception:
+                    continue
+                if high < 0:
+                    continue
+                read = self.read_upto.get((topic, partition), self.stored.get((topic, partition)))
+                next_offset = read + 1 if read is not None else 0
+                lags[(topic, partition)] = max(0, high - next_offset)
+        return lags
+
+    def log_progress(self) -> None:
+        self._account_batch()
+        now = self.clock()
+        then, copied_then = self._progress_mark
+        rate = (self.copied_records - copied_then) / max(1e-6, now - then)
+        self._progress_mark = (now, self.copied_records)
+        lags = self.lag()
+        source, target = self._labels
+        for (topic, partition), value in lags.items():
+            self.metrics.lag.labels(source, target, topic, str(partition)).set(value)
+        log.info(
+            "%s: %d records copied (%.0f/s), lag %d records over %d partitions",
+            self.flow.name,
+            self.copied_records,
+            rate,
+            sum(lags.values()),
+            len(lags),
+        )
+
+    # ---------------------------------------------------------------- stop
+
+    def close(self) -> None:
+        """Store the progress of what was acknowledged, then close every client."""
+        try:
+            if self.producer is not None and not self.exactly_once:
+                self.commit_offsets()
+            elif self.exactly_once and self.sync_producer is not None:
+                self._write_offset_syncs(True)
+            self._account_batch()
+        finally:
+            for client in (self.consumer, self.sync_consumer):
+                if client is not None:
+                    client.close()
+            for producer in (self.producer, self.aux_producer, self.sync_producer):
+                if producer is not None:
+                    producer.flush(REQUEST_TIMEOUT)
+            self.consumer = self.sync_consumer = None
