@@ -33,6 +33,8 @@ def register(commands: Any) -> None:
 
 
 def run_mirror_command(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
     from kwire.mirror.config import MirrorConfigError, parse_mirror_config
     from kwire.mirror.flow import MirrorError
     from kwire.mirror.runner import run_mirror
@@ -60,6 +62,11 @@ def run_mirror_command(args: argparse.Namespace) -> int:
         raise CliError(f"{args.config}: {e}", EXIT_USAGE) from None
     except MirrorError as e:
         raise CliError(str(e), EXIT_FAILED) from None
+    except KafkaException as e:
+        # A client error no flow step handles (a fatal producer error): stop, say which.
+        raise CliError(
+            f"mirror stopped: {e.args[0].name()}: {e.args[0].str()}", EXIT_FAILED
+        ) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

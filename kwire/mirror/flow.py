@@ -49,6 +49,8 @@ POLL_TIMEOUT = 0.1
 # How long an admin request or a flush may take before the flow retries later.
 REQUEST_TIMEOUT = 15.0
 RETRY_BACKOFF = 5.0
+# The same read error of a partition is logged at most this often (seconds).
+ERROR_LOG_INTERVAL = 60.0
 
 
 class MirrorError(Exception):
@@ -101,6 +103,7 @@ class FlowRunner:
         self.copied_records = 0
         self._batch_records: dict[str, list[int]] = {}
         self._newest_timestamp_ms = 0
+        self._error_logged: dict[tuple[Any, ...], float] = {}
 
         self.consumer: Any = None
         self.producer: Any = None
@@ -627,7 +630,14 @@ class FlowRunner:
                 self.producer.poll(0.1)
 
     def _consume_error(self, message: Any) -> None:
+        """Log a partition's read error, once a minute per partition and error: the
+        consumer keeps returning it while it lasts."""
         error = message.error()
+        where = (message.topic(), message.partition(), error.code())
+        now = self.clock()
+        if now < self._error_logged.get(where, 0.0):
+            return
+        self._error_logged[where] = now + ERROR_LOG_INTERVAL
         log.warning(
             "%s: reading %s[%s]: %s",
             self.flow.name,
