@@ -683,7 +683,9 @@ class FlowRunner:
 
     def _write_offset_syncs(self, progress: bool) -> bool:
         """Send the pending offset syncs (and with `progress` the last copied pair of each
-        partition) to the source and wait for them; False if they could not be written."""
+        partition) to the source and wait for them and any still queued from before; False
+        if they are not all written (a failed one is queued again for the next call), in
+        which case no progress they describe may be stored yet."""
         if self.sync_producer is None:
             return True
         if progress:
@@ -691,30 +693,35 @@ class FlowRunner:
                 pair = state.flush()
                 if pair is not None:
                     self.pending_syncs.append(OffsetSync(topic, partition, *pair))
-        if not self.pending_syncs:
+        if not self.pending_syncs and len(self.sync_producer) == 0:
             return True
-        errors: list[Any] = []
+        failed: list[Any] = []
 
-        def delivered(error: Any, _message: Any) -> None:
+        def delivered(sync: OffsetSync, error: Any, _message: Any) -> None:
             if error is not None:
-                errors.append(error)
+                failed.append(error)
+                self.pending_syncs.append(sync)
+            else:
+                self.metrics.offset_syncs.labels(*self._labels).inc()
 
-        for sync in self.pending_syncs:
+        sending, self.pending_syncs = self.pending_syncs, []
+        for sync in sending:
             self._produce_aux(
-                self.sync_producer, self.offset_syncs_topic, sync.value(), sync.key(), delivered
+                self.sync_producer,
+                self.offset_syncs_topic,
+                sync.value(),
+                sync.key(),
+                partial(delivered, sync),
             )
-        syncs = len(self.pending_syncs)
-        self.pending_syncs.clear()
         remaining = self.sync_producer.flush(REQUEST_TIMEOUT)
-        if errors or remaining:
+        if failed or remaining:
             log.warning(
-                "%s: offset syncs not written to %s: %s",
+                "%s: offset syncs not written to %s yet: %s",
                 self.flow.name,
                 self.flow.source,
-                errors[0].str() if errors else f"{remaining} still queued",
+                failed[0].str() if failed else f"{remaining} still queued",
             )
             return False
-        self.metrics.offset_syncs.labels(*self._labels).inc(syncs)
         return True
 
     def _produce_aux(
