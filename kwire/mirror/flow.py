@@ -752,7 +752,7 @@ class FlowRunner:
                 None,
                 None,
             )
-        outcome = "aborted"
+        committed = False
         try:
             remaining = self.producer.flush(REQUEST_TIMEOUT)
             if (
@@ -760,8 +760,7 @@ class FlowRunner:
                 and not (self.failed & first_offsets.keys())
                 and self._write_offset_syncs(False)
             ):
-                self.producer.commit_transaction(REQUEST_TIMEOUT)
-                outcome = "committed"
+                committed = self._end_transaction(commit=True)
         except KafkaException as e:
             error = e.args[0]
             if error.fatal():
@@ -769,22 +768,51 @@ class FlowRunner:
                     f"{self.flow.name}: transactional producer: {error.str()}"
                 ) from None
             log.warning("%s: transaction failed: %s", self.flow.name, error.str())
+        outcome = "committed" if committed else "aborted"
         self.metrics.transactions.labels(*self._labels, outcome).inc()
-        if outcome == "committed":
+        if committed:
             for key in first_offsets:
                 self.stored[key] = self.read_upto[key]
             self._account_batch()
             return
-        try:
-            self.producer.abort_transaction(REQUEST_TIMEOUT)
-        except KafkaException as e:
-            error = e.args[0]
-            if error.fatal() or not error.retriable():
-                raise MirrorError(
-                    f"{self.flow.name}: cannot abort a transaction: {error.str()}"
-                ) from None
+        self._end_transaction(commit=False)
         self._batch_records.clear()
         self._rewind(first_offsets.keys())
+
+    def _end_transaction(self, commit: bool) -> bool:
+        """Commit (or abort) the open transaction, retrying what librdkafka says can be
+        retried (the target restarting): a commit that timed out must be retried, not
+        aborted, since it may have been written. False when a commit must be aborted
+        instead (or the mirror is stopping: the next start fences the open transaction)."""
+        from confluent_kafka import KafkaException
+
+        what = "commit" if commit else "abort"
+        while True:
+            try:
+                if commit:
+                    self.producer.commit_transaction(REQUEST_TIMEOUT)
+                else:
+                    self.producer.abort_transaction(REQUEST_TIMEOUT)
+                return True
+            except KafkaException as e:
+                error = e.args[0]
+                if error.fatal():
+                    raise MirrorError(
+                        f"{self.flow.name}: cannot {what} a transaction: {error.str()}"
+                    ) from None
+                if commit and error.txn_requires_abort():
+                    log.warning("%s: transaction to abort: %s", self.flow.name, error.str())
+                    return False
+                if not error.retriable():
+                    raise MirrorError(
+                        f"{self.flow.name}: cannot {what} a transaction: {error.str()}"
+                    ) from None
+                if self.should_stop():
+                    return False
+                log.warning(
+                    "%s: cannot %s a transaction yet: %s", self.flow.name, what, error.str()
+                )
+                self._sleep(1.0)
 
     def _rewind(self, keys: Iterable[tuple[str, int]]) -> None:
         """Read these partitions again from after their stored progress."""
