@@ -223,17 +223,25 @@ class OffsetSyncStore:
         return sum(len(offsets) for offsets in self._upstream.values())
 
     def translate(self, topic: str, partition: int, committed_offset: int) -> int | None:
-        """The downstream offset for an upstream committed offset, or None when nothing
-        copied is known at or before the group's last consumed record."""
+        """The downstream offset for an upstream committed offset, or None when the
+        committed offset is below the first sync known."""
         upstream = self._upstream.get((topic, partition))
-        if not upstream or committed_offset <= 0:
+        if not upstream or committed_offset < 0:
             return None
         downstream = self._downstream[(topic, partition)]
         consumed = committed_offset - 1
         index = bisect.bisect_right(upstream, consumed) - 1
         if index < 0:
-            return None
+            # Nothing consumed that the mirror copied: the group starts at the first copy
+            # (as MM2). Below the first sync, records may have been copied before it.
+            return downstream[0] if committed_offset == upstream[0] else None
         if index == len(upstream) - 1 and consumed > upstream[index]:
             # Beyond the last sync: the copy is known only up to it.
             return downstream[index] + 1
-        return downstream[index] + (consumed - upstream[index]) + 1
+        translated = downstream[index] + (consumed - upstream[index]) + 1
+        if index + 1 < len(upstream):
+            # `consumed` may be no record (a transaction marker the consumer's position
+            # went past, a compacted record): the next record may then be the next sync's,
+            # copied before `translated`.
+            translated = min(translated, downstream[index + 1])
+        return translated
