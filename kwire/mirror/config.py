@@ -136,7 +136,13 @@ class Flow:
             return False
         if self.policy.is_internal_topic(topic):
             return False
-        return self.policy.topic_source(topic) != self.target
+        # Every hop, as MM2's isCycle: in a ring a->b->c->a, `c.b.orders` on a came from b.
+        upstream: str | None = topic
+        while upstream is not None:
+            if self.policy.topic_source(upstream) == self.target:
+                return False
+            upstream = self.policy.upstream_topic(upstream)
+        return True
 
     def replicates_group(self, group: str) -> bool:
         return bool(self.groups.fullmatch(group)) and not self.groups_exclude.fullmatch(group)
@@ -201,7 +207,8 @@ def parse_mirror_config(properties: Mapping[str, str]) -> MirrorConfig:
     """The clusters and enabled flows of an MM2 properties file, or MirrorConfigError."""
     raw_clusters = properties.get("clusters", "")
     clusters = tuple(alias.strip() for alias in raw_clusters.split(",") if alias.strip())
-    if not clusters:
+    # One cluster has no flow (a flow to itself is refused below).
+    if len(clusters) < 2:
         raise MirrorConfigError("clusters: name at least two clusters (clusters = a, b)")
     for alias in clusters:
         if not re.fullmatch(r"[A-Za-z0-9_\-]+", alias):
@@ -294,9 +301,9 @@ def validate_flow(flow: Flow) -> None:
         "checkpoints.topic.replication.factor",
         "offset.storage.replication.factor",
     ):
-        value = (
-            int(flow.settings[key]) if flow.settings[key].strip().lstrip("-").isdigit() else None
-        )
+        # re, not isdigit(): "--3" and "²" pass isdigit() but not int()
+        text = flow.settings[key].strip()
+        value = int(text) if re.fullmatch(r"-?[0-9]+", text) else None
         if value is None or not (value == -1 or value >= 1):
             raise MirrorConfigError(
                 f"{flow.name}.{key}={flow.settings[key]!r}: expected a positive integer or -1"

@@ -38,6 +38,11 @@ class ReplicationPolicy:
         alias, sep, rest = topic.partition(self.separator)
         return alias if sep and rest else None
 
+    def upstream_topic(self, topic: str) -> str | None:
+        """The name on the cluster a remote topic came from (`b.orders` for `c.b.orders`)."""
+        source = self.topic_source(topic)
+        return None if source is None else topic[len(source) + len(self.separator) :]
+
     def offset_syncs_topic(self, target_alias: str) -> str:
         """On the source cluster: where upstream/downstream offset pairs are written."""
         return f"mm2-offset-syncs{self.separator}{target_alias}{self.separator}internal"
@@ -52,10 +57,10 @@ class ReplicationPolicy:
         return f"mm2-offsets{self.separator}{source_alias}{self.separator}internal"
 
     def is_internal_topic(self, topic: str) -> bool:
-        return (
-            topic.startswith(("__", "."))
-            or (topic.startswith("mm2-") and topic.endswith(".internal"))
-            or topic.endswith(f"{self.separator}checkpoints{self.separator}internal")
+        # MM2's ReplicationPolicy.isInternalTopic: Kafka's, Connect's (`-internal`,
+        # `.internal`) and the mirror's own with a custom separator (`mm2-offsets_a_internal`).
+        return topic.startswith(("__", ".")) or topic.endswith(
+            ("-internal", ".internal", f"{self.separator}internal")
         )
 
 
