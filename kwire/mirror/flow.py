@@ -467,6 +467,8 @@ class FlowRunner:
             previous = self.partition_counts.get(name, 0)
             if count <= previous:
                 continue
+            if previous and not self._producer_knows(remote, count):
+                continue  # not grown on the target (or not seen yet): the next refresh
             self.remote[name] = remote
             self.source_of[remote] = name
             self.partition_counts[name] = count
@@ -485,6 +487,21 @@ class FlowRunner:
                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assign[:20])
                 + (f" and {len(assign) - 20} more" if len(assign) > 20 else ""),
             )
+
+    def _producer_knows(self, remote: str, count: int) -> bool:
+        """Whether the producer's metadata has `count` partitions of `remote`, refreshed
+        now: librdkafka caches a topic's partition count, and produce() to a partition past
+        it raises _UNKNOWN_PARTITION (which would end the mirror) until its next periodic
+        refresh, after partitions were added."""
+        from confluent_kafka import KafkaException
+
+        try:
+            metadata = self.producer.list_topics(remote, timeout=REQUEST_TIMEOUT)
+        except KafkaException as e:
+            log.warning("%s: cannot read the metadata of %s: %s", self.flow.name, remote, e)
+            return False
+        topic = metadata.topics.get(remote)
+        return topic is not None and topic.error is None and len(topic.partitions) >= count
 
     def _topic_configs(self, topic: str) -> dict[str, str]:
         """The source topic's configs set on it (not defaults), without the excluded ones."""
