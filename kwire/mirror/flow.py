@@ -1028,7 +1028,9 @@ class FlowRunner:
                         remote,
                         partition,
                         checkpoint.downstream_offset,
-                        metadata=checkpoint.metadata or None,
+                        # a str always: confluent-kafka's TopicPartition refuses None
+                        # (TypeError), which would end the mirror at a group without one
+                        metadata=checkpoint.metadata,
                     )
                 )
             if not updates:
