@@ -7,7 +7,8 @@ offsets differ (source transactions, committed and aborted, whose markers and ab
 records take offsets upstream and are not copied; records already on the target topic
 before the mirror started; the target's own markers with exactly-once). The checkpoints and
 offset syncs are checked in MM2's wire format. A group active on the target, or one that
-committed further there, is left alone; `groups` / `groups.exclude` choose the groups.
+committed further there, is left alone; `groups` / `groups.exclude` choose the groups;
+without sync.group.offsets.enabled only checkpoints are written.
 """
 
 from __future__ import annotations
@@ -359,9 +360,20 @@ def test_group_resumes_on_the_target_exactly_after_its_committed_records(
             assert positions[0] - source[0][POSITIONS[0] - 1][0] == 2  # the marker
             assert positions[1] - source[1][POSITIONS[1] - 1][0] == 2 + ABORTED + 1
             commit_offsets(a, "billing-positions", {(TOPIC, p): positions[p] for p in positions})
+            # A third group has read everything: its position is the end of the source, past
+            # the last commit marker, the aborted transaction and its marker.
+            ends = high_watermarks(a, TOPIC, PARTITIONS)
+            assert all(ends[p] == source[p][-1][0] + 2 + ABORTED + 1 for p in ends)
+            commit_offsets(a, "billing-caught-up", {(TOPIC, p): ends[p] for p in ends})
             upstream = {p: source[p][COMMITTED[p] - 1][0] + 1 for p in range(PARTITIONS)}
             assert group_offsets(a, "billing") == {
                 (TOPIC, p): (upstream[p], f"billing {p}") for p in range(PARTITIONS)
+            }
+            # group -> (records consumed per partition, committed offsets, their metadata)
+            groups = {
+                "billing": (COMMITTED, upstream, "billing {p}"),
+                "billing-positions": (POSITIONS, positions, ""),
+                "billing-caught-up": ({p: PER_PARTITION for p in ends}, ends, ""),
             }
 
             def copied() -> dict[int, list[Record]] | None:
@@ -381,32 +393,31 @@ def test_group_resumes_on_the_target_exactly_after_its_committed_records(
                 assert [r[1:] for r in copies] == [r[1:] for r in source[p]]
                 copy_offset[p] = {r[1]: r[0] for r in copies}
 
-            # The translation of a committed offset: after the copy of the last record the
-            # group consumed, and at the latest at the copy of the next one (the same offset
-            # unless the target holds a marker of the mirror's in between, with exactly-once).
-            # The clusters' offsets differ, so an untranslated offset would be wrong.
-            def expected(consumed: dict[int, int], p: int) -> range:
-                return range(
-                    copy_offset[p][source[p][consumed[p] - 1][1]] + 1,
-                    copy_offset[p][source[p][consumed[p]][1]] + 1,
-                )
-
-            for p in range(PARTITIONS):
-                assert upstream[p] not in expected(COMMITTED, p), p
-                assert positions[p] not in expected(POSITIONS, p), p
             high = high_watermarks(b, REMOTE, PARTITIONS)
             for p in range(PARTITIONS):
                 if exactly_once:  # the mirror's commit markers take offsets on the target
                     assert high[p] > PRE_EXISTING[p] + PER_PARTITION
                 else:
                     assert high[p] == PRE_EXISTING[p] + PER_PARTITION
-                    assert len(expected(COMMITTED, p)) == len(expected(POSITIONS, p)) == 1
 
-            groups = {"billing": (COMMITTED, "billing {p}"), "billing-positions": (POSITIONS, "")}
+            # The translation of a committed offset: after the copy of the last record the
+            # group consumed, and at the latest at the copy of the next one, or the end (the
+            # same offset unless the target holds a marker of the mirror's in between, with
+            # exactly-once). The clusters' offsets differ: an untranslated offset is wrong.
+            def expected(consumed: dict[int, int], p: int) -> range:
+                after = copy_offset[p][source[p][consumed[p] - 1][1]] + 1
+                if consumed[p] == PER_PARTITION:
+                    return range(after, high[p] + 1)
+                return range(after, copy_offset[p][source[p][consumed[p]][1]] + 1)
+
+            for consumed, committed, _ in groups.values():
+                for p in range(PARTITIONS):
+                    assert committed[p] not in expected(consumed, p), (committed, p)
+                    assert exactly_once or len(expected(consumed, p)) == 1
 
             def translated() -> dict[str, dict[int, int]] | None:
                 found = {}
-                for group, (consumed, metadata) in groups.items():
+                for group, (consumed, _, metadata) in groups.items():
                     offsets = group_offsets(b, group)
                     if set(offsets) != {(REMOTE, p) for p in range(PARTITIONS)}:
                         return None
@@ -420,7 +431,7 @@ def test_group_resumes_on_the_target_exactly_after_its_committed_records(
 
             wanted = {
                 group: {p: expected(consumed, p) for p in range(PARTITIONS)}
-                for group, (consumed, _) in groups.items()
+                for group, (consumed, _, _) in groups.items()
             }
             wait_for(
                 f"translated offsets {wanted} on b",
@@ -436,14 +447,12 @@ def test_group_resumes_on_the_target_exactly_after_its_committed_records(
             # MM2's checkpoints on the target: group, remote topic, partition, upstream and
             # downstream offsets, metadata.
             latest = checkpoints(b)
-            for p in range(PARTITIONS):
-                assert latest[("billing", REMOTE, p)] == Checkpoint(
-                    "billing", REMOTE, p, upstream[p], downstream["billing"][p], f"billing {p}"
-                )
-                assert latest[("billing-positions", REMOTE, p)] == Checkpoint(
-                    "billing-positions", REMOTE, p, positions[p], downstream["billing-positions"][p]
-                )
-            assert {key[0] for key in latest} == {"billing", "billing-positions"}
+            for group, (_, committed, metadata) in groups.items():
+                for p in range(PARTITIONS):
+                    assert latest[(group, REMOTE, p)] == Checkpoint(
+                        group, REMOTE, p, committed[p], downstream[group][p], metadata.format(p=p)
+                    )
+            assert {key[0] for key in latest} == set(groups)
 
             # MM2's offset syncs on the source: each pairs a source record with its copy, and
             # every stretch where offsets do not advance together starts with one.
@@ -469,12 +478,13 @@ def test_group_resumes_on_the_target_exactly_after_its_committed_records(
             # The groups on the target: no reset allowed, they must find their offsets; each
             # reads first the copy of the first record it had not committed on the source,
             # then the rest.
-            for group, (consumed, _) in groups.items():
+            for group, (consumed, _, _) in groups.items():
                 resumed = resume(b, group)
                 for p in range(PARTITIONS):
-                    first = source[p][consumed[p]]
-                    assert resumed[p][0][1:] == first[1:], (group, p, resumed[p][0], first)
-                    assert resumed[p][0][1] == key_of(p, consumed[p])
+                    if consumed[p] < PER_PARTITION:
+                        first = source[p][consumed[p]]
+                        assert resumed[p][0][1:] == first[1:], (group, p, resumed[p][0], first)
+                        assert resumed[p][0][1] == key_of(p, consumed[p])
                     assert [r[1:] for r in resumed[p]] == [r[1:] for r in source[p][consumed[p] :]]
 
 
@@ -595,3 +605,26 @@ def test_groups_and_groups_exclude_choose_the_groups() -> None:
                 assert latest[(group, remote, 0)] == Checkpoint(group, remote, 0, offset, offset)
             for group in excluded:
                 assert group_offsets(b, group) == {}
+
+
+def test_without_sync_group_offsets_only_checkpoints_are_written() -> None:
+    topic, remote = "events", "a.events"
+    with Broker() as a, Broker() as b:
+        create_topic(a, topic, 1)
+        producer = Producer({"bootstrap.servers": a.bootstrap})
+        for i in range(100):
+            producer.produce(topic, str(i).encode(), partition=0)
+        assert producer.flush(TIMEOUT) == 0
+        commit_offsets(a, "billing", {(topic, 0): 40})
+        with running_mirror(a, b, sync_group_offsets_enabled=False) as mirror:
+            wait_for(
+                "billing's checkpoint",
+                lambda: (
+                    checkpoints(b).get(("billing", remote, 0))
+                    == Checkpoint("billing", remote, 0, 40, 40)
+                ),
+                mirror,
+            )
+            # Two more sync intervals (1 s) had it been enabled: the target's group has none.
+            time.sleep(2.5)
+            assert group_offsets(b, "billing") == {}
