@@ -602,6 +602,8 @@ class FlowRunner:
         return copied
 
     def _copy_batch(self) -> int:
+        from confluent_kafka import KafkaException
+
         messages = self.consumer.consume(BATCH_SIZE, POLL_TIMEOUT)
         if not messages:
             if self.producer is not None:
@@ -652,6 +654,13 @@ class FlowRunner:
                 )
             except BufferError:
                 self._produce(produce, remote, value, key, partition, timestamp, headers, report)
+            except KafkaException as e:
+                # Refused before sending (the producer's state, the record's size): not copied.
+                self._refused(where, offset, e)
+                if self.exactly_once:
+                    self._abort_batch(messages)
+                    return 0
+                continue
             # after produce() took it: its report comes from a later poll or flush
             report.offsets.append(offset)
             read_upto[where] = offset
@@ -673,6 +682,37 @@ class FlowRunner:
         else:
             self.producer.poll(0)
         return count
+
+    def _refused(self, where: tuple[str, int], offset: int, e: Any) -> None:
+        """A record produce() refused: its partition is read again from its progress (at
+        the next commit with at-least-once, at once with exactly-once)."""
+        error = e.args[0]
+        if error.fatal():
+            raise MirrorError(f"{self.flow.name}: producer: {error.str()}") from None
+        if where not in self.failed:
+            log.warning(
+                "%s: %s[%d] offset %d not copied: %s",
+                self.flow.name,
+                where[0],
+                where[1],
+                offset,
+                error.str(),
+            )
+        self.failed.add(where)
+
+    def _abort_batch(self, messages: list[Any]) -> None:
+        """Exactly-once: abort the open transaction and read every partition of the polled
+        batch again (those not produced yet too: the consumer has moved past them)."""
+        self._end_transaction(commit=False)
+        self.metrics.transactions.labels(*self._labels, "aborted").inc()
+        self._batch_records.clear()
+        self._rewind(
+            {
+                (message.topic(), message.partition())
+                for message in messages
+                if message.error() is None and message.topic() in self.remote
+            }
+        )
 
     def _produce(self, produce: Any, *args: Any) -> None:
         topic, value, key, partition, timestamp, headers, callback = args
