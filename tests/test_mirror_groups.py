@@ -13,6 +13,7 @@ without sync.group.offsets.enabled only checkpoints are written.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -304,8 +305,14 @@ def consume_and_commit(broker: Broker, group: str) -> dict[int, list[Record]]:
 
 
 def resume(broker: Broker, group: str) -> dict[int, list[Record]]:
-    """What a consumer of `group` subscribed to the remote topic reads, from the group's
-    committed offsets (auto.offset.reset=error: it may not start anywhere else), to the end."""
+    return resume_topic(broker, group, REMOTE, PARTITIONS)
+
+
+def resume_topic(
+    broker: Broker, group: str, topic: str, partitions: int
+) -> dict[int, list[Record]]:
+    """What a consumer of `group` subscribed to `topic` reads, from the group's committed
+    offsets (auto.offset.reset=error: it may not start anywhere else), to the end."""
     consumer = Consumer(
         {
             "bootstrap.servers": broker.bootstrap,
@@ -315,12 +322,12 @@ def resume(broker: Broker, group: str) -> dict[int, list[Record]]:
             "enable.partition.eof": True,
         }
     )
-    resumed: dict[int, list[Record]] = {p: [] for p in range(PARTITIONS)}
-    consumer.subscribe([REMOTE])
+    resumed: dict[int, list[Record]] = {p: [] for p in range(partitions)}
+    consumer.subscribe([topic])
     at_end: set[int] = set()
     deadline = time.monotonic() + TIMEOUT
     try:
-        while len(at_end) < PARTITIONS:
+        while len(at_end) < partitions:
             assert time.monotonic() < deadline, {p: len(r) for p, r in resumed.items()}
             for message in consumer.consume(500, 0.5):
                 error = message.error()
@@ -628,3 +635,108 @@ def test_without_sync_group_offsets_only_checkpoints_are_written() -> None:
             # Two more sync intervals (1 s) had it been enabled: the target's group has none.
             time.sleep(2.5)
             assert group_offsets(b, "billing") == {}
+
+
+def test_groups_resume_exactly_after_the_mirror_was_killed_twice() -> None:
+    """SIGKILLed twice mid-copy, the mirror copies again what came after its stored progress
+    (at least once: the target holds those records twice). Groups that committed anywhere,
+    before, inside or after the stretches copied twice, or at the end, resume at the copy of
+    their first uncommitted record (translated through the latest run's offset syncs), read
+    nothing they had committed, and miss nothing."""
+    topic, remote, partitions, at_least = "payments", "a.payments", 2, 12_000
+    # records each group consumed per partition (and one that consumed everything)
+    consumed = (1, 500, 2_000, 3_500, 5_000, 6_500, 8_000, 9_500, 11_000)
+    with Broker() as a, Broker() as b:
+        create_topic(a, topic, partitions)
+        # progress stored every second: a kill loses up to a second of it, copied again
+        with running_mirror(a, b, offset_flush_interval_ms=1000) as mirror:
+            done, stop = threading.Event(), threading.Event()
+            failure: list[BaseException] = []
+
+            def produce() -> None:  # 150 records a partition every 50 ms or so, until told
+                try:
+                    producer = Producer({"bootstrap.servers": a.bootstrap, "linger.ms": 5})
+                    start = 0
+                    while start < at_least or not stop.is_set():
+                        for p in range(partitions):
+                            for i in range(start, start + 150):
+                                producer.produce(topic, b"x" * 20, f"{p}-{i:05d}", partition=p)
+                        assert producer.flush(TIMEOUT) == 0
+                        start += 150
+                        time.sleep(0.05)
+                except BaseException as e:
+                    failure.append(e)
+                finally:
+                    done.set()
+
+            thread = threading.Thread(target=produce)
+            thread.start()
+            try:
+                for _ in range(2):
+                    before = sum(high_watermarks(b, remote, partitions).values())
+                    wait_for(
+                        "more records copied",
+                        lambda before=before: (
+                            sum(high_watermarks(b, remote, partitions).values()) > before + 2_000
+                        ),
+                        mirror,
+                    )
+                    time.sleep(1.2)  # some progress stored by this run, some not yet
+                    mirror.kill()
+                    mirror.start()
+            finally:
+                stop.set()
+                thread.join(TIMEOUT)
+            assert done.is_set() and not failure, failure
+            source = read_all(a, topic, partitions)
+            per_partition = len(source[0])
+            assert per_partition >= at_least
+            assert all(len(source[p]) == per_partition for p in source)
+
+            def everything_copied() -> dict[int, list[Record]] | None:
+                copies = read_all(b, remote, partitions)
+                for p in range(partitions):
+                    if {r[1] for r in copies[p]} != {r[1] for r in source[p]}:
+                        return None
+                return copies
+
+            target = wait_for("everything copied", everything_copied, mirror)
+            duplicates = sum(len(target[p]) - per_partition for p in target)
+            assert duplicates > 0, "no record copied twice: the kills did not test anything"
+
+            groups = {f"g{n}": n for n in (*consumed, per_partition)}
+            for group, n in groups.items():
+                commit_offsets(a, group, {(topic, p): source[p][n - 1][0] + 1 for p in source})
+
+            def settled() -> dict[str, dict[tuple[str, int], tuple[int, str]]] | None:
+                # every group at its latest checkpoint on the target, twice in a row 1.5 s apart
+                def snapshot() -> dict[str, dict[tuple[str, int], tuple[int, str]]] | None:
+                    latest = checkpoints(b)
+                    found = {group: group_offsets(b, group) for group in groups}
+                    for group in groups:
+                        for p in range(partitions):
+                            checkpoint = latest.get((group, remote, p))
+                            if checkpoint is None or found[group].get((remote, p)) != (
+                                checkpoint.downstream_offset,
+                                "",
+                            ):
+                                return None
+                    return found
+
+                first = snapshot()
+                if first is None:
+                    return None
+                time.sleep(1.5)
+                return first if snapshot() == first else None
+
+            wait_for("groups translated", settled, mirror, timeout=60)
+            for group, n in groups.items():
+                resumed = resume_topic(b, group, remote, partitions)
+                for p in range(partitions):
+                    keys = [r[1] for r in resumed[p]]
+                    wanted = [r[1] for r in source[p][n:]]
+                    # the first record not committed first, then everything after it in
+                    # order (some twice), nothing committed before
+                    assert keys[:1] == wanted[:1], (group, p, keys[:3], wanted[:3])
+                    assert set(keys) == set(wanted), (group, p)
+                    assert list(dict.fromkeys(keys)) == wanted, (group, p)
