@@ -443,18 +443,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_waiting(mirror: Mirror) -> int:
+    """Start the mirror without waiting for its ready line; once it logs that it waits for
+    cluster a, the log's offset where this run began."""
+    offset = mirror.log_path.stat().st_size if mirror.log_path.exists() else 0
+    began = time.monotonic()
+    mirror.start(wait=False)
+    while "waiting for cluster a" not in mirror.log_text(offset=offset):
+        assert mirror.running, mirror.log_text()
+        assert time.monotonic() < began + TIMEOUT, mirror.log_text()
+        time.sleep(0.1)
+    return offset
+
+
 def test_mirror_waits_for_its_source_cluster() -> None:
     port = free_port()
     with Broker() as b:
         mirror = Mirror(properties(f"127.0.0.1:{port}", b))
         try:
-            mirror.start(wait=False)
-            deadline = time.monotonic() + TIMEOUT
-            while "waiting for cluster a" not in mirror.log_text():
-                assert mirror.running, mirror.log_text()
-                assert time.monotonic() < deadline, mirror.log_text()
-                time.sleep(0.1)
-            assert not READY_LINE.search(mirror.log_text())
+            # SIGTERM while it waits: it stops at once.
+            start_waiting(mirror)
+            stopping = time.monotonic()
+            assert mirror.stop() == 0
+            stop_seconds = time.monotonic() - stopping
+            assert stop_seconds < 5, stop_seconds
+            offset = start_waiting(mirror)
+            time.sleep(1)
+            assert mirror.running and not READY_LINE.search(mirror.log_text(offset=offset))
             with Broker(config={"listeners": f"PLAINTEXT://127.0.0.1:{port}"}) as a:
                 began = time.monotonic()
                 create_topics(a.bootstrap, ("late",))
@@ -465,14 +480,17 @@ def test_mirror_waits_for_its_source_cluster() -> None:
                 source = source_records(a.bootstrap, ("late",))
                 target = wait_copied(source, b.bootstrap)
                 waited = time.monotonic() - began
-                assert READY_LINE.search(mirror.log_text())
+                assert READY_LINE.search(mirror.log_text(offset=offset))
                 assert check_all_at_least_once(source, target) == 0
                 assert mirror.stop() == 0
                 assert_clean_logs(a, b)
             assert_no_traceback(mirror)
         finally:
             mirror.close()
-    print(f"waiting mirror: {sent} records copied {waited:.1f} s after the source started")
+    print(
+        f"waiting mirror: stopped in {stop_seconds:.2f} s while waiting; {sent} records "
+        f"copied {waited:.1f} s after the source started"
+    )
 
 
 def test_sigterm_under_load_stores_progress(brokers: tuple[Broker, Broker]) -> None:

@@ -52,6 +52,8 @@ POLL_TIMEOUT = 0.1
 # How long an admin request or a flush may take before the flow retries later.
 REQUEST_TIMEOUT = 15.0
 RETRY_BACKOFF = 5.0
+# One probe of a cluster the mirror waits for at start (SIGTERM is seen between probes).
+WAIT_PROBE_TIMEOUT = 1.0
 # The same read error of a partition is logged at most this often (seconds).
 ERROR_LOG_INTERVAL = 60.0
 
@@ -269,18 +271,26 @@ class FlowRunner:
         from confluent_kafka import KafkaException
 
         waited = False
+        next_log = 0.0
         while not self.should_stop():
+            # Probes of a second, not REQUEST_TIMEOUT: against a cluster that is down, a
+            # probe waits its whole timeout, which kept SIGTERM waiting 15 s and the
+            # "waiting" line unsaid as long. librdkafka goes on connecting between probes.
+            began = time.monotonic()
             try:
-                admin.list_topics(timeout=REQUEST_TIMEOUT)
+                admin.list_topics(timeout=WAIT_PROBE_TIMEOUT)
                 if waited:
                     log.info("%s: cluster %s is reachable", self.flow.name, alias)
                 return
             except KafkaException as e:
-                log.warning(
-                    "%s: waiting for cluster %s: %s", self.flow.name, alias, e.args[0].str()
-                )
+                now = time.monotonic()
+                if now >= next_log:
+                    log.warning(
+                        "%s: waiting for cluster %s: %s", self.flow.name, alias, e.args[0].str()
+                    )
+                    next_log = now + RETRY_BACKOFF
                 waited = True
-                self._sleep(RETRY_BACKOFF)
+                self._sleep(began + WAIT_PROBE_TIMEOUT - now)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
