@@ -182,7 +182,12 @@ class FlowRunner:
         if error.fatal():
             log.error("%s: %s cluster: fatal: %s", self.flow.name, side, error.str())
         elif error.code() not in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
-            log.warning("%s: %s cluster: %s", self.flow.name, side, error.str())
+            # Once a minute per error: librdkafka reports a refused login at every retry.
+            where = ("client", side, error.code())
+            now = self.clock()
+            if now >= self._error_logged.get(where, 0.0):
+                self._error_logged[where] = now + ERROR_LOG_INTERVAL
+                log.warning("%s: %s cluster: %s", self.flow.name, side, error.str())
 
     def _make(self, factory: Any, side: str, role: str, **fixed: Any) -> Any:
         from confluent_kafka import KafkaException
@@ -283,6 +288,9 @@ class FlowRunner:
                     log.info("%s: cluster %s is reachable", self.flow.name, alias)
                 return
             except KafkaException as e:
+                # An AdminClient hands its errors (a refused login ...) to error_cb only
+                # when polled: the reason, logged before the line saying what waits.
+                admin.poll(0)
                 now = time.monotonic()
                 if now >= next_log:
                     log.warning(
