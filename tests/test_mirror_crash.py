@@ -438,9 +438,18 @@ def wait_until_copied_beyond(bootstrap: str, offsets: int) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range: nothing that binds port 0 or connects out
+    (every other broker and client) takes it between now and the source's start."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port between 20000 and 32000")
 
 
 def start_waiting(mirror: Mirror) -> int:
