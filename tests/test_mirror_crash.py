@@ -531,3 +531,40 @@ def test_sigterm_under_load_stores_progress(brokers: tuple[Broker, Broker]) -> N
         f"SIGTERM: stopped in {stop_seconds:.2f} s with {copied_before} records copied and "
         f"stored, {sent} in all, none copied twice"
     )
+
+
+@pytest.mark.parametrize(
+    ("exactly_once", "down"),
+    [(False, "target"), (True, "target"), (False, "source")],
+    ids=["at-least-once-target-down", "exactly-once-target-down", "at-least-once-source-down"],
+)
+def test_sigterm_while_a_cluster_is_down(exactly_once: bool, down: str) -> None:
+    """A cluster that went away under load must not hold SIGTERM up: every wait on it is
+    cut in slices that look for the stop (a Kubernetes pod has 30 s before its SIGKILL)."""
+    with Broker() as a, Broker() as b:
+        create_topics(a.bootstrap, ("orders",))
+        producer = SourceProducer(a.bootstrap, ("orders",))
+        producer.start()
+        settings: dict[str, object] = {
+            "sync.group.offsets.enabled": True,
+            "sync.group.offsets.interval.seconds": 1,
+        }
+        if exactly_once:
+            settings["exactly.once.support"] = "enabled"
+        with Mirror(properties(a, b, **settings)) as mirror:
+            time.sleep(2)
+            (b if down == "target" else a).kill()
+            time.sleep(3)  # the mirror's flushes, commits and admin calls now wait on it
+            stopping = time.monotonic()
+            assert mirror.stop() == 0
+            stop_seconds = time.monotonic() - stopping
+            assert_no_traceback(mirror)
+        producer._halt.set()
+        producer.join(TIMEOUT)
+        # Its records for the dead broker: dropped, and the client closed, not left
+        # reconnecting to it for the rest of the session.
+        producer.producer.purge()
+        producer.producer.flush(0)
+        del producer
+    assert stop_seconds < 15, stop_seconds
+    print(f"SIGTERM with the {down} down: stopped in {stop_seconds:.1f} s")

@@ -54,6 +54,12 @@ REQUEST_TIMEOUT = 15.0
 RETRY_BACKOFF = 5.0
 # One probe of a cluster the mirror waits for at start (SIGTERM is seen between probes).
 WAIT_PROBE_TIMEOUT = 1.0
+# Slices of the waits on a cluster, and how long a flush may take once stopping (seconds).
+WAIT_SLICE = 0.5
+STOP_FLUSH_TIMEOUT = 2.0
+# One attempt of init/commit/abort_transaction; a timed-out one is retried (librdkafka
+# resumes it), so this bounds only how late a stop is seen.
+TRANSACTION_CALL_TIMEOUT = 5.0
 # The same read error of a partition is logged at most this often (seconds).
 ERROR_LOG_INTERVAL = 60.0
 
@@ -236,7 +242,7 @@ class FlowRunner:
         if self.exactly_once:
             self._retrying(
                 "fence the previous mirror",
-                lambda: self.producer.init_transactions(REQUEST_TIMEOUT),
+                lambda: self.producer.init_transactions(TRANSACTION_CALL_TIMEOUT),
             )
         self._load_stored_offsets()
         self.consumer = self._make(
@@ -299,6 +305,49 @@ class FlowRunner:
                     next_log = now + RETRY_BACKOFF
                 waited = True
                 self._sleep(began + WAIT_PROBE_TIMEOUT - now)
+
+    # Waits on a cluster are cut in slices of WAIT_SLICE, so that a stop is seen while a
+    # cluster is down: SIGTERM must end the mirror within seconds, not after each blocked
+    # call's whole timeout. While stopping, a flush still gets STOP_FLUSH_TIMEOUT, enough
+    # for clusters that answer to acknowledge what is in flight.
+
+    def _flush(self, producer: Any, timeout: float = REQUEST_TIMEOUT) -> int:
+        """producer.flush, stop-aware; the number of messages still in flight."""
+        began = time.monotonic()
+        while True:
+            remaining = producer.flush(WAIT_SLICE)
+            if remaining == 0:
+                return 0
+            limit = min(timeout, STOP_FLUSH_TIMEOUT) if self.should_stop() else timeout
+            if time.monotonic() - began >= limit:
+                return remaining
+
+    def _result(self, future: Any, timeout: float = REQUEST_TIMEOUT + 5) -> Any:
+        """An admin future's result, stop-aware: TimeoutError when it takes too long or
+        the mirror is stopping."""
+        import concurrent.futures
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return future.result(timeout=WAIT_SLICE)
+            except concurrent.futures.TimeoutError:
+                if self.should_stop():
+                    raise TimeoutError("no answer before the mirror stopped") from None
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"no answer within {timeout:g} s") from None
+
+    def _metadata(self, client: Any, topic: str | None = None) -> Any:
+        """A Metadata answer (list_topics), stop-aware; KafkaException when none came."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        while True:
+            try:
+                return client.list_topics(topic, timeout=WAIT_SLICE)
+            except KafkaException:
+                if self.should_stop() or time.monotonic() >= deadline:
+                    raise
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -380,7 +429,7 @@ class FlowRunner:
         futures = admin.create_topics(topics, request_timeout=REQUEST_TIMEOUT)
         for name, future in futures.items():
             try:
-                future.result(timeout=REQUEST_TIMEOUT + 5)
+                self._result(future)
                 exist.append(name)
                 log.info("%s: created %s on %s", self.flow.name, name, alias)
             except KafkaException as e:
@@ -424,7 +473,7 @@ class FlowRunner:
     def _load_stored_offsets(self) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        metadata = self.target_admin.list_topics(self.offsets_topic, timeout=REQUEST_TIMEOUT)
+        metadata = self._metadata(self.target_admin, self.offsets_topic)
         topic = metadata.topics.get(self.offsets_topic)
         count = len(topic.partitions) if topic is not None and topic.error is None else 0
         if count == 0:
@@ -478,8 +527,8 @@ class FlowRunner:
 
         flow = self.flow
         try:
-            source_topics = self.source_admin.list_topics(timeout=REQUEST_TIMEOUT).topics
-            target_topics = self.target_admin.list_topics(timeout=REQUEST_TIMEOUT).topics
+            source_topics = self._metadata(self.source_admin).topics
+            target_topics = self._metadata(self.target_admin).topics
         except KafkaException as e:
             log.warning("%s: cannot list topics: %s", flow.name, e.args[0].str())
             return
@@ -508,7 +557,7 @@ class FlowRunner:
                 grown, request_timeout=REQUEST_TIMEOUT
             ).items():
                 try:
-                    future.result(timeout=REQUEST_TIMEOUT + 5)
+                    self._result(future)
                     log.info("%s: added partitions to %s on %s", flow.name, name, flow.target)
                 except Exception as e:
                     log.warning("%s: cannot add partitions to %s: %s", flow.name, name, e)
@@ -550,7 +599,7 @@ class FlowRunner:
         from confluent_kafka import KafkaException
 
         try:
-            metadata = self.producer.list_topics(remote, timeout=REQUEST_TIMEOUT)
+            metadata = self._metadata(self.producer, remote)
         except KafkaException as e:
             log.warning("%s: cannot read the metadata of %s: %s", self.flow.name, remote, e)
             return False
@@ -563,9 +612,11 @@ class FlowRunner:
 
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
         try:
-            entries = self.source_admin.describe_configs(
-                [resource], request_timeout=REQUEST_TIMEOUT
-            )[resource].result(timeout=REQUEST_TIMEOUT + 5)
+            entries = self._result(
+                self.source_admin.describe_configs([resource], request_timeout=REQUEST_TIMEOUT)[
+                    resource
+                ]
+            )
         except Exception as e:
             log.warning("%s: cannot describe the configs of %s: %s", self.flow.name, topic, e)
             return {}
@@ -604,7 +655,7 @@ class FlowRunner:
         )
         for resource, future in futures.items():
             try:
-                future.result(timeout=REQUEST_TIMEOUT + 5)
+                self._result(future)
             except Exception as e:
                 log.warning(
                     "%s: cannot sync the configs of %s: %s", self.flow.name, resource.name, e
@@ -834,7 +885,7 @@ class FlowRunner:
                 sync.key(),
                 partial(delivered, sync),
             )
-        remaining = self.sync_producer.flush(REQUEST_TIMEOUT)
+        remaining = self._flush(self.sync_producer)
         if failed or remaining:
             log.warning(
                 "%s: offset syncs not written to %s yet: %s",
@@ -875,7 +926,7 @@ class FlowRunner:
             )
         committed = False
         try:
-            remaining = self.producer.flush(REQUEST_TIMEOUT)
+            remaining = self._flush(self.producer)
             if (
                 remaining == 0
                 and not (self.failed & first_offsets.keys())
@@ -911,9 +962,9 @@ class FlowRunner:
         while True:
             try:
                 if commit:
-                    self.producer.commit_transaction(REQUEST_TIMEOUT)
+                    self.producer.commit_transaction(TRANSACTION_CALL_TIMEOUT)
                 else:
-                    self.producer.abort_transaction(REQUEST_TIMEOUT)
+                    self.producer.abort_transaction(TRANSACTION_CALL_TIMEOUT)
                 return True
             except KafkaException as e:
                 error = e.args[0]
@@ -967,7 +1018,7 @@ class FlowRunner:
         if self.exactly_once:
             self._write_offset_syncs(True)
             return
-        remaining = self.producer.flush(REQUEST_TIMEOUT)
+        remaining = self._flush(self.producer)
         self._account_batch()
         if remaining:
             log.warning(
@@ -999,7 +1050,7 @@ class FlowRunner:
                 delivered,
             )
         if changed:
-            left = self.aux_producer.flush(REQUEST_TIMEOUT)
+            left = self._flush(self.aux_producer)
             if errors or left:
                 log.warning(
                     "%s: progress not stored in %s: %s",
@@ -1029,9 +1080,9 @@ class FlowRunner:
         for the topics this flow copies, and write the ones that changed as checkpoints."""
         self._read_offset_syncs()
         try:
-            listing = self.source_admin.list_consumer_groups(
-                request_timeout=REQUEST_TIMEOUT
-            ).result(timeout=REQUEST_TIMEOUT + 5)
+            listing = self._result(
+                self.source_admin.list_consumer_groups(request_timeout=REQUEST_TIMEOUT)
+            )
         except Exception as e:
             log.warning("%s: cannot list the groups of %s: %s", self.flow.name, self.flow.source, e)
             return
@@ -1063,7 +1114,7 @@ class FlowRunner:
                 latest[(remote, partition)] = checkpoint
                 written += 1
         if written:
-            left = self.aux_producer.flush(REQUEST_TIMEOUT)
+            left = self._flush(self.aux_producer)
             if left:
                 log.warning("%s: %d checkpoints not yet written", self.flow.name, left)
             self.metrics.checkpoints.labels(*self._labels).inc(written)
@@ -1077,7 +1128,7 @@ class FlowRunner:
             futures = admin.list_consumer_group_offsets(
                 [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT
             )
-            answer = futures[group].result(timeout=REQUEST_TIMEOUT + 5)
+            answer = self._result(futures[group])
         except Exception as e:
             log.warning("%s: cannot read the offsets of group %s: %s", self.flow.name, group, e)
             return None
@@ -1106,7 +1157,7 @@ class FlowRunner:
         synced = 0
         for group in groups:
             try:
-                state = descriptions[group].result(timeout=REQUEST_TIMEOUT + 5).state
+                state = self._result(descriptions[group]).state
             except Exception as e:
                 log.warning(
                     "%s: cannot describe group %s on %s: %s",
@@ -1143,9 +1194,12 @@ class FlowRunner:
             if not updates:
                 continue
             try:
-                self.target_admin.alter_consumer_group_offsets(
-                    [ConsumerGroupTopicPartitions(group, updates)], request_timeout=REQUEST_TIMEOUT
-                )[group].result(timeout=REQUEST_TIMEOUT + 5)
+                self._result(
+                    self.target_admin.alter_consumer_group_offsets(
+                        [ConsumerGroupTopicPartitions(group, updates)],
+                        request_timeout=REQUEST_TIMEOUT,
+                    )[group]
+                )
                 synced += len(updates)
                 log.info(
                     "%s: group %s on %s moved to translated offsets: %s",
@@ -1242,5 +1296,5 @@ class FlowRunner:
                     client.close()
             for producer in (self.producer, self.aux_producer, self.sync_producer):
                 if producer is not None:
-                    producer.flush(REQUEST_TIMEOUT)
+                    self._flush(producer)
             self.consumer = self.sync_consumer = None
