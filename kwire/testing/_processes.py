@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import shutil
+import signal
 import subprocess
 import threading
+from pathlib import Path
+from typing import Self
 
 _lock = threading.Lock()
 _started: set[subprocess.Popen[bytes]] = set()
@@ -35,3 +39,77 @@ def _kill_leftovers() -> None:
     for process in leftovers:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(10)
+
+
+class Service:
+    """What Broker, Cluster and Mirror share: start() in a `with` block, close() on leaving
+    it (stop(), then the directory removed if it was a temp dir of the object's own)."""
+
+    directory: Path
+    _own_directory: bool
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop, and remove the directory if it was a temp dir of this object's."""
+        self.stop()
+        if self._own_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # no `with` body, no __exit__: the temp dir would stay
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ProcessService(Service):
+    """A Service that is one subprocess: stop() is SIGTERM (a clean shutdown), kill()
+    SIGKILL (a crash), restart() stop() then start()."""
+
+    process: subprocess.Popen[bytes] | None
+    stop_timeout: float
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait; SIGKILL if it takes longer than stop_timeout. The exit code
+        (0: clean), None if it was not running."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait(self.stop_timeout)
+        self.process = None
+        untrack(process)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed or closed."""
+        process = self.process
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            process.wait(self.stop_timeout)
+            self.process = None
+            untrack(process)
+
+    def restart(self) -> Self:
+        """Stop (if running) and start again, with the same directory (and ports)."""
+        self.stop()
+        return self.start()

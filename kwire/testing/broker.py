@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kwire.testing._processes import track, untrack
+from kwire.testing._processes import ProcessService, track, untrack
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -58,7 +56,7 @@ def config_value(value: object) -> str:
     return str(value)
 
 
-class Broker:
+class Broker(ProcessService):
     """A kwire broker subprocess on 127.0.0.1, for tests.
 
         with Broker() as broker:
@@ -127,10 +125,6 @@ class Broker:
             if name != "http":
                 return address
         raise RuntimeError("the broker has not started (no listener bound yet)")
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -207,54 +201,6 @@ class Broker:
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
-
-    def stop(self) -> int | None:
-        """SIGTERM (a clean shutdown) and wait; SIGKILL if it takes longer than
-        stop_timeout. The exit code (0: clean), None if it was not running."""
-        process = self.process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            code = process.wait(self.stop_timeout)
-        self.process = None
-        untrack(process)
-        return code
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, nothing flushed or closed."""
-        process = self.process
-        if process is not None:
-            if process.poll() is None:
-                process.kill()
-            process.wait(self.stop_timeout)
-            self.process = None
-            untrack(process)
-
-    def restart(self) -> Broker:
-        """Stop (if running) and start again with the same data dir and ports."""
-        self.stop()
-        return self.start()
-
-    def close(self) -> None:
-        """Stop, and remove the directory if it was a temp dir of this Broker's."""
-        self.stop()
-        if self._own_directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> Broker:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()  # no `with` body, no __exit__: the temp dir would stay
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = self.bootstrap if self.listeners else "not started"

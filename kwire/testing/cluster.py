@@ -12,7 +12,6 @@ never meet. Standard library only.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import struct
 import tempfile
@@ -22,6 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from kwire.testing._processes import Service
 from kwire.testing.broker import Broker
 from kwire.testing.zookeeper import ZooKeeperServer
 
@@ -46,7 +46,7 @@ def cluster_defaults(size: int) -> dict[str, str]:
     }
 
 
-class Cluster:
+class Cluster(Service):
     """`size` kwire broker processes coordinated through ZooKeeper.
 
     `zookeeper`: a connect string (`host:port`) of a running ZooKeeper, or a
@@ -150,22 +150,6 @@ class Cluster:
         run_parallel([b.stop for b in self.brokers])
         if self._own_zookeeper is not None:
             self._own_zookeeper.stop()
-
-    def close(self) -> None:
-        """Stop, and remove the directory if it was a temp dir of this Cluster's."""
-        self.stop()
-        if self._own_directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> Cluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()  # no `with` body, no __exit__: the temp dir would stay
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<kwire.testing.Cluster {self.bootstrap or 'not started'}>"

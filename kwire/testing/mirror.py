@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kwire.testing._processes import track, untrack
+from kwire.testing._processes import ProcessService, track, untrack
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -67,7 +65,7 @@ def mirror_properties(
     return properties
 
 
-class Mirror:
+class Mirror(ProcessService):
     """A `kwire mirror` subprocess. start() waits for its ready line; stop() is SIGTERM (the
     progress is stored), kill() SIGKILL (a crash), restart() starts it again with the same
     properties (and the same log file, appended)."""
@@ -95,10 +93,6 @@ class Mirror:
         self.process: subprocess.Popen[bytes] | None = None
         self.metrics_url: str | None = None
         self.start_seconds: list[float] = []
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def write_properties(self) -> None:
         self.config_path.write_text(
@@ -154,51 +148,6 @@ class Mirror:
         untrack(self.process)
         self.process = None
         return code
-
-    def stop(self) -> int | None:
-        """SIGTERM and wait (SIGKILL after stop_timeout); the exit code, 0 when clean."""
-        process = self.process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            code = process.wait(self.stop_timeout)
-        self.process = None
-        untrack(process)
-        return code
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, nothing flushed or stored."""
-        process = self.process
-        if process is not None:
-            if process.poll() is None:
-                process.kill()
-            process.wait(self.stop_timeout)
-            self.process = None
-            untrack(process)
-
-    def restart(self) -> Mirror:
-        self.stop()
-        return self.start()
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> Mirror:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def log_text(self, tail: int | None = None, offset: int = 0) -> str:
         try:
