@@ -35,8 +35,8 @@ def register(commands: Any) -> None:
 def run_mirror_command(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
+    from kwire.mirror.clients import MirrorError
     from kwire.mirror.config import MirrorConfigError, parse_mirror_config
-    from kwire.mirror.flow import MirrorError
     from kwire.mirror.runner import run_mirror
 
     try:

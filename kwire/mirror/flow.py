@@ -29,13 +29,12 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+from kwire.mirror.checkpoints import GroupCheckpoints
+from kwire.mirror.clients import REQUEST_TIMEOUT, FlowClients, MirrorError
 from kwire.mirror.config import Flow
 from kwire.mirror.metrics import MirrorMetrics
 from kwire.mirror.offsets import (
-    Checkpoint,
-    MalformedRecord,
     OffsetSync,
-    OffsetSyncStore,
     PartitionSyncState,
     decode_source_offset,
     source_offset_key,
@@ -49,23 +48,9 @@ log = logging.getLogger("kwire.mirror")
 # per second than 5,000 with exactly-once, the same without (bench/mirror.py).
 BATCH_SIZE = 20_000
 POLL_TIMEOUT = 0.1
-# How long an admin request or a flush may take before the flow retries later.
-REQUEST_TIMEOUT = 15.0
-RETRY_BACKOFF = 5.0
-# One probe of a cluster the mirror waits for at start (SIGTERM is seen between probes).
-WAIT_PROBE_TIMEOUT = 1.0
-# Slices of the waits on a cluster, and how long a flush may take once stopping (seconds).
-WAIT_SLICE = 0.5
-STOP_FLUSH_TIMEOUT = 2.0
 # One attempt of init/commit/abort_transaction; a timed-out one is retried (librdkafka
 # resumes it), so this bounds only how late a stop is seen.
 TRANSACTION_CALL_TIMEOUT = 5.0
-# The same read error of a partition is logged at most this often (seconds).
-ERROR_LOG_INTERVAL = 60.0
-
-
-class MirrorError(Exception):
-    """The flow cannot go on (a fenced transactional producer, a refused configuration)."""
 
 
 class _Deliveries:
@@ -133,21 +118,19 @@ class FlowRunner:
         self.failed: set[tuple[str, int]] = set()
         self.sync_states: dict[tuple[str, int], PartitionSyncState] = {}
         self.pending_syncs: list[OffsetSync] = []
-        self.sync_store = OffsetSyncStore()
-        # group -> {(remote topic, partition): checkpoint} last written
-        self.checkpoints: dict[str, dict[tuple[str, int], Checkpoint]] = {}
         self.copied_records = 0
         self._batch_records: dict[str, list[int]] = {}
         # (source topic, partition) -> the on_delivery of its records in flight
         self._deliveries: dict[tuple[str, int], _Deliveries] = {}
         self._newest_timestamp_ms = 0
-        self._error_logged: dict[tuple[Any, ...], float] = {}
 
         self.consumer: Any = None
         self.producer: Any = None
         self.aux_producer: Any = None
         self.sync_producer: Any = None
         self.sync_consumer: Any = None
+        self.group_checkpoints: GroupCheckpoints | None = None
+        self.clients = FlowClients(flow, should_stop, clock)
         self.source_admin: Any = None
         self.target_admin: Any = None
 
@@ -162,49 +145,6 @@ class FlowRunner:
         }
         self._progress_mark = (now, 0)
 
-    # ---------------------------------------------------------------- clients
-
-    def _client_config(self, side: str, role: str, **fixed: Any) -> dict[str, Any]:
-        from kwire.cli.common import librdkafka_config
-
-        clients = self.flow.source_clients if side == "source" else self.flow.target_clients
-        config: dict[str, Any] = {"client.id": f"kwire-mirror-{self.flow.name}-{role}"}
-        config.update(librdkafka_config(clients[role]))
-        # librdkafka's own log lines repeat what error_cb reports (and the mirror logs).
-        config.setdefault("log_level", 0)
-        if role == "consumer":
-            # librdkafka (>= 2.4) stops fetching for fetch.queue.backoff.ms (1 s by default)
-            # whenever its queue is over queued.min.messages: the copy loop drains slower than
-            # a fetch fills, so the default turns copying into a series of pauses (a mirror
-            # copied 100k records/s with it, 200k+ with 10 ms: bench/mirror.py).
-            config.setdefault("fetch.queue.backoff.ms", 10)
-        config["error_cb"] = partial(self._client_error, side)
-        config.update(fixed)
-        return config
-
-    def _client_error(self, side: str, error: Any) -> None:
-        from confluent_kafka import KafkaError
-
-        if error.fatal():
-            log.error("%s: %s cluster: fatal: %s", self.flow.name, side, error.str())
-        elif error.code() not in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
-            # Once a minute per error: librdkafka reports a refused login at every retry.
-            where = ("client", side, error.code())
-            now = self.clock()
-            if now >= self._error_logged.get(where, 0.0):
-                self._error_logged[where] = now + ERROR_LOG_INTERVAL
-                log.warning("%s: %s cluster: %s", self.flow.name, side, error.str())
-
-    def _make(self, factory: Any, side: str, role: str, **fixed: Any) -> Any:
-        from confluent_kafka import KafkaException
-
-        try:
-            return factory(self._client_config(side, role, **fixed))
-        except (KafkaException, ValueError, TypeError) as e:
-            reason = e.args[0].str() if e.args and hasattr(e.args[0], "str") else str(e)
-            cluster = self.flow.source if side == "source" else self.flow.target
-            raise MirrorError(f"{self.flow.name}: {cluster} {role} settings: {reason}") from None
-
     # ---------------------------------------------------------------- start
 
     def start(self) -> None:
@@ -214,10 +154,10 @@ class FlowRunner:
         from confluent_kafka.admin import AdminClient
 
         flow = self.flow
-        self.source_admin = self._make(AdminClient, "source", "admin")
-        self.target_admin = self._make(AdminClient, "target", "admin")
-        self._wait_for(self.source_admin, flow.source)
-        self._wait_for(self.target_admin, flow.target)
+        self.source_admin = self.clients.make(AdminClient, "source", "admin")
+        self.target_admin = self.clients.make(AdminClient, "target", "admin")
+        self.clients.wait_for(self.source_admin, flow.source)
+        self.clients.wait_for(self.target_admin, flow.target)
         if self.should_stop():
             return
 
@@ -231,21 +171,21 @@ class FlowRunner:
         }
         if self.exactly_once:
             producer_settings["transactional.id"] = f"kwire-mirror-{flow.name}"
-        self.producer = self._make(Producer, "target", "producer", **producer_settings)
-        self.aux_producer = self._make(
+        self.producer = self.clients.make(Producer, "target", "producer", **producer_settings)
+        self.aux_producer = self.clients.make(
             Producer, "target", "producer", **{"enable.idempotence": True, "acks": "all"}
         )
         if self.emit_offset_syncs:
-            self.sync_producer = self._make(
+            self.sync_producer = self.clients.make(
                 Producer, "source", "producer", **{"enable.idempotence": True, "acks": "all"}
             )
         if self.exactly_once:
-            self._retrying(
+            self.clients.retrying(
                 "fence the previous mirror",
                 lambda: self.producer.init_transactions(TRANSACTION_CALL_TIMEOUT),
             )
         self._load_stored_offsets()
-        self.consumer = self._make(
+        self.consumer = self.clients.make(
             Consumer,
             "source",
             "consumer",
@@ -258,7 +198,7 @@ class FlowRunner:
             },
         )
         if self.emit_checkpoints:
-            self.sync_consumer = self._make(
+            self.sync_consumer = self.clients.make(
                 Consumer,
                 "source",
                 "consumer",
@@ -273,108 +213,26 @@ class FlowRunner:
             self.sync_consumer.assign(
                 [TopicPartition(self.offset_syncs_topic, 0, OFFSET_BEGINNING)]
             )
+            self.group_checkpoints = GroupCheckpoints(
+                flow,
+                self.clients,
+                self.metrics,
+                self.remote,
+                self.source_admin,
+                self.target_admin,
+                self.aux_producer,
+                self.sync_consumer,
+            )
         self.refresh_topics()
         if self.flow.flag("sync.topic.configs.enabled"):
             self.sync_topic_configs()
-
-    def _wait_for(self, admin: Any, alias: str) -> None:
-        """Block until the cluster answers a Metadata request (or the mirror is stopped)."""
-        from confluent_kafka import KafkaException
-
-        waited = False
-        next_log = 0.0
-        while not self.should_stop():
-            # Probes of a second, not REQUEST_TIMEOUT: against a cluster that is down, a
-            # probe waits its whole timeout, which kept SIGTERM waiting 15 s and the
-            # "waiting" line unsaid as long. librdkafka goes on connecting between probes.
-            began = time.monotonic()
-            try:
-                admin.list_topics(timeout=WAIT_PROBE_TIMEOUT)
-                if waited:
-                    log.info("%s: cluster %s is reachable", self.flow.name, alias)
-                return
-            except KafkaException as e:
-                # An AdminClient hands its errors (a refused login ...) to error_cb only
-                # when polled: the reason, logged before the line saying what waits.
-                admin.poll(0)
-                now = time.monotonic()
-                if now >= next_log:
-                    log.warning(
-                        "%s: waiting for cluster %s: %s", self.flow.name, alias, e.args[0].str()
-                    )
-                    next_log = now + RETRY_BACKOFF
-                waited = True
-                self._sleep(began + WAIT_PROBE_TIMEOUT - now)
-
-    # Waits on a cluster are cut in slices of WAIT_SLICE, so that a stop is seen while a
-    # cluster is down: SIGTERM must end the mirror within seconds, not after each blocked
-    # call's whole timeout. While stopping, a flush still gets STOP_FLUSH_TIMEOUT, enough
-    # for clusters that answer to acknowledge what is in flight.
-
-    def _flush(self, producer: Any, timeout: float = REQUEST_TIMEOUT) -> int:
-        """producer.flush, stop-aware; the number of messages still in flight."""
-        began = time.monotonic()
-        while True:
-            remaining = producer.flush(WAIT_SLICE)
-            if remaining == 0:
-                return 0
-            limit = min(timeout, STOP_FLUSH_TIMEOUT) if self.should_stop() else timeout
-            if time.monotonic() - began >= limit:
-                return remaining
-
-    def _result(self, future: Any, timeout: float = REQUEST_TIMEOUT + 5) -> Any:
-        """An admin future's result, stop-aware: TimeoutError when it takes too long or
-        the mirror is stopping."""
-        import concurrent.futures
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return future.result(timeout=WAIT_SLICE)
-            except concurrent.futures.TimeoutError:
-                if self.should_stop():
-                    raise TimeoutError("no answer before the mirror stopped") from None
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"no answer within {timeout:g} s") from None
-
-    def _metadata(self, client: Any, topic: str | None = None) -> Any:
-        """A Metadata answer (list_topics), stop-aware; KafkaException when none came."""
-        from confluent_kafka import KafkaException
-
-        deadline = time.monotonic() + REQUEST_TIMEOUT
-        while True:
-            try:
-                return client.list_topics(topic, timeout=WAIT_SLICE)
-            except KafkaException:
-                if self.should_stop() or time.monotonic() >= deadline:
-                    raise
-
-    def _sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.should_stop() and time.monotonic() < deadline:
-            time.sleep(min(0.2, deadline - time.monotonic()))
-
-    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
-        from confluent_kafka import KafkaException
-
-        while True:
-            try:
-                return call()
-            except KafkaException as e:
-                error = e.args[0]
-                if error.fatal() or not error.retriable():
-                    raise MirrorError(f"{self.flow.name}: cannot {what}: {error.str()}") from None
-                if self.should_stop():
-                    raise MirrorError(f"{self.flow.name}: stopped before it could {what}") from None
-                log.warning("%s: cannot %s yet: %s", self.flow.name, what, error.str())
-                self._sleep(RETRY_BACKOFF)
 
     def _ensure_internal_topics(self) -> None:
         from confluent_kafka.admin import NewTopic
 
         flow = self.flow
         compact = {"cleanup.policy": "compact"}
-        self._create_topics(
+        self.clients.create_topics(
             self.target_admin,
             flow.target,
             [
@@ -388,7 +246,7 @@ class FlowRunner:
             required=True,
         )
         if self.emit_offset_syncs:
-            self._create_topics(
+            self.clients.create_topics(
                 self.source_admin,
                 flow.source,
                 [
@@ -402,7 +260,7 @@ class FlowRunner:
                 required=True,
             )
         if self.emit_checkpoints:
-            self._create_topics(
+            self.clients.create_topics(
                 self.target_admin,
                 flow.target,
                 [
@@ -416,71 +274,17 @@ class FlowRunner:
                 required=True,
             )
 
-    def _create_topics(
-        self, admin: Any, alias: str, topics: list[Any], required: bool
-    ) -> list[str]:
-        """Create what does not exist yet; back the names that exist now. A refusal of an
-        internal topic (required) stops the mirror with Kafka's reason."""
-        from confluent_kafka import KafkaError, KafkaException
-
-        if not topics:
-            return []
-        exist = []
-        futures = admin.create_topics(topics, request_timeout=REQUEST_TIMEOUT)
-        for name, future in futures.items():
-            try:
-                self._result(future)
-                exist.append(name)
-                log.info("%s: created %s on %s", self.flow.name, name, alias)
-            except KafkaException as e:
-                error = e.args[0]
-                if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                    exist.append(name)
-                    continue
-                message = f"{self.flow.name}: cannot create {name} on {alias}: {error.name()}: {error.str()}"
-                if required:
-                    raise MirrorError(message) from None
-                log.error("%s", message)
-            except Exception as e:  # a timeout: retried at the next refresh
-                log.warning("%s: cannot create %s on %s yet: %s", self.flow.name, name, alias, e)
-        return exist
-
-    def _read_to_end(self, consumer: Any, partitions: list[Any]) -> Iterable[Any]:
-        """Every record of `partitions` up to their current end (librdkafka's
-        partition-EOF events, which also come after a trailing transaction marker)."""
-        from confluent_kafka import KafkaError
-
-        remaining = {(tp.topic, tp.partition) for tp in partitions}
-        consumer.assign(partitions)
-        deadline = time.monotonic() + 4 * REQUEST_TIMEOUT
-        while remaining:
-            if time.monotonic() > deadline:
-                raise MirrorError(
-                    f"{self.flow.name}: could not read {sorted(remaining)} to the end "
-                    f"within {4 * REQUEST_TIMEOUT:g} s"
-                )
-            if self.should_stop():
-                raise MirrorError(f"{self.flow.name}: stopped while reading its stored offsets")
-            for message in consumer.consume(1000, 0.5):
-                error = message.error()
-                if error is None:
-                    yield message
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    remaining.discard((message.topic(), message.partition()))
-                else:
-                    log.warning("%s: reading stored offsets: %s", self.flow.name, error.str())
-
     def _load_stored_offsets(self) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        metadata = self._metadata(self.target_admin, self.offsets_topic)
+        metadata = self.clients.metadata(self.target_admin, self.offsets_topic)
         topic = metadata.topics.get(self.offsets_topic)
         count = len(topic.partitions) if topic is not None and topic.error is None else 0
         if count == 0:
             raise MirrorError(
                 f"{self.flow.name}: {self.offsets_topic} has no partitions on {self.flow.target}"
             )
-        reader = self._make(
+        reader = self.clients.make(
             Consumer,
             "target",
             "consumer",
@@ -497,7 +301,7 @@ class FlowRunner:
             partitions = [
                 TopicPartition(self.offsets_topic, p, OFFSET_BEGINNING) for p in range(count)
             ]
-            for message in self._read_to_end(reader, partitions):
+            for message in self.clients.read_to_end(reader, partitions):
                 decoded = decode_source_offset(message.key(), message.value())
                 if decoded is None:
                     continue
@@ -527,8 +331,8 @@ class FlowRunner:
 
         flow = self.flow
         try:
-            source_topics = self._metadata(self.source_admin).topics
-            target_topics = self._metadata(self.target_admin).topics
+            source_topics = self.clients.metadata(self.source_admin).topics
+            target_topics = self.clients.metadata(self.target_admin).topics
         except KafkaException as e:
             log.warning("%s: cannot list topics: %s", flow.name, e.args[0].str())
             return
@@ -551,13 +355,15 @@ class FlowRunner:
                 )
             elif len(existing.partitions) < count:
                 grown.append(NewPartitions(remote, count))
-        exist = self._create_topics(self.target_admin, flow.target, new_topics, required=False)
+        exist = self.clients.create_topics(
+            self.target_admin, flow.target, new_topics, required=False
+        )
         if grown:
             for name, future in self.target_admin.create_partitions(
                 grown, request_timeout=REQUEST_TIMEOUT
             ).items():
                 try:
-                    self._result(future)
+                    self.clients.result(future)
                     log.info("%s: added partitions to %s on %s", flow.name, name, flow.target)
                 except Exception as e:
                     log.warning("%s: cannot add partitions to %s: %s", flow.name, name, e)
@@ -599,7 +405,7 @@ class FlowRunner:
         from confluent_kafka import KafkaException
 
         try:
-            metadata = self._metadata(self.producer, remote)
+            metadata = self.clients.metadata(self.producer, remote)
         except KafkaException as e:
             log.warning("%s: cannot read the metadata of %s: %s", self.flow.name, remote, e)
             return False
@@ -612,7 +418,7 @@ class FlowRunner:
 
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
         try:
-            entries = self._result(
+            entries = self.clients.result(
                 self.source_admin.describe_configs([resource], request_timeout=REQUEST_TIMEOUT)[
                     resource
                 ]
@@ -655,7 +461,7 @@ class FlowRunner:
         )
         for resource, future in futures.items():
             try:
-                self._result(future)
+                self.clients.result(future)
             except Exception as e:
                 log.warning(
                     "%s: cannot sync the configs of %s: %s", self.flow.name, resource.name, e
@@ -805,11 +611,8 @@ class FlowRunner:
         """Log a partition's read error, once a minute per partition and error: the
         consumer keeps returning it while it lasts."""
         error = message.error()
-        where = (message.topic(), message.partition(), error.code())
-        now = self.clock()
-        if now < self._error_logged.get(where, 0.0):
+        if not self.clients.should_log((message.topic(), message.partition(), error.code())):
             return
-        self._error_logged[where] = now + ERROR_LOG_INTERVAL
         log.warning(
             "%s: reading %s[%s]: %s",
             self.flow.name,
@@ -878,14 +681,14 @@ class FlowRunner:
 
         sending, self.pending_syncs = self.pending_syncs, []
         for sync in sending:
-            self._produce_aux(
+            self.clients.produce_aux(
                 self.sync_producer,
                 self.offset_syncs_topic,
                 sync.value(),
                 sync.key(),
                 partial(delivered, sync),
             )
-        remaining = self._flush(self.sync_producer)
+        remaining = self.clients.flush(self.sync_producer)
         if failed or remaining:
             log.warning(
                 "%s: offset syncs not written to %s yet: %s",
@@ -895,16 +698,6 @@ class FlowRunner:
             )
             return False
         return True
-
-    def _produce_aux(
-        self, producer: Any, topic: str, value: bytes, key: bytes, callback: Any
-    ) -> None:
-        while True:
-            try:
-                producer.produce(topic, value, key, on_delivery=callback)
-                return
-            except BufferError:
-                producer.poll(0.1)
 
     def _commit_transaction(self, first_offsets: dict[tuple[str, int], int]) -> None:
         """Exactly-once: the batch's progress joins its records in the transaction; the
@@ -926,7 +719,7 @@ class FlowRunner:
             )
         committed = False
         try:
-            remaining = self._flush(self.producer)
+            remaining = self.clients.flush(self.producer)
             if (
                 remaining == 0
                 and not (self.failed & first_offsets.keys())
@@ -984,7 +777,7 @@ class FlowRunner:
                 log.warning(
                     "%s: cannot %s a transaction yet: %s", self.flow.name, what, error.str()
                 )
-                self._sleep(1.0)
+                self.clients.sleep(1.0)
 
     def _rewind(self, keys: Iterable[tuple[str, int]]) -> None:
         """Read these partitions again from after their stored progress."""
@@ -1018,7 +811,7 @@ class FlowRunner:
         if self.exactly_once:
             self._write_offset_syncs(True)
             return
-        remaining = self._flush(self.producer)
+        remaining = self.clients.flush(self.producer)
         self._account_batch()
         if remaining:
             log.warning(
@@ -1042,7 +835,7 @@ class FlowRunner:
                 errors.append(error)
 
         for key, offset in changed:
-            self._produce_aux(
+            self.clients.produce_aux(
                 self.aux_producer,
                 self.offsets_topic,
                 source_offset_value(offset),
@@ -1050,7 +843,7 @@ class FlowRunner:
                 delivered,
             )
         if changed:
-            left = self._flush(self.aux_producer)
+            left = self.clients.flush(self.aux_producer)
             if errors or left:
                 log.warning(
                     "%s: progress not stored in %s: %s",
@@ -1063,157 +856,6 @@ class FlowRunner:
                     self.stored[key] = offset
         if self.failed and not remaining:
             self._rewind(sorted(self.failed))
-
-    # ---------------------------------------------------------------- checkpoints
-
-    def _read_offset_syncs(self) -> None:
-        for message in self.sync_consumer.consume(10_000, 0):
-            if message.error() is not None:
-                continue
-            try:
-                self.sync_store.add(OffsetSync.decode(message.key(), message.value()))
-            except MalformedRecord as e:
-                log.warning("%s: skipping an offset sync: %s", self.flow.name, e)
-
-    def emit_group_checkpoints(self) -> None:
-        """Translate the committed offsets of the source's groups (those `groups` names)
-        for the topics this flow copies, and write the ones that changed as checkpoints."""
-        self._read_offset_syncs()
-        try:
-            listing = self._result(
-                self.source_admin.list_consumer_groups(request_timeout=REQUEST_TIMEOUT)
-            )
-        except Exception as e:
-            log.warning("%s: cannot list the groups of %s: %s", self.flow.name, self.flow.source, e)
-            return
-        written = 0
-        for group in sorted(g.group_id for g in listing.valid):
-            if not self.flow.replicates_group(group):
-                continue
-            offsets = self._group_offsets(self.source_admin, group)
-            if offsets is None:
-                continue
-            latest = self.checkpoints.setdefault(group, {})
-            for (topic, partition), (offset, metadata) in offsets.items():
-                remote = self.remote.get(topic)
-                if remote is None or offset < 0:
-                    continue
-                downstream = self.sync_store.translate(topic, partition, offset)
-                if downstream is None:
-                    continue
-                checkpoint = Checkpoint(group, remote, partition, offset, downstream, metadata)
-                if latest.get((remote, partition)) == checkpoint:
-                    continue
-                self._produce_aux(
-                    self.aux_producer,
-                    self.checkpoints_topic,
-                    checkpoint.value(),
-                    checkpoint.key(),
-                    None,
-                )
-                latest[(remote, partition)] = checkpoint
-                written += 1
-        if written:
-            left = self._flush(self.aux_producer)
-            if left:
-                log.warning("%s: %d checkpoints not yet written", self.flow.name, left)
-            self.metrics.checkpoints.labels(*self._labels).inc(written)
-
-    def _group_offsets(
-        self, admin: Any, group: str
-    ) -> dict[tuple[str, int], tuple[int, str]] | None:
-        from confluent_kafka import ConsumerGroupTopicPartitions
-
-        try:
-            futures = admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT
-            )
-            answer = self._result(futures[group])
-        except Exception as e:
-            log.warning("%s: cannot read the offsets of group %s: %s", self.flow.name, group, e)
-            return None
-        return {
-            (tp.topic, tp.partition): (tp.offset, tp.metadata or "")
-            for tp in answer.topic_partitions
-            if tp.error is None
-        }
-
-    def sync_groups(self) -> None:
-        """Commit the translated offsets to the target's groups that have no active
-        member there, where they are ahead of what the group has committed on the target
-        (a group that moved on by itself is not rewound)."""
-        from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
-
-        groups = sorted(group for group, latest in self.checkpoints.items() if latest)
-        if not groups:
-            return
-        try:
-            descriptions = self.target_admin.describe_consumer_groups(
-                groups, request_timeout=REQUEST_TIMEOUT
-            )
-        except Exception as e:
-            log.warning("%s: cannot describe groups on %s: %s", self.flow.name, self.flow.target, e)
-            return
-        synced = 0
-        for group in groups:
-            try:
-                state = self._result(descriptions[group]).state
-            except Exception as e:
-                log.warning(
-                    "%s: cannot describe group %s on %s: %s",
-                    self.flow.name,
-                    group,
-                    self.flow.target,
-                    e,
-                )
-                continue
-            if state not in (
-                ConsumerGroupState.EMPTY,
-                ConsumerGroupState.DEAD,
-                ConsumerGroupState.UNKNOWN,
-            ):
-                continue  # active on the target: its members own its offsets
-            target_offsets = self._group_offsets(self.target_admin, group)
-            if target_offsets is None:
-                continue
-            updates = []
-            for (remote, partition), checkpoint in sorted(self.checkpoints[group].items()):
-                current = target_offsets.get((remote, partition), (-1, ""))[0]
-                if current >= checkpoint.downstream_offset:
-                    continue
-                updates.append(
-                    TopicPartition(
-                        remote,
-                        partition,
-                        checkpoint.downstream_offset,
-                        # a str always: confluent-kafka's TopicPartition refuses None
-                        # (TypeError), which would end the mirror at a group without one
-                        metadata=checkpoint.metadata,
-                    )
-                )
-            if not updates:
-                continue
-            try:
-                self._result(
-                    self.target_admin.alter_consumer_group_offsets(
-                        [ConsumerGroupTopicPartitions(group, updates)],
-                        request_timeout=REQUEST_TIMEOUT,
-                    )[group]
-                )
-                synced += len(updates)
-                log.info(
-                    "%s: group %s on %s moved to translated offsets: %s",
-                    self.flow.name,
-                    group,
-                    self.flow.target,
-                    ", ".join(f"{tp.topic}[{tp.partition}]={tp.offset}" for tp in updates[:10]),
-                )
-            except Exception as e:
-                log.warning(
-                    "%s: cannot commit translated offsets of %s: %s", self.flow.name, group, e
-                )
-        if synced:
-            self.metrics.group_offsets_synced.labels(*self._labels).inc(synced)
 
     # ---------------------------------------------------------------- periodic
 
@@ -1230,11 +872,15 @@ class FlowRunner:
         if now >= due["sync_configs"] and flow.flag("sync.topic.configs.enabled"):
             self.sync_topic_configs()
             due["sync_configs"] = self.clock() + flow.seconds("sync.topic.configs.interval.seconds")
-        if now >= due["checkpoints"] and self.emit_checkpoints:
-            self.emit_group_checkpoints()
+        if now >= due["checkpoints"] and self.group_checkpoints is not None:
+            self.group_checkpoints.emit()
             due["checkpoints"] = self.clock() + flow.seconds("emit.checkpoints.interval.seconds")
-        if now >= due["sync_groups"] and self.sync_group_offsets:
-            self.sync_groups()
+        if (
+            now >= due["sync_groups"]
+            and self.sync_group_offsets
+            and self.group_checkpoints is not None
+        ):
+            self.group_checkpoints.sync_groups()
             due["sync_groups"] = self.clock() + flow.seconds("sync.group.offsets.interval.seconds")
         if now >= due["progress"]:
             self.log_progress()
@@ -1296,5 +942,5 @@ class FlowRunner:
                     client.close()
             for producer in (self.producer, self.aux_producer, self.sync_producer):
                 if producer is not None:
-                    self._flush(producer)
+                    self.clients.flush(producer)
             self.consumer = self.sync_consumer = None

@@ -12,8 +12,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from kwire.mirror.clients import MirrorError
 from kwire.mirror.config import MirrorConfig, validate_flow
-from kwire.mirror.flow import FlowRunner, MirrorError
+from kwire.mirror.flow import FlowRunner
 from kwire.mirror.metrics import MirrorMetrics
 
 log = logging.getLogger("kwire.mirror")
