@@ -48,13 +48,19 @@ class GroupCheckpoints:
         self.checkpoints: dict[str, dict[tuple[str, int], Checkpoint]] = {}
 
     def read_offset_syncs(self) -> None:
-        for message in self.sync_consumer.consume(10_000, 0):
-            if message.error() is not None:
-                continue
-            try:
-                self.sync_store.add(OffsetSync.decode(message.key(), message.value()))
-            except MalformedRecord as e:
-                log.warning("%s: skipping an offset sync: %s", self.flow.name, e)
+        """Add the offset syncs fetched since the last call to the store (without waiting:
+        the ones not fetched yet come at the next checkpoint)."""
+        while True:
+            messages = self.sync_consumer.consume(10_000, 0)
+            for message in messages:
+                if message.error() is not None:
+                    continue
+                try:
+                    self.sync_store.add(OffsetSync.decode(message.key(), message.value()))
+                except MalformedRecord as e:
+                    log.warning("%s: skipping an offset sync: %s", self.flow.name, e)
+            if len(messages) < 10_000:
+                return
 
     def emit(self) -> None:
         """Translate the committed offsets of the source's groups (those `groups` names)
