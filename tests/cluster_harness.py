@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ import pytest
 from conftest import BrokerProcess
 
 # The ZooKeeper launcher is kwire.testing's (users' Cluster() runs the same one).
-from kwire.testing.cluster import run_parallel
+from kwire.testing.cluster import metadata_brokers, run_parallel
 from kwire.testing.zookeeper import (
     ZOOKEEPER_START_TIMEOUT,
     ZooKeeperServer,
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
     from kazoo.client import KazooClient
 
 T = TypeVar("T")
+
+# How long start() waits for every running broker to name the controller (seconds).
+CONTROLLER_WAIT = 15.0
 
 def wait_until(
     predicate: Callable[[], T], timeout: float, interval: float = 0.05, message: str = ""
@@ -255,8 +259,22 @@ class KwireCluster:
 
     def start(self) -> KwireCluster:
         """Start every broker not yet running, in parallel, each waited for until it
-        answers ApiVersions (BrokerProcess.start)."""
+        answers ApiVersions (BrokerProcess.start); then, for up to CONTROLLER_WAIT seconds,
+        until every running broker names the controller. A broker answers Metadata as soon
+        as it listens, with controller -1 until the election reaches it, and librdkafka's
+        AdminClient that saw -1 first may not ask again within a minute (CreateTopics right
+        after start hung in CI). Not an error if it does not happen: a test may start a
+        cluster that cannot elect one."""
         run_parallel([b.start for b in self.brokers.values() if b.process is None])
+        deadline = time.monotonic() + CONTROLLER_WAIT
+        running = [b for b in self.brokers.values() if b.process is not None]
+        while running and time.monotonic() < deadline:
+            try:
+                if all(metadata_brokers("127.0.0.1", b.port)[1] >= 0 for b in running):
+                    break
+            except (OSError, ValueError, struct.error):
+                pass
+            time.sleep(0.05)
         return self
 
     def add_broker(self, overrides: dict[str, str] | None = None, start: bool = True) -> BrokerProcess:
