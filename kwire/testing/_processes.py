@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
+import re
 import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Self
 
@@ -77,6 +80,60 @@ class ProcessService(Service):
 
     process: subprocess.Popen[bytes] | None
     stop_timeout: float
+    start_timeout: float
+    log_path: Path
+    # For start errors: "kwire broker", and what it is not yet ("listening").
+    kind: str
+    not_ready: str
+
+    def _launch(self, args: list[str]) -> tuple[int, float]:
+        """Start `args` with stdout and stderr appended to log_path; (where this run's
+        output starts in the log, when it was started)."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "ab") as log:
+            offset = log.tell()
+            began = time.monotonic()
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
+        track(self.process)
+        return offset, began
+
+    def _read_log(self, offset: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _wait_for_line(
+        self, pattern: re.Pattern[str], offset: int, began: float, error: type[Exception]
+    ) -> re.Match[str]:
+        """Wait until this run's output has a line matching `pattern` (its ready line);
+        `error` with the log's tail if the process exits first or start_timeout passes."""
+        assert self.process is not None
+        deadline = began + self.start_timeout
+        while True:
+            text = self._read_log(offset)
+            match = pattern.search(text)
+            if match is not None:
+                return match
+            code = self.process.poll()
+            if code is not None:
+                untrack(self.process)
+                self.process = None
+                raise error(
+                    f"{self.kind} exited with code {code} at start; log ({self.log_path}):\n"
+                    + text[-5000:]
+                )
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise error(
+                    f"{self.kind} {self.not_ready} within {self.start_timeout:g}s; "
+                    f"log ({self.log_path}):\n" + text[-5000:]
+                )
+            time.sleep(0.01)
 
     @property
     def running(self) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kwire.testing._processes import ProcessService, track, untrack
+from kwire.testing._processes import ProcessService
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -68,6 +68,9 @@ class Broker(ProcessService):
     line; stop() is SIGTERM (a clean shutdown), kill() SIGKILL (a crash), restart() starts
     again on the same ports with the same data.
     """
+
+    kind = "kwire broker"
+    not_ready = "not listening"
 
     def __init__(
         self,
@@ -152,15 +155,8 @@ class Broker(ProcessService):
         args = [self.python, "-P", "-m", "kwire", "serve"]
         for key, value in self._overrides().items():
             args += ["--override", f"{key}={value}"]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "ab") as log:
-            offset = log.tell()
-            began = time.monotonic()
-            self.process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
-        track(self.process)
-        match = self._wait_for_ready_line(offset, began)
+        offset, began = self._launch(args)
+        match = self._wait_for_line(READY_LINE, offset, began, BrokerStartError)
         self.start_seconds.append(time.monotonic() - began)
         self.broker_id = int(match["id"])
         self.listeners = {}
@@ -169,42 +165,6 @@ class Broker(ProcessService):
             if m is not None:
                 self.listeners[m["name"]] = (m["host"].strip("[]"), int(m["port"]))
         return self
-
-    def _wait_for_ready_line(self, offset: int, began: float) -> re.Match[str]:
-        assert self.process is not None
-        deadline = began + self.start_timeout
-        while True:
-            text = self._read_log(offset)
-            match = READY_LINE.search(text)
-            if match is not None:
-                return match
-            code = self.process.poll()
-            if code is not None:
-                untrack(self.process)
-                self.process = None
-                raise BrokerStartError(
-                    f"kwire broker exited with code {code} at start; log ({self.log_path}):\n"
-                    + text[-5000:]
-                )
-            if time.monotonic() >= deadline:
-                self.kill()
-                raise BrokerStartError(
-                    f"kwire broker not listening within {self.start_timeout:g}s; "
-                    f"log ({self.log_path}):\n" + text[-5000:]
-                )
-            time.sleep(0.01)
-
-    def _read_log(self, offset: int = 0) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-    def __repr__(self) -> str:
-        state = self.bootstrap if self.listeners else "not started"
-        return f"<kwire.testing.Broker {state} {'running' if self.running else 'stopped'}>"
 
     def log_text(self, tail: int | None = None) -> str:
         """The broker's output (every start, appended), or its last `tail` characters."""

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kwire.testing._processes import ProcessService, track, untrack
+from kwire.testing._processes import ProcessService, untrack
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -70,6 +70,9 @@ class Mirror(ProcessService):
     progress is stored), kill() SIGKILL (a crash), restart() starts it again with the same
     properties (and the same log file, appended)."""
 
+    kind = "kwire mirror"
+    not_ready = "not running"
+
     def __init__(
         self,
         properties: Mapping[str, object],
@@ -105,41 +108,12 @@ class Mirror(ProcessService):
             return self
         self.write_properties()
         args = [self.python, "-P", "-m", "kwire", "mirror", str(self.config_path), *self.args]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "ab") as log:
-            offset = log.tell()
-            began = time.monotonic()
-            self.process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
-        track(self.process)
+        offset, began = self._launch(args)
         if wait:
-            match = self._wait_for_ready_line(offset, began)
+            match = self._wait_for_line(READY_LINE, offset, began, MirrorStartError)
             self.start_seconds.append(time.monotonic() - began)
             self.metrics_url = match["url"]
         return self
-
-    def _wait_for_ready_line(self, offset: int, began: float) -> re.Match[str]:
-        assert self.process is not None
-        deadline = began + self.start_timeout
-        while True:
-            text = self.log_text(offset=offset)
-            match = READY_LINE.search(text)
-            if match is not None:
-                return match
-            code = self.process.poll()
-            if code is not None:
-                untrack(self.process)
-                self.process = None
-                raise MirrorStartError(
-                    f"kwire mirror exited with code {code} at start; log:\n{text[-5000:]}"
-                )
-            if time.monotonic() >= deadline:
-                self.kill()
-                raise MirrorStartError(
-                    f"kwire mirror not running within {self.start_timeout:g}s; log:\n{text[-5000:]}"
-                )
-            time.sleep(0.02)
 
     def wait(self, timeout: float) -> int:
         """Wait for the process to exit by itself; its exit code."""
@@ -150,12 +124,9 @@ class Mirror(ProcessService):
         return code
 
     def log_text(self, tail: int | None = None, offset: int = 0) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        """The mirror's output from `offset` (every start, appended), or its last `tail`
+        lines."""
+        text = self._read_log(offset)
         if tail is not None:
             return "\n".join(text.splitlines()[-tail:])
         return text
