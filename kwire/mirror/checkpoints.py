@@ -91,7 +91,7 @@ class GroupCheckpoints:
                 checkpoint = Checkpoint(group, remote, partition, offset, downstream, metadata)
                 if latest.get((remote, partition)) == checkpoint:
                     continue
-                self.clients.produce_aux(
+                self.clients.produce(
                     self.aux_producer,
                     self.checkpoints_topic,
                     checkpoint.value(),

@@ -238,12 +238,20 @@ class FlowClients:
                 else:
                     log.warning("%s: reading stored offsets: %s", self.flow.name, error.str())
 
-    def produce_aux(
-        self, producer: Any, topic: str, value: bytes, key: bytes, callback: Any
+    def produce(
+        self,
+        producer: Any,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        callback: Any,
+        **record: Any,
     ) -> None:
+        """producer.produce (`record`: partition, timestamp, headers), waiting while its
+        queue is full for the cluster to acknowledge some."""
         while True:
             try:
-                producer.produce(topic, value, key, on_delivery=callback)
+                producer.produce(topic, value, key, on_delivery=callback, **record)
                 return
             except BufferError:
                 producer.poll(0.1)

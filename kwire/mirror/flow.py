@@ -228,51 +228,38 @@ class FlowRunner:
             self.sync_topic_configs()
 
     def _ensure_internal_topics(self) -> None:
+        """The progress topic on the target, and (when written) the offset syncs on the
+        source and the checkpoints on the target: compacted, as MM2 makes them."""
         from confluent_kafka.admin import NewTopic
 
         flow = self.flow
-        compact = {"cleanup.policy": "compact"}
-        self.clients.create_topics(
-            self.target_admin,
-            flow.target,
-            [
-                NewTopic(
-                    self.offsets_topic,
-                    flow.integer("offset.storage.partitions", minimum=1),
-                    int(flow.get("offset.storage.replication.factor")),
-                    config=compact,
-                )
-            ],
-            required=True,
-        )
+        wanted = [
+            (
+                "target",
+                self.offsets_topic,
+                flow.integer("offset.storage.partitions", minimum=1),
+                "offset.storage.replication.factor",
+            )
+        ]
         if self.emit_offset_syncs:
-            self.clients.create_topics(
-                self.source_admin,
-                flow.source,
-                [
-                    NewTopic(
-                        self.offset_syncs_topic,
-                        1,
-                        int(flow.get("offset-syncs.topic.replication.factor")),
-                        config=compact,
-                    )
-                ],
-                required=True,
+            wanted.append(
+                ("source", self.offset_syncs_topic, 1, "offset-syncs.topic.replication.factor")
             )
         if self.emit_checkpoints:
-            self.clients.create_topics(
-                self.target_admin,
-                flow.target,
-                [
-                    NewTopic(
-                        self.checkpoints_topic,
-                        1,
-                        int(flow.get("checkpoints.topic.replication.factor")),
-                        config=compact,
-                    )
-                ],
-                required=True,
+            wanted.append(
+                ("target", self.checkpoints_topic, 1, "checkpoints.topic.replication.factor")
             )
+        for side, name, partitions, replication_key in wanted:
+            topic = NewTopic(
+                name,
+                partitions,
+                int(flow.get(replication_key)),
+                config={"cleanup.policy": "compact"},
+            )
+            if side == "source":
+                self.clients.create_topics(self.source_admin, flow.source, [topic], required=True)
+            else:
+                self.clients.create_topics(self.target_admin, flow.target, [topic], required=True)
 
     def _load_stored_offsets(self) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -517,7 +504,7 @@ class FlowRunner:
             report = deliveries.get(where)
             if report is None:
                 report = deliveries[where] = _Deliveries(self._delivered)
-            try:  # inline: the one call per record that _produce wraps
+            try:  # inline: the one call per record that clients.produce wraps
                 produce(
                     remote,
                     value,
@@ -528,7 +515,16 @@ class FlowRunner:
                     on_delivery=report,
                 )
             except BufferError:
-                self._produce(produce, remote, value, key, partition, timestamp, headers, report)
+                self.clients.produce(
+                    self.producer,
+                    remote,
+                    value,
+                    key,
+                    report,
+                    partition=partition,
+                    timestamp=timestamp,
+                    headers=headers,
+                )
             except KafkaException as e:
                 # Refused before sending (the producer's state, the record's size): not copied.
                 self._refused(where, offset, e)
@@ -576,12 +572,9 @@ class FlowRunner:
         self.failed.add(where)
 
     def _abort_batch(self, messages: list[Any]) -> None:
-        """Exactly-once: abort the open transaction and read every partition of the polled
-        batch again (those not produced yet too: the consumer has moved past them)."""
-        self._end_transaction(commit=False)
-        self.metrics.transactions.labels(*self._labels, "aborted").inc()
-        self._batch_records.clear()
-        self._rewind(
+        """Exactly-once, a record refused mid-batch: abort, and read every partition of the
+        polled batch again (those not produced yet too: the consumer has moved past them)."""
+        self._abort_and_rewind(
             {
                 (message.topic(), message.partition())
                 for message in messages
@@ -589,23 +582,12 @@ class FlowRunner:
             }
         )
 
-    def _produce(self, produce: Any, *args: Any) -> None:
-        topic, value, key, partition, timestamp, headers, callback = args
-        while True:
-            try:
-                produce(
-                    topic,
-                    value,
-                    key,
-                    partition=partition,
-                    timestamp=timestamp,
-                    headers=headers,
-                    on_delivery=callback,
-                )
-                return
-            except BufferError:
-                # The producer's queue is full: let the target acknowledge some.
-                self.producer.poll(0.1)
+    def _abort_and_rewind(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Abort the open transaction and read `keys` again from their stored progress."""
+        self._end_transaction(commit=False)
+        self.metrics.transactions.labels(*self._labels, "aborted").inc()
+        self._batch_records.clear()
+        self._rewind(keys)
 
     def _consume_error(self, message: Any) -> None:
         """Log a partition's read error, once a minute per partition and error: the
@@ -681,7 +663,7 @@ class FlowRunner:
 
         sending, self.pending_syncs = self.pending_syncs, []
         for sync in sending:
-            self.clients.produce_aux(
+            self.clients.produce(
                 self.sync_producer,
                 self.offset_syncs_topic,
                 sync.value(),
@@ -707,14 +689,11 @@ class FlowRunner:
 
         for key in first_offsets:
             offset = self.read_upto[key]
-            self._produce(
-                self.producer.produce,
+            self.clients.produce(
+                self.producer,
                 self.offsets_topic,
                 source_offset_value(offset),
                 source_offset_key(self.flow.source, *key),
-                -1,  # RD_KAFKA_PARTITION_UA: by key
-                0,
-                None,
                 None,
             )
         committed = False
@@ -733,16 +712,13 @@ class FlowRunner:
                     f"{self.flow.name}: transactional producer: {error.str()}"
                 ) from None
             log.warning("%s: transaction failed: %s", self.flow.name, error.str())
-        outcome = "committed" if committed else "aborted"
-        self.metrics.transactions.labels(*self._labels, outcome).inc()
-        if committed:
-            for key in first_offsets:
-                self.stored[key] = self.read_upto[key]
-            self._account_batch()
+        if not committed:
+            self._abort_and_rewind(first_offsets.keys())
             return
-        self._end_transaction(commit=False)
-        self._batch_records.clear()
-        self._rewind(first_offsets.keys())
+        self.metrics.transactions.labels(*self._labels, "committed").inc()
+        for key in first_offsets:
+            self.stored[key] = self.read_upto[key]
+        self._account_batch()
 
     def _end_transaction(self, commit: bool) -> bool:
         """Commit (or abort) the open transaction, retrying what librdkafka says can be
@@ -835,7 +811,7 @@ class FlowRunner:
                 errors.append(error)
 
         for key, offset in changed:
-            self.clients.produce_aux(
+            self.clients.produce(
                 self.aux_producer,
                 self.offsets_topic,
                 source_offset_value(offset),
